@@ -37,6 +37,9 @@ class SourceConfig(Strict):
     label_map: dict[str, str] = Field(default_factory=dict)  # raw label -> label name, e.g. {"1": "positive"}
     pages_per_partition: int = Field(default=5000, gt=0)  # wiki dumps split into page ranges of this size
     rows_per_partition: int = Field(default=200_000, gt=0)  # large CSV/JSONL files split by rows
+    # a record (line, page, WARC payload) above this many bytes is rejected as record_too_large, so one
+    # runaway line cannot take a worker's memory with it
+    max_record_bytes: int = Field(default=1_000_000, gt=0)
 
     @field_validator("fields")
     @classmethod
@@ -174,7 +177,8 @@ class TokenizerConfig(Strict):
     kind: Literal["wordpiece", "bpe"] = "wordpiece"
     vocab_size: int = Field(default=8000, ge=256)
     min_frequency: int = 2
-    max_docs: int | None = None
+    max_docs: int | None = None  # None: every train document
+    lowercase: bool = True  # wordpiece only, as uncased Chinese BERT; byte-level BPE keeps case
 
 
 class ModelConfig(Strict):
@@ -196,7 +200,11 @@ class PretrainConfig(Strict):
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 20
+    lr_schedule: Literal["cosine", "linear"] = "cosine"  # decay after warmup, down to min_lr_ratio * lr
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    grad_clip: float | None = 1.0
     checkpoint_every: int = 50
+    keep_checkpoints: int = Field(default=3, ge=2)  # >= 2, so a corrupt newest one leaves one to resume from
     log_every: int = 10
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -212,13 +220,25 @@ class TaskConfig(Strict):
     validation: str | None = None  # None: held out from train by hash of the row
     test: str | None = None
     format: Literal["csv", "tsv", "jsonl", "conll", "zip_csv", "zip_conll"] = "csv"
+    # role -> column: text (several columns joined: "title,description"), label, optional id; headerless tsv
+    # columns are named by position ("0", "1", ...); conll files need no fields
     fields: dict[str, str] = Field(default_factory=lambda: {"text": "text", "label": "label"})
-    max_examples: int | None = None
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-3
-    patience: int = 2
+    max_examples: int | None = Field(default=None, gt=0)  # caps every split (a seeded sample), for demos
+    max_seq_len: int = Field(default=128, gt=2)  # longer inputs are truncated
+    epochs: int = Field(default=3, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    lr: float = Field(default=1e-3, ge=0)
+    patience: int = Field(default=2, gt=0)  # epochs without a better dev score before training stops
     primary_metric: Literal["accuracy", "macro_f1", "entity_f1"] = "accuracy"
+
+    @model_validator(mode="after")
+    def _metric_and_format_fit_type(self) -> TaskConfig:
+        token_task = self.type == "token_classification"
+        if token_task != (self.primary_metric == "entity_f1"):
+            raise ValueError("primary_metric 'entity_f1' goes with type 'token_classification' and only with it")
+        if token_task != (self.format in ("conll", "zip_conll")):
+            raise ValueError("formats 'conll' and 'zip_conll' go with type 'token_classification' and only with it")
+        return self
 
 
 class RegistryConfig(Strict):

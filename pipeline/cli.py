@@ -1,0 +1,274 @@
+"""The `corpusflow` command.
+
+Flows are imported inside the commands that run them: `inspect`, `validate` and `diff` work without
+starting Prefect, and every command that runs a flow first points Prefect at the local server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
+console = Console()
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config")]
+
+
+@contextmanager
+def _step(description: str) -> Iterator[None]:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=None)
+        yield
+        progress.update(task, description=f"[green]done[/green] {description}", total=1, completed=1)
+
+
+def _run_flow(description: str, run: Callable[[], Any]) -> Any:
+    from pipeline.servers import use_prefect_server
+
+    api = use_prefect_server()
+    console.print(f"Prefect API: {api.removesuffix('/api')}")
+    with _step(description):
+        return run()
+
+
+def _checked_config(path: Path) -> None:
+    try:
+        load_config(path)
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def build(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+    """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
+    _checked_config(config)
+    from flows.build_corpus import build_corpus
+
+    manifest = _run_flow(f"building corpus from {config}", lambda: build_corpus(str(config)))
+    _print_manifest(manifest)
+
+
+@app.command()
+def inspect(
+    dataset: Annotated[str, typer.Argument(help="a manifest.json, a version directory or a dataset directory")],
+    samples: int = 3,
+) -> None:
+    """Summary of a dataset version: shards, ledger, contract results and sample documents."""
+    _print_manifest(_resolve_manifest(dataset), samples=samples)
+
+
+@app.command()
+def verify(manifest: Annotated[str, typer.Argument(help="manifest.json of the version to reproduce")]) -> None:
+    """Rebuild a version in a scratch directory and compare every shard's hash with the manifest."""
+    from pipeline.reproduce import compare_manifests, rebuild_config
+
+    original = _resolve_manifest(manifest)
+    scratch = Path(tempfile.mkdtemp(prefix="corpusflow-verify-"))
+    try:
+        config_path = rebuild_config(original, scratch)
+        from flows.build_corpus import build_corpus
+
+        rebuilt = _run_flow("rebuilding in a scratch directory", lambda: build_corpus(str(config_path)))
+        differences = compare_manifests(original, rebuilt)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if differences:
+        console.print("[red]not reproducible[/red]; differing shards:")
+        for line in differences:
+            console.print(f"  {line}")
+        raise typer.Exit(1)
+    console.print(f"[green]reproduced[/green]: every shard of {original} has the same sha256")
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a shard (.arrow) or a directory of shards")]) -> None:
+    """Validate shards against the current contracts in data_contracts/."""
+    from pipeline.contracts import validate_path
+
+    results = validate_path(path)
+    table = Table("shard", "suite", "rows", "passed", "failed expectations")
+    for result in results:
+        failed = [f"{e['type']}({e.get('column') or ''})" for e in result["expectations"] if not e["success"]]
+        table.add_row(str(result.get("path", "")), f"{result['suite']} v{result['version']}", str(result["rows"]),
+                      "[green]yes[/green]" if result["success"] else "[red]no[/red]", ", ".join(failed))
+    console.print(table)
+    if any(r["critical_failed"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    config: ConfigOption = Path("configs/demo.yaml"),
+    manifest: Annotated[str | None, typer.Option(help="dataset manifest; default: the newest version")] = None,
+) -> None:
+    """Train tokenizer, pretrain, fine-tune, evaluate and register, from a built dataset version."""
+    _checked_config(config)
+    from flows.train_models import train_models
+
+    result = _run_flow("training models", lambda: train_models(str(config), manifest_path=manifest, force=True))
+    console.print_json(data=result)
+
+
+@app.command()
+def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False) -> None:
+    """The whole chain: build the corpus, then train and register when the dataset version changed."""
+    _checked_config(config)
+    from flows.refresh import refresh
+
+    result = _run_flow("building corpus and training models", lambda: refresh(str(config), force_train=force_train))
+    console.print_json(data=result)
+
+
+@app.command()
+def models(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+    """Registered model versions with their aliases, metrics and lineage."""
+    from pipeline.registry import list_models, tracking_uri_for
+
+    cfg = load_config(config)
+    rows = list_models(cfg.registry, tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri))
+    table = Table("version", "aliases", "metrics", "dataset", "commit")
+    for row in rows:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
+        lineage = row.get("lineage", {})
+        table.add_row(str(row["version"]), ", ".join(row.get("aliases", [])), metrics,
+                      lineage.get("dataset_version", ""), lineage.get("git_commit", "")[:10])
+    console.print(table)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="model version number")],
+    alias: str = "champion",
+    config: ConfigOption = Path("configs/demo.yaml"),
+) -> None:
+    """Point an alias (default champion) at a model version: promote, or roll back."""
+    from pipeline.registry import set_alias, tracking_uri_for
+
+    cfg = load_config(config)
+    set_alias(cfg.registry, tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri), alias, version)
+    console.print(f"alias [bold]{alias}[/bold] -> version {version}")
+
+
+@app.command()
+def diff(
+    old: Annotated[str, typer.Argument(help="manifest or version directory of the older version")],
+    new: Annotated[str, typer.Argument(help="manifest or version directory of the newer version")],
+) -> None:
+    """Documents added, removed and changed between two dataset versions, per source."""
+    from pipeline.diff import diff_versions, render_diff
+
+    console.print(render_diff(diff_versions(_resolve_manifest(old), _resolve_manifest(new))))
+
+
+@app.command()
+def ui(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+    """Start (or find) the local Prefect server and the MLflow UI and print both URLs."""
+    from pipeline.servers import ensure_mlflow_ui, ensure_prefect_server
+
+    cfg = load_config(config)
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    console.print(f"Prefect UI: {ensure_prefect_server().removesuffix('/api')}")
+    console.print(f"MLflow UI:  {ensure_mlflow_ui(Path(cfg.run_dir))}")
+
+
+@app.command()
+def deploy(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+    """Register the scheduled deployments (nightly refresh, weekly retraining) with the Prefect server."""
+    from flows.deploy import deploy_all
+
+    names = _run_flow("registering deployments", lambda: deploy_all(str(config)))
+    console.print_json(data=names)
+
+
+@app.command()
+def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+    """Run a local worker that executes the scheduled deployments (Ctrl-C stops it)."""
+    from flows.deploy import serve as serve_deployments
+    from pipeline.servers import use_prefect_server
+
+    console.print(f"Prefect API: {use_prefect_server()}")
+    serve_deployments(str(config))
+
+
+def _resolve_manifest(reference: str) -> str:
+    path = Path(reference)
+    if path.is_dir():
+        if (path / "manifest.json").exists():
+            return str(path / "manifest.json")
+        latest = path / "LATEST"
+        if latest.exists():
+            return str(path / latest.read_text().strip() / "manifest.json")
+        console.print(f"[red]{reference}: no manifest.json and no LATEST in this directory[/red]")
+        raise typer.Exit(2)
+    if not path.exists() and "://" not in reference:
+        console.print(f"[red]{reference}: no such manifest[/red]")
+        raise typer.Exit(2)
+    return reference
+
+
+def _print_manifest(manifest_path: str, samples: int = 0) -> None:
+    from pipeline.shards import load_manifest, read_shard
+
+    manifest = load_manifest(manifest_path)
+    root = manifest_path.rsplit("/", 1)[0]
+    console.print(f"[bold]{manifest.dataset}[/bold] version [bold]{manifest.version}[/bold]  ({manifest_path})")
+    ledger = Table("source", "read", "kept", "filtered", "duplicate", "rejected", title="ledger")
+    for source, totals in manifest.ledger_by_source.items():
+        ledger.add_row(source, *(str(totals[k]) for k in ("read", "kept", "filtered", "duplicate", "rejected")))
+    t = manifest.ledger_totals
+    ledger.add_row("[bold]all[/bold]", *(str(t[k]) for k in ("read", "kept", "filtered", "duplicate", "rejected")))
+    console.print(ledger)
+    shard_table = Table("shard", "rows", "bytes", "contract", title="shards")
+    for shard in manifest.shards + manifest.quarantined:
+        passed = "[green]passed[/green]" if shard.usable else "[red]quarantined[/red]"
+        shard_table.add_row(shard.path, str(shard.rows), str(shard.bytes), passed)
+    console.print(shard_table)
+    _print_reasons(root, manifest)
+    if samples and manifest.shards:
+        documents = read_shard(f"{root}/{manifest.shards[0].path}", ["id", "lang", "title", "text"]).slice(0, samples)
+        for row in documents.to_pylist():
+            console.print(f"[cyan]{row['id']}[/cyan] [{row['lang']}] {row['title'] or ''}\n  {row['text'][:200]}")
+
+
+def _print_reasons(root: str, manifest: Any) -> None:
+    from pipeline.shards import read_shard
+
+    try:
+        ledger = read_shard(f"{root}/ledger.arrow").to_pylist()
+    except FileNotFoundError:
+        return
+    reasons: dict[tuple[str, str], int] = {}
+    for row in ledger:
+        if row["outcome"] != "kept":
+            key = (row["outcome"], row["reason"])
+            reasons[key] = reasons.get(key, 0) + row["count"]
+    table = Table("outcome", "reason", "count", title="drops by reason")
+    for (outcome, reason), count in sorted(reasons.items(), key=lambda item: -item[1]):
+        table.add_row(outcome, reason, str(count))
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Deduplication: per-partition stages that add keys, and one global step over the keys of the whole build.
+
+Stages (run in the workers, per partition): `ContentHashStage` adds `content_hash`, `MinHashStage` adds
+`minhash`. The global step `find_duplicates` then sees only those keys (no text) of every kept document of
+every source, and of the previous dataset version when deduplicating against it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import DedupConfig
+from pipeline.dedup.exact import ContentHashStage, canonical_text, content_hash, exact_representatives
+from pipeline.dedup.minhash import (
+    MinHasher,
+    MinHashStage,
+    connected_components,
+    estimated_jaccard,
+    near_pairs,
+    signature_matrix,
+)
+
+__all__ = [
+    "DUPLICATES_SCHEMA",
+    "PREVIOUS_RANK",
+    "ContentHashStage",
+    "MinHashStage",
+    "MinHasher",
+    "canonical_text",
+    "content_hash",
+    "find_duplicates",
+]
+
+PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
+KEY_COLUMNS = ("id", "source", "lang", "content_hash", "minhash", "rank")
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative of its cluster
+        pa.field("kind", pa.string(), nullable=False),  # exact | near
+        pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
+    ]
+)
+
+
+def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
+    """One row per duplicate document, sorted by id; documents not listed are kept.
+
+    Every cluster of duplicates keeps its smallest (rank, id). Exact groups (equal content_hash) come first;
+    their representatives are then clustered by MinHash LSH, candidates verified by estimated Jaccard >=
+    config.threshold and chained by union-find, so A~B~C all point at one representative. `duplicate_of`
+    always names the cluster's kept document; `kind` is "exact" when the text equals it in canonical form,
+    otherwise "near", with `similarity` the estimated Jaccard to it (it can be below the threshold at the
+    end of a chain). Documents of rank -1 (the previous version) are never reported. The rows are sorted
+    by (rank, id) first, so the result does not depend on the input order.
+    """
+    missing = [c for c in KEY_COLUMNS if c not in keys.column_names]
+    if missing:
+        raise ValueError(f"dedup keys lack column(s) {missing}; expected {list(KEY_COLUMNS)}")
+    keys = keys.select(list(KEY_COLUMNS)).sort_by([("rank", "ascending"), ("id", "ascending")])
+    ids = keys.column("id").combine_chunks()
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise ValueError("dedup keys hold a document id more than once")
+    hashes = keys.column("content_hash").combine_chunks()
+    exact = exact_representatives(hashes) if config.exact else np.arange(len(ids), dtype=np.int64)
+    signatures, has_signature = signature_matrix(keys.column("minhash"), config.num_perm)
+    final = _near_representatives(exact, signatures, has_signature, config) if config.near else exact
+    return _duplicate_rows(ids, keys.column("rank"), exact, final, signatures)
+
+
+def _near_representatives(
+    exact: np.ndarray, signatures: np.ndarray, has_signature: np.ndarray, config: DedupConfig
+) -> np.ndarray:
+    """Each row's final representative: its exact representative's near-duplicate cluster's best row."""
+    candidates = np.flatnonzero((exact == np.arange(len(exact))) & has_signature)  # ascending = preference
+    left, right = near_pairs(signatures[candidates], config.threshold)
+    cluster_best = candidates[connected_components(len(candidates), left, right)]
+    best_of_row = np.arange(len(exact), dtype=np.int64)
+    best_of_row[candidates] = cluster_best
+    return best_of_row[exact]
+
+
+def _duplicate_rows(
+    ids: pa.Array, ranks: pa.ChunkedArray, exact: np.ndarray, final: np.ndarray, signatures: np.ndarray
+) -> pa.Table:
+    rows = np.flatnonzero((final != np.arange(len(final))) & (ranks.to_numpy() != PREVIOUS_RANK))
+    # a row is an exact duplicate when its exact group's representative is the cluster's representative
+    is_exact = exact[rows] == final[rows]
+    similarity = np.ones(len(rows), dtype=np.float32)
+    near = ~is_exact
+    similarity[near] = estimated_jaccard(signatures, exact[rows[near]], final[rows[near]])
+    table = pa.table(
+        {
+            "id": ids.take(pa.array(rows)),
+            "duplicate_of": ids.take(pa.array(final[rows])),
+            "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
+            "similarity": pa.array(similarity, pa.float32()),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    return table.sort_by("id")

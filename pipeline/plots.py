@@ -1,0 +1,209 @@
+"""PNG pictures of a dataset version and of a training run, for the run directory and the flow's artifacts.
+
+Figures are built with matplotlib's object API (`matplotlib.figure.Figure`), which renders with Agg and
+never touches pyplot's global state, so plotting from worker threads or without a display is safe.
+Every function writes one PNG (through `storage`, so the target may be an fsspec URL) and returns its
+location. Dataset pictures land in `<version>/reports/` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from pipeline import storage
+from pipeline.schema import Manifest
+
+DPI = 110
+DROP_COLORS = {"filtered": "#e07b39", "duplicate": "#8c6bb1", "rejected": "#c0392b"}
+
+
+def plot_dataset(version_dir: str) -> list[str]:
+    """All dataset pictures of a version: length histograms, filter funnel, duplicate rates."""
+    return [plot_length_histograms(version_dir), plot_filter_funnel(version_dir), plot_duplicate_rates(version_dir)]
+
+
+def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
+    """Characters per kept document, one panel per language, one line per source (log-spaced bins)."""
+    lengths = _lengths_by_lang_and_source(version_dir)
+    langs = sorted(lengths)
+    figure = Figure(figsize=(6.5, 3.2 * max(len(langs), 1)), dpi=DPI, layout="constrained")
+    axes = figure.subplots(max(len(langs), 1), 1, squeeze=False)[:, 0]
+    for ax, lang in zip(axes, langs):
+        by_source = lengths[lang]
+        longest = max(int(np.max(values)) for values in by_source.values())
+        bins = np.geomspace(1, max(longest, 10) * 1.05, 40)
+        for source, values in sorted(by_source.items()):
+            ax.hist(values, bins=bins, histtype="step", linewidth=1.6, label=f"{source} (n={len(values)})")
+        ax.set_xscale("log")
+        ax.set_title(f"Document length, lang={lang}")
+        ax.set_xlabel("characters per document (log scale)")
+        ax.set_ylabel("documents")
+        ax.legend(fontsize="small")
+    if not langs:
+        _empty(axes[0], "no kept documents")
+    return _save(figure, out_uri or _report_uri(version_dir, "lengths.png"))
+
+
+def _lengths_by_lang_and_source(version_dir: str) -> dict[str, dict[str, np.ndarray]]:
+    manifest = Manifest.model_validate_json(storage.read_bytes(storage.join(version_dir, "manifest.json")))
+    chunks: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    for shard in manifest.usable_shards():
+        with storage.open_arrow(storage.join(version_dir, shard.path)) as (_, batches):
+            for batch in batches:
+                # a shard holds one source in one language, so its record names both
+                chunks[shard.lang][shard.source].append(batch.column("n_chars").to_numpy(zero_copy_only=False))
+    return {lang: {src: np.concatenate(parts) for src, parts in by_src.items()} for lang, by_src in chunks.items()}
+
+
+def plot_filter_funnel(version_dir: str, out_uri: str | None = None) -> str:
+    """Waterfall from documents read to documents kept: one bar per drop reason, largest first."""
+    ledger = _read_ledger(version_dir)
+    counts = _sum_by(ledger, ("outcome", "reason"))
+    kept = sum(c for (outcome, _), c in counts.items() if outcome == "kept")
+    drops = sorted(((o, r, c) for (o, r), c in counts.items() if o != "kept"), key=lambda d: (-d[2], d[0], d[1]))
+    read = kept + sum(c for _, _, c in drops)
+
+    labels, lefts, widths, colors = ["read"], [0], [read], ["#4c72b0"]
+    remaining = read
+    for outcome, reason, count in drops:
+        remaining -= count
+        labels.append(f"{outcome}: {reason}")
+        lefts.append(remaining)
+        widths.append(count)
+        colors.append(DROP_COLORS.get(outcome, "#7f7f7f"))
+    labels.append("kept")
+    lefts.append(0)
+    widths.append(kept)
+    colors.append("#55a868")
+
+    figure = Figure(figsize=(7.5, 1.2 + 0.38 * len(labels)), dpi=DPI, layout="constrained")
+    ax = figure.subplots()
+    positions = np.arange(len(labels))
+    ax.barh(positions, widths, left=lefts, color=colors)
+    for position, left, width, label in zip(positions, lefts, widths, labels):
+        text = f"{width:,}" if label in ("read", "kept") else f"-{width:,}"
+        ax.text(left + width, position, f" {text}", va="center", fontsize="small")
+    ax.set_yticks(positions, labels)
+    ax.invert_yaxis()  # read at the top, kept at the bottom, like a funnel
+    ax.set_xlim(0, max(read, 1) * 1.15)
+    ax.set_xlabel("documents")
+    share = f"{kept / read:.1%}" if read else "n/a"
+    ax.set_title(f"Filter funnel: read {read:,} -> kept {kept:,} ({share})")
+    return _save(figure, out_uri or _report_uri(version_dir, "funnel.png"))
+
+
+def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
+    """Per source, the share of documents read that were dropped as duplicates, stacked by kind."""
+    ledger = _read_ledger(version_dir)
+    read_by_source = _sum_by(ledger, ("source",))
+    duplicates = _sum_by(ledger.filter(pc.equal(ledger["outcome"], "duplicate")), ("source", "reason"))
+    sources = sorted(s for (s,) in read_by_source)
+    kinds = sorted({reason for _, reason in duplicates})
+
+    figure = Figure(figsize=(7.0, 1.4 + 0.45 * max(len(sources), 1)), dpi=DPI, layout="constrained")
+    ax = figure.subplots()
+    positions = np.arange(len(sources))
+    lefts = np.zeros(len(sources))
+    for kind in kinds:
+        rates = np.array([100 * duplicates.get((s, kind), 0) / read_by_source[(s,)] for s in sources])
+        ax.barh(positions, rates, left=lefts, label=kind or "duplicate")
+        lefts += rates
+    for position, total in zip(positions, lefts):
+        ax.text(total, position, f" {total:.1f}%", va="center", fontsize="small")
+    ax.set_yticks(positions, sources)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(float(lefts.max(initial=0)) * 1.25, 1.0))
+    ax.set_xlabel("duplicates, % of documents read")
+    ax.set_title("Duplicate rate per source")
+    if kinds:
+        ax.legend(title="kind", fontsize="small")
+    else:
+        _empty(ax, "no duplicates")
+    return _save(figure, out_uri or _report_uri(version_dir, "duplicates.png"))
+
+
+def plot_training_loss(history: Sequence[Mapping[str, float]], out_uri: str) -> str:
+    """Loss against step; rows have "step" and "loss", optionally "eval_loss" and "lr" (right axis)."""
+    figure = Figure(figsize=(7.0, 3.8), dpi=DPI, layout="constrained")
+    ax = figure.subplots()
+    for key, style in (("loss", "-"), ("eval_loss", "o--")):
+        points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, style, label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    rates = [(row["step"], row["lr"]) for row in history if row.get("lr") is not None]
+    if rates:
+        lr_axis = ax.twinx()
+        steps, values = zip(*rates)
+        lr_axis.plot(steps, values, color="#999999", linewidth=1, label="learning rate")
+        lr_axis.set_ylabel("learning rate")
+        lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        lr_axis.legend(loc="upper center", fontsize="small")
+    if ax.lines:
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        _empty(ax, "no loss logged")
+    return _save(figure, out_uri)
+
+
+def plot_eval_curves(rows: Sequence[Mapping[str, float | str]], out_uri: str) -> str:
+    """Evaluation metrics against epoch, one panel per task; rows have "task", "epoch" and metric columns."""
+    by_task: dict[str, list[Mapping[str, float | str]]] = defaultdict(list)
+    for row in rows:
+        by_task[str(row["task"])].append(row)
+    tasks = sorted(by_task)
+    figure = Figure(figsize=(4.2 * max(len(tasks), 1), 3.6), dpi=DPI, layout="constrained")
+    axes = figure.subplots(1, max(len(tasks), 1), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        task_rows = sorted(by_task[task], key=lambda r: float(r["epoch"]))
+        metrics = sorted({k for r in task_rows for k, v in r.items() if k not in ("task", "epoch") and _is_number(v)})
+        for metric in metrics:
+            points = [(float(r["epoch"]), float(r[metric])) for r in task_rows if _is_number(r.get(metric))]
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, "o-", label=metric)
+        ax.set_title(f"Evaluation: {task}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("metric value")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if not tasks:
+        _empty(axes[0], "no evaluation rows")
+    return _save(figure, out_uri)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_ledger(version_dir: str) -> pa.Table:
+    return storage.read_arrow_table(storage.join(version_dir, "ledger.arrow"))
+
+
+def _sum_by(ledger: pa.Table, keys: tuple[str, ...]) -> dict[tuple[str, ...], int]:
+    grouped = ledger.group_by(list(keys)).aggregate([("count", "sum")]).to_pylist()
+    return {tuple(row[k] for k in keys): row["count_sum"] for row in grouped}
+
+
+def _report_uri(version_dir: str, name: str) -> str:
+    return storage.join(version_dir, "reports", name)
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777777")
+
+
+def _save(figure: Figure, out_uri: str) -> str:
+    with storage.open_output(out_uri) as handle:
+        figure.savefig(handle, format="png")
+    return out_uri

@@ -1,0 +1,120 @@
+"""The embedded defaults: a real local Prefect server (SQLite) and an MLflow UI, started on demand, reused.
+
+Prefect's temporary in-process server loses task runs and each worker process would start its own, so the
+CLI starts `prefect server start` once, detached, records where it listens, and later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 90
+
+
+def corpusflow_home() -> Path:
+    return Path(os.environ.get("CORPUSFLOW_HOME", Path.home() / ".corpusflow"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _healthy(url):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}; see {log}")
+        time.sleep(0.5)
+    raise RuntimeError(f"server not healthy at {url} after {STARTUP_TIMEOUT_S} s; see {log}")
+
+
+def _start_detached(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def ensure_prefect_server(home: Path | None = None) -> str:
+    """URL of a healthy local Prefect API, starting `prefect server start` if none is recorded and up."""
+    home = (home or corpusflow_home()) / "prefect"
+    state = home / "server.json"
+    if state.exists():
+        api_url = json.loads(state.read_text())["api_url"]
+        if _healthy(f"{api_url}/health"):
+            return api_url
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    process = _start_detached(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    api_url = f"http://127.0.0.1:{port}/api"
+    _wait_healthy(f"{api_url}/health", process, log)
+    state.write_text(json.dumps({"api_url": api_url, "pid": process.pid}))
+    return api_url
+
+
+def use_prefect_server(home: Path | None = None) -> str:
+    """Point this process (and the processes it starts) at the local server; must run before flows run."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    api_url = ensure_prefect_server(home)
+    os.environ["PREFECT_API_URL"] = api_url
+    return api_url
+
+
+def stop_prefect_server(home: Path | None = None) -> bool:
+    state = (home or corpusflow_home()) / "prefect" / "server.json"
+    if not state.exists():
+        return False
+    pid = json.loads(state.read_text())["pid"]
+    state.unlink()
+    try:
+        os.killpg(pid, 15)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:
+    """Start `mlflow server` (one worker) over the run directory's SQLite store; returns its URL."""
+    run_dir = Path(run_dir).resolve()
+    state = run_dir / "mlflow-ui.json"
+    if state.exists():
+        url = json.loads(state.read_text())["url"]
+        if _healthy(f"{url}/health"):
+            return url
+    port = port or free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{run_dir / 'mlflow.db'}",
+        "--default-artifact-root", str(run_dir / "mlartifacts"),
+    ]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = run_dir / "mlflow-ui.log"
+    process = _start_detached(command, log, env)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(f"{url}/health", process, log)
+    state.write_text(json.dumps({"url": url, "pid": process.pid}))
+    return url

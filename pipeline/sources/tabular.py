@@ -1,0 +1,217 @@
+"""CSV, TSV and JSON-lines records through the source's field mapping, shared by news and comments.
+
+A record's position is the 1-based line where it starts (editors show that line); partition ranges
+count records from 0 in file order, blank lines and the CSV header excluded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import SourceConfig
+from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
+from pipeline.sources.rows import document_row, read_date, reject_row, strip_bom, undecodable_reason
+from pipeline.sources.textio import Line, Member, capped_lines, detect_encoding, members, read_sample
+
+# Columns a reader leaves unmapped go to meta; a kind may rename or reshape them there.
+Extras = Callable[[dict[str, Any]], dict[str, Any]]
+RowOut = tuple[str, dict[str, Any]]  # ("document" | "reject", row)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    index: int  # 0-based record number in the input, counted across zip members
+    position: int  # 1-based line where the record starts
+    member: Member
+    columns: dict[str, Any] | None  # None when the record could not be parsed
+    reason: str | None  # why it could not be parsed
+    raw: str  # the record as read, for reject rows
+
+
+def count_records(source: SourceConfig, path: str) -> int:
+    return sum(1 for _ in iter_records(source, path))
+
+
+def read_tabular(
+    source: SourceConfig, partition: Partition, batch_size: int, extras: Extras
+) -> Iterator[ReadBatch]:
+    records = _in_range(iter_records(source, partition.path), partition)
+    rows = (to_row(source, record, extras) for record in records)
+    yield from RecordBatcher(batch_size).drain(rows)
+
+
+def _in_range(records: Iterator[RawRecord], partition: Partition) -> Iterator[RawRecord]:
+    for record in records:
+        if partition.stop is not None and record.index >= partition.stop:
+            return  # stop parsing: the rest of the file belongs to later partitions
+        if record.index >= partition.start:
+            yield record
+
+
+def iter_records(source: SourceConfig, path: str) -> Iterator[RawRecord]:
+    index = 0
+    for member in members(path):
+        encoding = source.encoding or detect_encoding(read_sample(member), member.label)
+        parse = _jsonl_records if source.format == "jsonl" else _csv_records
+        for record in parse(source, member, encoding, index):
+            yield record
+            index = record.index + 1
+
+
+def _jsonl_records(source: SourceConfig, member: Member, encoding: str, first: int) -> Iterator[RawRecord]:
+    index = first
+    with member.open() as stream:
+        for line_no, line in enumerate(capped_lines(stream, source.max_record_bytes), start=1):
+            text = line.data.decode(encoding, "surrogateescape")
+            if not line.oversize and not text.strip():
+                continue
+            columns, reason = _parse_json_line(text, line, encoding)
+            yield RawRecord(index, line_no, member, columns, reason, text)
+            index += 1
+
+
+def _parse_json_line(text: str, line: Line, encoding: str) -> tuple[dict[str, Any] | None, str | None]:
+    if line.oversize:
+        return None, "record_too_large"
+    reason = undecodable_reason(text, encoding)
+    if reason:
+        return None, reason
+    try:
+        value = json.loads(strip_bom(text))
+    except ValueError:
+        return None, "malformed_json"
+    if not isinstance(value, dict):
+        return None, "malformed_json"
+    return {k: strip_bom(v) if isinstance(v, str) else v for k, v in value.items()}, None
+
+
+class _LineFeed:
+    """Decoded lines for the csv module, remembering what one record consumed (raw text, oversize)."""
+
+    # Stands in for a line that was too long: csv needs a string, and a private-use marker cannot be
+    # mistaken for data.
+    OVERSIZE = "\ue000record_too_large\ue000\n"
+
+    def __init__(self, lines: Iterator[Line], encoding: str) -> None:
+        self._lines = lines
+        self._encoding = encoding
+        self.line_no = 0
+        self.consumed: list[str] = []
+        self.oversize = False
+
+    def start_record(self) -> int:
+        self.consumed, self.oversize = [], False
+        return self.line_no + 1
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._lines:
+            self.line_no += 1
+            text = line.data.decode(self._encoding, "surrogateescape")
+            self.consumed.append(text)
+            if line.oversize:
+                self.oversize = True
+                text = self.OVERSIZE
+            yield text
+
+
+def _csv_records(source: SourceConfig, member: Member, encoding: str, first: int) -> Iterator[RawRecord]:
+    # csv's field limit is process-wide; it is raised to the record cap so fields up to the cap parse,
+    # and a quoted field growing past it over many lines becomes a csv.Error, not unbounded memory.
+    csv.field_size_limit(max(csv.field_size_limit(), source.max_record_bytes))
+    with member.open() as stream:
+        feed = _LineFeed(capped_lines(stream, source.max_record_bytes), encoding)
+        reader = csv.reader(feed, delimiter="\t" if source.format == "tsv" else ",")
+        header = _read_header(source, member, reader)
+        index = first
+        while True:
+            position = feed.start_record()
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                row, reason = None, "record_too_large" if "field larger" in str(error) else "bad_csv_row"
+            else:
+                if not row:
+                    continue
+                reason = _csv_row_problem(source, header, row, feed, encoding)
+            columns = dict(zip(header, (strip_bom(v) for v in row))) if row and not reason else None
+            yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
+            index += 1
+
+
+def _read_header(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> list[str]:
+    try:
+        header = [strip_bom(name).strip() for name in next(reader)]
+    except StopIteration:
+        raise SourceUnreadable(f"{member.label}: empty file, no header") from None
+    except csv.Error as error:
+        raise SourceUnreadable(f"{member.label}: unreadable CSV header: {error}") from None
+    missing = sorted(column for column in source.fields.values() if column not in header)
+    if missing:
+        raise SourceUnreadable(
+            f"{member.label}: header {header[:20]} lacks the mapped column(s) {missing} "
+            f"(fields: {source.fields})"
+        )
+    return header
+
+
+def _csv_row_problem(
+    source: SourceConfig, header: list[str], row: list[str], feed: _LineFeed, encoding: str
+) -> str | None:
+    if feed.oversize:
+        return "record_too_large"
+    reason = undecodable_reason("".join(row), encoding)
+    if reason:
+        return reason
+    if len(row) < len(header) and header.index(source.fields["text"]) >= len(row):
+        return "missing_text"
+    if len(row) != len(header):
+        return "bad_csv_row"
+    return None
+
+
+def to_row(source: SourceConfig, record: RawRecord, extras: Extras) -> RowOut:
+    """A parsed record as a document row, or a reject row naming why it cannot be one."""
+    meta: dict[str, Any] = {"file": record.member.label, "position": record.position}
+    fallback_id = f"{record.member.key}:{record.position}"
+    if record.columns is None:
+        return "reject", reject_row(source, fallback_id, record.reason or "unreadable", record.raw, meta)
+    columns = dict(record.columns)
+    mapped = {field: columns.pop(column, None) for field, column in source.fields.items()}
+    native_id = _text_or_none(mapped.get("id")) or fallback_id
+    text = mapped.get("text")
+    if not isinstance(text, str | int | float) or isinstance(text, bool):
+        return "reject", reject_row(source, native_id, "missing_text", record.raw, meta)
+    text = str(text).strip()
+    if not text:
+        return "reject", reject_row(source, native_id, "empty_text", record.raw, meta)
+    meta.update(extras(columns))
+    return "document", document_row(
+        source,
+        native_id,
+        text,
+        meta,
+        title=_text_or_none(mapped.get("title")),
+        url=_text_or_none(mapped.get("url")),
+        label=_label(source, mapped.get("label")),
+        published_at=read_date(mapped.get("date"), meta),
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _label(source: SourceConfig, raw: Any) -> str | None:
+    label = _text_or_none(raw)
+    if label is None:
+        return None
+    return source.label_map.get(label, label)

@@ -1,0 +1,46 @@
+"""A process pool for CPU-heavy partition work (parsing, normalising, jieba) called from threads.
+
+Task threads hand whole partitions to worker processes: the GIL would otherwise serialise every stage
+but segmentation. Workers are spawned, not forked, because the calling process runs threads and an event
+loop that a fork would copy in an undefined state; each worker loads jieba's dictionary once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_pools: dict[int, ProcessPoolExecutor] = {}
+_lock = threading.Lock()
+
+
+def _warm_worker() -> None:
+    import jieba
+
+    jieba.setLogLevel(60)
+    jieba.initialize()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    with _lock:
+        if workers not in _pools:
+            _pools[workers] = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker)
+        return _pools[workers]
+
+
+def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
+    """Run fn(*args) in the shared pool of `workers` processes and wait for its result."""
+    return worker_pool(workers).submit(fn, *args).result()
+
+
+def shutdown_workers() -> None:
+    with _lock:
+        for pool in _pools.values():
+            pool.shutdown(cancel_futures=True)
+        _pools.clear()
