@@ -78,7 +78,13 @@ class PiiConfig(Strict):
 
 class LangIdConfig(Strict):
     min_score: float = Field(default=0.5, ge=0, le=1)  # below it a document is "other"
-    cjk_ratio_for_zh: float = Field(default=0.2, ge=0, le=1)  # mixed zh-en text with this many CJK chars is zh
+    # a text whose letters are at least this share Han characters is zh without asking the model: mixed
+    # zh-en text ("用Python写script") is Chinese to a reader, and the script decides it for free
+    cjk_ratio_for_zh: float = Field(default=0.2, ge=0, le=1)
+    # ... unless this share of its letters is kana or hangul: Japanese and Korean mix Han with them
+    max_kana_hangul_for_zh: float = Field(default=0.1, ge=0, le=1)
+    # the model reads only the first characters: a few hundred settle the language, and its cost is per byte
+    max_chars: int = Field(default=1000, gt=0)
     keep_langs: list[Literal["zh", "en"]] = ["zh", "en"]
 
 
@@ -155,6 +161,7 @@ class ContractsConfig(Strict):
     directory: str = "data_contracts"
     documents_suite: str = "documents.v1"
     rejects_suite: str = "rejects.v1"
+    tasks_suite: str = "tasks.v1"  # labelled task data; the label set is passed in as the `labels` parameter
     max_quarantined_shard_frac: float = Field(default=0.0, ge=0, le=1)
     max_quarantined_row_frac: float = Field(default=0.0, ge=0, le=1)
 

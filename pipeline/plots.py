@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pipeline import storage
 from pipeline.schema import Manifest
@@ -37,8 +38,9 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
     axes = figure.subplots(max(len(langs), 1), 1, squeeze=False)[:, 0]
     for ax, lang in zip(axes, langs):
         by_source = lengths[lang]
+        shortest = max(min(int(np.min(values)) for values in by_source.values()), 1)  # log axis: no zero
         longest = max(int(np.max(values)) for values in by_source.values())
-        bins = np.geomspace(1, max(longest, 10) * 1.05, 40)
+        bins = np.geomspace(shortest / 1.05, max(longest, shortest * 2) * 1.05, 40)
         for source, values in sorted(by_source.items()):
             ax.hist(values, bins=bins, histtype="step", linewidth=1.6, label=f"{source} (n={len(values)})")
         ax.set_xscale("log")
@@ -142,16 +144,17 @@ def plot_training_loss(history: Sequence[Mapping[str, float]], out_uri: str) -> 
     ax.set_ylabel("loss")
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
+    handles = list(ax.lines)
     rates = [(row["step"], row["lr"]) for row in history if row.get("lr") is not None]
     if rates:
         lr_axis = ax.twinx()
         steps, values = zip(*rates)
-        lr_axis.plot(steps, values, color="#999999", linewidth=1, label="learning rate")
+        handles += lr_axis.plot(steps, values, color="#999999", linewidth=1, label="learning rate")
         lr_axis.set_ylabel("learning rate")
         lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-        lr_axis.legend(loc="upper center", fontsize="small")
     if ax.lines:
-        ax.legend(loc="upper right", fontsize="small")
+        # one legend for both axes, away from the top where the warmed-up learning rate runs
+        ax.legend(handles=handles, loc="center right", fontsize="small")
     else:
         _empty(ax, "no loss logged")
     return _save(figure, out_uri)
@@ -174,6 +177,7 @@ def plot_eval_curves(rows: Sequence[Mapping[str, float | str]], out_uri: str) ->
             ax.plot(epochs, values, "o-", label=metric)
         ax.set_title(f"Evaluation: {task}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("metric value")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")

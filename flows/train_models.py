@@ -1,0 +1,173 @@
+"""Train from a dataset version: tokenizer -> pretrain -> fine-tune -> evaluate -> register.
+
+1. A tokenizer is trained on the train split named by the manifest (only shards that passed contracts).
+2. A transformer is pretrained from config (GPU when there is one); a retry resumes from its newest
+   checkpoint, and one GPU task runs per GPU at a time.
+3. It is fine-tuned on every task of the config, in parallel.
+4. Language-model loss on the validation split, task metrics next to a majority baseline, and a
+   decontamination report per task.
+5. Each fine-tuned model is registered in MLflow with the dataset version, manifest hash, config hash and
+   commit; `champion` moves only when the new version beats it.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+from prefect import flow, task, unmapped
+from prefect.artifacts import create_image_artifact, create_link_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.logging import get_run_logger
+
+from pipeline import plots
+from pipeline.config import CorpusflowConfig, TaskConfig, load_config
+from pipeline.registry import register_model, tracking_uri_for
+from pipeline.shards import file_sha256, load_manifest
+from pipeline.train.evaluate import decontamination_report, evaluate_lm, evaluate_task
+from pipeline.train.finetune import FinetuneResult, finetune
+from pipeline.train.pretrain import PretrainResult, pretrain
+from pipeline.train.tokenizer import train_tokenizer
+
+GPU_LIMIT = "gpu"  # global concurrency limit: one training process per GPU
+
+
+@task(retries=1)
+def tokenizer_task(config: CorpusflowConfig, manifest_path: str, models_dir: str) -> str:
+    return str(train_tokenizer(manifest_path, config.train.tokenizer, Path(models_dir) / "tokenizer"))
+
+
+@task(retries=3, retry_delay_seconds=10, tags=["gpu"])
+def pretrain_task(config: CorpusflowConfig, manifest_path: str, tokenizer_dir: str, models_dir: str) -> PretrainResult:
+    logger = get_run_logger()
+    _ensure_gpu_limit()
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):
+        return pretrain(manifest_path, Path(tokenizer_dir), config.train, Path(models_dir) / "pretrain",
+                        on_log=lambda entry: logger.info("pretrain %s", entry))
+
+
+@task(retries=2, retry_delay_seconds=10, task_run_name="finetune-{task_config.name}")
+def finetune_task(task_config: TaskConfig, pretrained_dir: str, models_dir: str, seed: int) -> FinetuneResult:
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):
+        return finetune(task_config, Path(pretrained_dir), Path(models_dir) / "tasks" / task_config.name, seed)
+
+
+@task
+def evaluate_pretrained(pretrained_dir: str, manifest_path: str) -> dict:
+    return evaluate_lm(Path(pretrained_dir), manifest_path, split="validation")
+
+
+@task(task_run_name="evaluate-{task_config.name}")
+def evaluate_task_model(task_config: TaskConfig, result: FinetuneResult, manifest_path: str) -> dict:
+    return {"task": task_config.name, **evaluate_task(result.model_dir, task_config),
+            "decontamination": decontamination_report(task_config, manifest_path)}
+
+
+@task(task_run_name="register-{task_config.name}")
+def register_task(
+    config: CorpusflowConfig, task_config: TaskConfig, result: FinetuneResult, evaluation: dict,
+    lm_metrics: dict, pretrained: PretrainResult, lineage: dict[str, str], loss_png: str,
+) -> dict:
+    registry = config.registry.model_copy(update={
+        "model_name": f"{config.registry.model_name}-{task_config.name}",
+        "champion_metric": task_config.primary_metric,
+    })
+    metrics = {**_numbers(evaluation), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}}
+    return register_model(
+        result.model_dir, config=registry, tracking_uri=tracking_uri_for(Path(config.run_dir), registry.tracking_uri),
+        params={"task": task_config.name, "arch": config.train.model.arch, **config.train.model.model_dump(),
+                "pretrain_steps": pretrained.steps},
+        metrics=metrics, curves={"pretrain_loss": pretrained.losses}, lineage=lineage,
+        artifacts={"pretrain_loss.png": Path(loss_png)},
+    )
+
+
+@flow(name="train-models", log_prints=True)
+def train_models(config_path: str, manifest_path: str | None = None, force: bool = False) -> dict:
+    """Train, evaluate and register models from a dataset version (default: the newest)."""
+    config = load_config(config_path)
+    manifest_path = manifest_path or _latest_manifest(config)
+    models_dir = str(Path(config.run_dir) / "models" / load_manifest(manifest_path).version)
+    tokenizer_dir = tokenizer_task(config, manifest_path, models_dir)
+    pretrained = pretrain_task(config, manifest_path, tokenizer_dir, models_dir)
+    loss_png = plots.plot_training_loss([{"step": step, "loss": loss} for step, loss in pretrained.losses],
+                                        f"{models_dir}/pretrain_loss.png")
+    lm_metrics = evaluate_pretrained.submit(str(pretrained.model_dir), manifest_path)
+    tasks = config.train.tasks
+    finetuned = finetune_task.map(tasks, unmapped(str(pretrained.model_dir)), unmapped(models_dir),
+                                  unmapped(config.train.pretrain.seed)).result()
+    evaluations = evaluate_task_model.map(tasks, finetuned, unmapped(manifest_path)).result()
+    lineage = _lineage(config, manifest_path)
+    registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
+                                   unmapped(pretrained), unmapped(lineage), unmapped(loss_png)).result()
+    _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered)
+    return {"dataset_version": lineage["dataset_version"], "lm": _numbers(lm_metrics.result()),
+            "tasks": {t.name: {**_numbers(e), "registered_version": r["version"], "promoted": r["promoted"]}
+                      for t, e, r in zip(tasks, evaluations, registered)}}
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+
+
+def _ensure_gpu_limit() -> None:
+    """One slot per GPU (one on a CPU machine, so CPU training does not oversubscribe the cores either)."""
+    import torch
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    slots = max(torch.cuda.device_count(), 1)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except Exception:  # noqa: BLE001 - prefect raises ObjectNotFound, whose import path moved across 3.x
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+
+
+def _latest_manifest(config: CorpusflowConfig) -> str:
+    dataset_dir = f"{config.datasets_uri.rstrip('/')}/{config.dataset}"
+    latest = Path(dataset_dir) / "LATEST"
+    if not latest.exists():
+        raise FileNotFoundError(f"no dataset built yet under {dataset_dir}: run `corpusflow build` first")
+    return f"{dataset_dir}/{latest.read_text().strip()}/manifest.json"
+
+
+def _lineage(config: CorpusflowConfig, manifest_path: str) -> dict[str, str]:
+    manifest = load_manifest(manifest_path)
+    contracts = ", ".join(f"{name}={version}" for name, version in sorted(manifest.contracts.items()))
+    passed = sum(1 for s in manifest.shards if (s.contract or {}).get("success"))
+    return {
+        "dataset": manifest.dataset,
+        "dataset_version": manifest.version,
+        "manifest_uri": manifest_path,
+        "manifest_sha256": file_sha256(manifest_path),
+        "config_hash": config.config_hash(),
+        "git_commit": _git_commit(),
+        "contracts": contracts,
+        "contract_results": f"{passed}/{len(manifest.shards)} usable shards passed; "
+                            f"{len(manifest.quarantined)} quarantined",
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _numbers(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _publish_artifacts(loss_png: str, lm_metrics: dict, evaluations: list[dict], registered: list[dict]) -> None:
+    data = base64.b64encode(Path(loss_png).read_bytes()).decode()
+    create_image_artifact(f"data:image/png;base64,{data}", key="pretrain-loss", description="Pretraining loss")
+    rows = [{"task": e["task"], **{k: round(v, 4) for k, v in _numbers(e).items()}} for e in evaluations]
+    rows.append({"task": "pretrain (validation)", **{k: round(v, 4) for k, v in _numbers(lm_metrics).items()}})
+    create_table_artifact(rows, key="evaluation", description="Task metrics next to majority baselines; LM loss")
+    for evaluation, entry in zip(evaluations, registered):
+        create_link_artifact(entry["model_uri"], key=f"registry-{evaluation['task']}".replace("_", "-"),
+                             link_text=f"{evaluation['task']}: MLflow model version {entry['version']}")

@@ -1,0 +1,395 @@
+"""Data contracts: the Great Expectations suites in data_contracts/, run over Arrow shards.
+
+A suite is a versioned JSON file (`documents.v1.json`) in GX's own suite format. Every expectation carries
+`meta.severity`: "critical" failures quarantine a shard, "warning" failures are only reported. The loader
+mirrors it into GX's native `severity` field, so GX's results and Data Docs agree with the file.
+
+Why the code is shaped like this (each point a pitfall of GX 1.24 met on this machine):
+- GX logs and drops an expectation it cannot build (a misspelled type, an unknown argument). The loader
+  builds each expectation itself and raises ContractError naming the file and the expectation instead.
+- GX measures a list column as `len(str(list))` and fingerprints a batch by pickling it when a column is
+  unhashable, which is slow. Only scalar columns reach GX: a list column is replaced by its lengths under
+  its own name (so `words` in GX is the number of words), other nested columns are left out.
+- A checkpoint shared across threads returns wrong counts silently: every call builds its own ephemeral
+  context, which costs milliseconds next to the validation itself.
+- Ephemeral contexts put Data Docs in a new temporary folder: the site directory is set explicitly, and
+  validation results are kept beside it so one index lists every shard validated into that directory.
+- `import great_expectations` takes seconds: it happens on the first validation, not when this module is
+  imported, so commands that never validate do not pay for it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import ContractsConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations import ExpectationSuite
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.data_context import EphemeralDataContext
+
+SEVERITIES = ("critical", "warning")
+SUITE_NAME = re.compile(r"^(?P<contract>[a-z][a-z0-9_]*)\.v(?P<version>[0-9]+)$")
+EXPECTATION_KEYS = {"type", "kwargs", "meta", "notes", "description"}
+DOCS_RESULTS_DIR = "validation_results"  # beside the site inside data_docs_dir; the index is built from it
+UNEXPECTED_SAMPLE = 5  # values of failing rows shown in a summary: enough to see the pattern, small in a manifest
+SAMPLE_CHARS = 80
+
+
+class ContractError(ValueError):
+    """A suite file that cannot be used as written, or a validation that cannot run; names file and cause."""
+
+
+# ---- suites ---------------------------------------------------------------------------------------------
+
+
+def suite_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / f"{name}.json"
+
+
+def read_suite_file(directory: str | Path, name: str) -> dict[str, Any]:
+    """The suite JSON, checked for what GX does not check: name, version and a severity per expectation."""
+    path = suite_path(directory, name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(f"suite {name!r} not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ContractError(f"suite file {path} is not valid JSON: {error}") from None
+    _check_suite_header(path, name, data)
+    for index, entry in enumerate(data["expectations"]):
+        _check_expectation_entry(path, index, entry)
+    return data
+
+
+def _check_suite_header(path: Path, name: str, data: Any) -> None:
+    match = SUITE_NAME.match(name)
+    if not match:
+        raise ContractError(f"suite name {name!r} is not <contract>.v<version>, e.g. documents.v1")
+    if not isinstance(data, dict) or data.get("name") != name:
+        raise ContractError(f"suite file {path} must be an object whose name is {name!r}")
+    version = str((data.get("meta") or {}).get("version"))
+    if version != match["version"]:
+        raise ContractError(f"suite file {path}: meta.version is {version!r}, its name says {match['version']!r}")
+    if not isinstance(data.get("expectations"), list) or not data["expectations"]:
+        raise ContractError(f"suite file {path} has no expectations")
+
+
+def _check_expectation_entry(path: Path, index: int, entry: Any) -> None:
+    where = f"suite file {path}, expectation #{index}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise ContractError(f"{where}: an expectation is an object with a 'type'")
+    where += f" ({entry['type']})"
+    unknown = sorted(set(entry) - EXPECTATION_KEYS)
+    if unknown:
+        raise ContractError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(EXPECTATION_KEYS)}")
+    severity = (entry.get("meta") or {}).get("severity")
+    if severity not in SEVERITIES:
+        raise ContractError(f"{where}: meta.severity must be one of {list(SEVERITIES)}, got {severity!r}")
+
+
+def suite_version(directory: str | Path, name: str) -> str:
+    return str(read_suite_file(directory, name)["meta"]["version"])
+
+
+def suite_versions(config: ContractsConfig) -> dict[str, str]:
+    """Suite name -> version of the suites a build validates against, for the manifest."""
+    names = (config.documents_suite, config.rejects_suite)
+    return {name: suite_version(config.directory, name) for name in names}
+
+
+def load_suite(directory: str | Path, name: str) -> ExpectationSuite:
+    """The suite as a GX ExpectationSuite with exactly the expectations of its file, or ContractError."""
+    gx = _import_gx()
+    data = read_suite_file(directory, name)
+    path = suite_path(directory, name)
+    expectations = [_build_expectation(path, index, entry) for index, entry in enumerate(data["expectations"])]
+    suite = gx.ExpectationSuite(
+        name=name, expectations=expectations, meta=data["meta"], suite_parameters=data.get("suite_parameters"),
+    )
+    _check_nothing_dropped(path, data["expectations"], suite)
+    return suite
+
+
+def _build_expectation(path: Path, index: int, entry: dict[str, Any]) -> Any:
+    from great_expectations.exceptions import ExpectationNotFoundError, InvalidExpectationConfigurationError
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    try:
+        configuration = ExpectationConfiguration(**entry, severity=entry["meta"]["severity"])
+        return configuration.to_domain_obj()
+    except (ExpectationNotFoundError, InvalidExpectationConfigurationError, TypeError, ValueError) as error:
+        message = getattr(error, "message", None) or str(error)
+        raise ContractError(
+            f"suite file {path}, expectation #{index} ({entry['type']}, kwargs {entry.get('kwargs')}) "
+            f"cannot be built by Great Expectations: {message}"
+        ) from None
+
+
+def _check_nothing_dropped(path: Path, entries: list[dict[str, Any]], suite: ExpectationSuite) -> None:
+    """GX's suite constructor may still drop or merge expectations; the file is the truth."""
+    loaded = [expectation.expectation_type for expectation in suite.expectations]
+    declared = [entry["type"] for entry in entries]
+    if loaded == declared:
+        return
+    for index, expected in enumerate(declared):
+        if index >= len(loaded) or loaded[index] != expected:
+            raise ContractError(
+                f"suite file {path}: Great Expectations loaded {len(loaded)} of {len(declared)} expectations; "
+                f"expectation #{index} ({expected}, kwargs {entries[index].get('kwargs')}) is missing or changed"
+            )
+
+
+def suite_parameter_names(suite: ExpectationSuite) -> set[str]:
+    """Names the suite's expectations take from run-time parameters ({"$PARAMETER": name})."""
+    names: set[str] = set()
+    for expectation in suite.expectations:
+        for value in expectation.configuration.kwargs.values():
+            if isinstance(value, dict) and "$PARAMETER" in value:
+                names.add(value["$PARAMETER"])
+    return names
+
+
+# ---- validation -----------------------------------------------------------------------------------------
+
+
+def validate_shard(
+    path: str | Path,
+    suite_name: str,
+    directory: str | Path = "data_contracts",
+    data_docs_dir: Path | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate one Arrow IPC stream shard; returns the JSON-serialisable summary of validate_table."""
+    path = Path(path)
+    try:
+        with pa.OSFile(str(path), "rb") as source:
+            table = pa.ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowInvalid) as error:
+        raise ContractError(f"shard {path} cannot be read as an Arrow IPC stream: {error}") from None
+    summary = validate_table(table, suite_name, directory, data_docs_dir, parameters, name=path.stem)
+    return {"shard": str(path), **summary}
+
+
+def validate_table(
+    table: pa.Table,
+    suite_name: str,
+    directory: str | Path = "data_contracts",
+    data_docs_dir: Path | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    name: str = "table",
+) -> dict[str, Any]:
+    """Validate a table against a suite in its own GX context.
+
+    `parameters` supplies the suite's run-time parameters (the task suite's `labels`). `name` names the
+    batch in Data Docs. Returns {suite, version, success, critical_failed, rows, expectations, data_docs}.
+    """
+    gx = _import_gx()
+    suite = load_suite(directory, suite_name)
+    missing = suite_parameter_names(suite) - set(parameters or {})
+    if missing:
+        raise ContractError(f"suite {suite_name!r} needs parameter(s) {sorted(missing)}; pass them in `parameters`")
+    context = _new_context(data_docs_dir)
+    suite = context.suites.add(suite)
+    batch = context.data_sources.add_pandas("shards").add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    result = definition.run(
+        batch_parameters={"dataframe": scalar_frame(table)}, expectation_parameters=dict(parameters or {}),
+    )
+    docs = _update_data_docs(context, suite_name, result, data_docs_dir) if data_docs_dir else None
+    return summarize(result, suite.meta, table.num_rows, docs)
+
+
+def scalar_frame(table: pa.Table) -> pd.DataFrame:
+    """The columns GX can measure: scalars as they are, list columns as their lengths, other nesting left out."""
+    columns: dict[str, pa.ChunkedArray] = {}
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            columns[field.name] = pc.list_value_length(column)
+        elif not pa.types.is_nested(field.type):
+            columns[field.name] = column
+    return pa.table(columns).to_pandas()
+
+
+def _import_gx() -> Any:
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # read by GX when it starts; no usage reports from builds
+    import great_expectations as gx
+
+    return gx
+
+
+def _new_context(data_docs_dir: Path | None) -> EphemeralDataContext:
+    gx = _import_gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    stores = InMemoryStoreBackendDefaults()
+    sites: dict[str, Any] = {}
+    if data_docs_dir is not None:
+        stores.stores[stores.validation_results_store_name]["store_backend"] = {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(Path(data_docs_dir).resolve() / DOCS_RESULTS_DIR),
+        }
+        sites["contracts"] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(data_docs_dir).resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=stores,
+        data_docs_sites=sites,
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),  # a bar per shard floods task logs
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _update_data_docs(
+    context: EphemeralDataContext, suite_name: str, result: ExpectationSuiteValidationResult, data_docs_dir: Path
+) -> str:
+    """Render this result's page and the index; a file lock keeps parallel validations from racing on it."""
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+        run_id=result.meta["run_id"],
+        batch_identifier=result.batch_id,
+    )
+    with _locked(Path(data_docs_dir) / ".lock"):
+        context.build_data_docs(resource_identifiers=[key])
+    return str(Path(data_docs_dir).resolve() / "index.html")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- summaries ------------------------------------------------------------------------------------------
+
+
+def summarize(
+    result: ExpectationSuiteValidationResult, suite_meta: Mapping[str, Any], rows: int, data_docs: str | None
+) -> dict[str, Any]:
+    expectations = [_expectation_summary(item.to_json_dict()) for item in result.results]
+    return {
+        "suite": result.suite_name,
+        "version": str(suite_meta["version"]),
+        "success": bool(result.success),
+        "critical_failed": any(not e["success"] and e["severity"] == "critical" for e in expectations),
+        "rows": rows,
+        "expectations": expectations,
+        "data_docs": data_docs,
+    }
+
+
+def _expectation_summary(item: dict[str, Any]) -> dict[str, Any]:
+    config, result = item["expectation_config"], item.get("result") or {}
+    kwargs = config["kwargs"]
+    summary = {
+        "type": config["type"],
+        "column": kwargs.get("column") or _pair_columns(kwargs),
+        "severity": config["meta"]["severity"],
+        "success": bool(item["success"]),
+        "unexpected_count": result.get("unexpected_count"),
+        "unexpected_percent": result.get("unexpected_percent"),
+        "observed_value": result.get("observed_value"),
+    }
+    if not item["success"]:
+        summary.update(_failure_details(item, result))
+    return summary
+
+
+def _pair_columns(kwargs: Mapping[str, Any]) -> str | None:
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
+    return None
+
+
+def _failure_details(item: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """What a data engineer needs to see why: a few failing values, missing columns, or GX's error."""
+    details: dict[str, Any] = {}
+    sample = result.get("partial_unexpected_list")
+    if sample:
+        details["unexpected_sample"] = [_short(value) for value in sample[:UNEXPECTED_SAMPLE]]
+    mismatched = (result.get("details") or {}).get("mismatched")
+    if mismatched:
+        details["mismatched"] = mismatched
+    error = item.get("exception_info") or {}
+    if error.get("raised_exception"):
+        details["error"] = error.get("exception_message")
+    return details
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > SAMPLE_CHARS:
+        return value[:SAMPLE_CHARS] + "…"
+    return value
+
+
+# ---- paths ----------------------------------------------------------------------------------------------
+
+
+def suite_for(path: Path, config: ContractsConfig) -> str:
+    """Reject shards (under a `rejects` folder) have their own suite; everything else is documents."""
+    return config.rejects_suite if "rejects" in path.parts else config.documents_suite
+
+
+def shard_paths(path: str | Path) -> list[Path]:
+    path = Path(path)
+    if path.is_dir():
+        return sorted(path.rglob("*.arrow"))
+    if path.is_file():
+        return [path]
+    raise ContractError(f"no shard or directory at {path}")
+
+
+def validate_path(
+    path: str | Path,
+    config: ContractsConfig | None = None,
+    suite_name: str | None = None,
+    data_docs_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Validate a shard, or every `*.arrow` under a directory; one summary per shard, in path order.
+
+    Without `suite_name` each shard gets the suite its place implies (see suite_for).
+    """
+    config = config or ContractsConfig()
+    return [
+        validate_shard(shard, suite_name or suite_for(shard, config), config.directory, data_docs_dir)
+        for shard in shard_paths(path)
+    ]
+
+
+def validate_task_table(
+    table: pa.Table, labels: Sequence[str], config: ContractsConfig | None = None
+) -> dict[str, Any]:
+    """Validate labelled task data (text, label) against the task suite with the task's declared labels."""
+    config = config or ContractsConfig()
+    return validate_table(table, config.tasks_suite, config.directory, parameters={"labels": list(labels)})

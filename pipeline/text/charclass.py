@@ -1,0 +1,37 @@
+"""Character-class counts over a whole text column, computed with pyarrow's RE2 kernels (no Python loop)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+HAN = r"\p{Han}"
+KANA_HANGUL = r"[\p{Hiragana}\p{Katakana}\p{Hangul}]"
+LETTER = r"\p{L}"
+
+
+def count(texts: pa.Array, pattern: str) -> np.ndarray:
+    """Matches of `pattern` per text, as int64 (null text counts 0)."""
+    counts = pc.count_substring_regex(texts, pattern)
+    return pc.fill_null(counts, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """part / whole as float32, 0 where whole is 0."""
+    return np.divide(part, whole, out=np.zeros(len(part), np.float64), where=whole > 0).astype(np.float32)
+
+
+def han_letter_share(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Share of letters that are Han characters, and share that are kana or hangul."""
+    letters = count(texts, LETTER)
+    return share(count(texts, HAN), letters), share(count(texts, KANA_HANGUL), letters)
+
+
+def looks_chinese(texts: pa.Array, min_han_share: float, max_kana_hangul_share: float) -> np.ndarray:
+    """Written in Chinese by script alone: enough Han among the letters and (almost) no kana or hangul.
+
+    Japanese and Korean also use Han characters, but never without kana or hangul around them.
+    """
+    han, kana_hangul = han_letter_share(texts)
+    return (han >= min_han_share) & (han > 0) & (kana_hangul <= max_kana_hangul_share)
