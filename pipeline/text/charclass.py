@@ -34,4 +34,10 @@ def looks_chinese(texts: pa.Array, min_han_share: float, max_kana_hangul_share: 
     Japanese and Korean also use Han characters, but never without kana or hangul around them.
     """
     han, kana_hangul = han_letter_share(texts)
+    return chinese_by_script(han, kana_hangul, min_han_share, max_kana_hangul_share)
+
+
+def chinese_by_script(
+    han: np.ndarray, kana_hangul: np.ndarray, min_han_share: float, max_kana_hangul_share: float
+) -> np.ndarray:
     return (han >= min_han_share) & (han > 0) & (kana_hangul <= max_kana_hangul_share)

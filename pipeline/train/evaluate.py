@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
@@ -32,7 +31,7 @@ from transformers import (
 )
 
 from pipeline.config import TaskConfig
-from pipeline.schema import Manifest
+from pipeline.train.data import iter_record_batches, load_manifest, shard_urls
 from pipeline.train.tasks import SEQUENCE, TaskData, item_text, load_task
 
 EVAL_BATCH_SIZE = 64
@@ -190,15 +189,15 @@ def evaluate_lm(model_dir: Path, manifest_path: str, split: str = "validation", 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model.eval()
     block_len = min(model.config.max_position_embeddings, LM_MAX_BLOCK)
-    blocks = _pack(tokenizer, iter_texts(manifest_path, split, max_docs), block_len, add_specials=not causal)
+    blocks = _pack(tokenizer, iter_documents(manifest_path, split, max_docs), block_len, add_specials=not causal)
     generator = torch.Generator().manual_seed(LM_SEED)
     loss_sum, scored, block_count = 0.0, 0, 0
     for batch in _batches(blocks, LM_BATCH_SIZE):
-        input_ids = _pad(batch, tokenizer.pad_token_id)
+        input_ids, attention = _pad(batch, tokenizer.pad_token_id or 0)
         if causal:
-            batch_sum, batch_count = _causal_loss(model, input_ids, tokenizer.pad_token_id)
+            batch_sum, batch_count = _causal_loss(model, input_ids, attention)
         else:
-            batch_sum, batch_count = _masked_loss(model, input_ids, tokenizer, generator)
+            batch_sum, batch_count = _masked_loss(model, input_ids, attention, tokenizer, generator)
         loss_sum, scored, block_count = loss_sum + batch_sum, scored + batch_count, block_count + len(batch)
     if not scored:
         raise ValueError(f"split {split!r} of {manifest_path} has no text to evaluate on")
@@ -213,19 +212,17 @@ def evaluate_lm(model_dir: Path, manifest_path: str, split: str = "validation", 
     }
 
 
-def iter_texts(manifest_path: str, split: str, max_docs: int | None = None) -> Iterator[dict[str, str]]:
-    """Stream {id, text, lang} of a split's usable shards, batch by batch (Arrow IPC stream files)."""
-    path = Path(manifest_path)
-    manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+def iter_documents(manifest_path: str, split: str, max_docs: int | None = None) -> Iterator[dict[str, str]]:
+    """Stream {id, text} of a split's usable shards, one record batch at a time."""
+    manifest = load_manifest(manifest_path)
     served = 0
-    for shard in manifest.usable_shards(split):
-        with pa.OSFile(str(path.parent / shard.path)) as source:
-            for batch in pa.ipc.open_stream(source):
-                for row in batch.select(["id", "text", "lang"]).to_pylist():
-                    if max_docs is not None and served >= max_docs:
-                        return
-                    served += 1
-                    yield row
+    for url in shard_urls(manifest_path, manifest, split):
+        for batch in iter_record_batches(url):
+            for row in batch.select(["id", "text"]).to_pylist():
+                if max_docs is not None and served >= max_docs:
+                    return
+                served += 1
+                yield row
 
 
 def _is_causal(model_dir: Path) -> bool:
@@ -263,28 +260,35 @@ def _wrap(tokenizer: PreTrainedTokenizerBase, ids: list[int], add_specials: bool
     return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id] if add_specials else ids
 
 
-def _pad(blocks: list[list[int]], pad_id: int) -> torch.Tensor:
+def _pad(blocks: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask; the mask comes from lengths because a decoder's tokenizer may have no
+    pad token of its own."""
     width = max(len(b) for b in blocks)
-    return torch.tensor([b + [pad_id] * (width - len(b)) for b in blocks])
+    input_ids = torch.tensor([b + [pad_id] * (width - len(b)) for b in blocks])
+    attention = torch.tensor([[1] * len(b) + [0] * (width - len(b)) for b in blocks])
+    return input_ids, attention
 
 
 @torch.no_grad()
 def _masked_loss(
-    model: PreTrainedModel, input_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, generator: torch.Generator
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    generator: torch.Generator,
 ) -> tuple[float, int]:
     special = torch.tensor(tokenizer.all_special_ids)
-    candidates = ~torch.isin(input_ids, special)
+    candidates = ~torch.isin(input_ids, special) & attention.bool()
     chosen = (torch.rand(input_ids.shape, generator=generator) < LM_MASK_PROB) & candidates
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     masked = torch.where(chosen, torch.full_like(input_ids, tokenizer.mask_token_id), input_ids)
-    logits = model(input_ids=masked, attention_mask=(input_ids != tokenizer.pad_token_id).long()).logits
+    logits = model(input_ids=masked, attention_mask=attention).logits
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
     return float(loss), int(chosen.sum())
 
 
 @torch.no_grad()
-def _causal_loss(model: PreTrainedModel, input_ids: torch.Tensor, pad_id: int) -> tuple[float, int]:
-    attention = (input_ids != pad_id).long()
+def _causal_loss(model: PreTrainedModel, input_ids: torch.Tensor, attention: torch.Tensor) -> tuple[float, int]:
     logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
     targets = torch.where(attention[:, 1:].bool(), input_ids[:, 1:], torch.full_like(input_ids[:, 1:], -100))
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
@@ -312,7 +316,7 @@ def decontamination_report(task: TaskConfig, manifest_path: str, n: int = 13) ->
             index.setdefault(hash(gram), []).append(position)
     first_hit: dict[int, dict[str, str]] = {}
     corpus_docs = 0
-    for doc in iter_texts(manifest_path, "train"):
+    for doc in iter_documents(manifest_path, "train"):
         corpus_docs += 1
         grams = ngrams(doc["text"], task.lang, n)
         by_hash = {hash(gram): gram for gram in grams}

@@ -1,0 +1,1 @@
+"""Model side: tokenizer training, pretraining on packed shards, fine-tuning, evaluation."""

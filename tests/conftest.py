@@ -1,0 +1,49 @@
+"""Fixtures shared by the suite: the real local Prefect server, and the public data when it is present."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"public data not found at {SHARED_DATA}: integration on real data skipped")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real `prefect server start` (SQLite) for the whole session, as the CLI's embedded default uses.
+
+    Prefect's temporary in-process server is not used: it loses task runs and costs 15 s per start.
+    """
+    from pipeline.servers import ensure_prefect_server, stop_prefect_server
+
+    home = tmp_path_factory.mktemp("corpusflow-home")
+    previous = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "CORPUSFLOW_HOME", "PREFECT_HOME")}
+    os.environ["CORPUSFLOW_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home / "prefect-client")
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_UI_ENABLED"] = "false"
+    api_url = ensure_prefect_server(home)
+    os.environ["PREFECT_API_URL"] = api_url
+    yield api_url
+    stop_prefect_server(home)
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
