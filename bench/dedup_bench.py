@@ -141,7 +141,7 @@ def near_figures(corpus: Corpus, rng: random.Random) -> tuple[list[dict[str, obj
         for threshold in THRESHOLDS:
             for min_chars in MIN_CHARS:
                 config = DedupConfig(zh_char_ngram=ngram, threshold=threshold, min_chars_for_near=min_chars)
-                sub = keys.set_column(5, "minhash", _null_short(keys.column("minhash"), lengths, min_chars))
+                sub = keys.set_column(keys.column_names.index("minhash"), "minhash", _null_short(keys.column("minhash"), lengths, min_chars))
                 started = time.perf_counter()
                 duplicates = find_duplicates(sub, config)
                 seconds = time.perf_counter() - started

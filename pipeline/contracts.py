@@ -315,6 +315,7 @@ def _expectation_summary(item: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "type": config["type"],
         "column": kwargs.get("column") or _pair_columns(kwargs),
+        "row_condition": kwargs.get("row_condition"),  # tells apart two checks of one column on different rows
         "severity": config["meta"]["severity"],
         "success": bool(item["success"]),
         "unexpected_count": result.get("unexpected_count"),

@@ -100,7 +100,7 @@ def _payload_problem(
         meta["http_status"] = headers.get_statuscode()
         return "http_error"
     content_type = (headers or record.rec_headers).get_header("Content-Type") or ""
-    if not content_type.split(";")[0].strip().lower() in _HTML_TYPES:
+    if content_type.split(";")[0].strip().lower() not in _HTML_TYPES:
         meta["content_type"] = content_type
         return "not_html"
     if len(payload) > source.max_record_bytes:

@@ -1,0 +1,269 @@
+"""Stage 6, quality: signals as columns first (`QualitySignals`), decisions by rule sets after
+(`QualityFilter`), so thresholds can be retuned on finished shards without recomputing anything.
+
+Every signal is computed column-wise: RE2 counts for character classes, pyarrow list kernels plus numpy
+for word and line signals (n-grams are hashed per word id, duplicates found with np.unique). The one
+Python loop per document is the longest run of one character, a backreference RE2 cannot express.
+
+Signals (all per document):
+  n_chars                   characters of the text (int32)
+  cjk_ratio                 Han characters / non-space characters (ChineseWebText's "Chinese ratio")
+  punct_ratio, symbol_ratio, digit_ratio
+                            Unicode P*, S* (emoji, currency, math, #) and Nd / non-space characters
+  mean_word_len             mean length in characters of the words that hold a letter or digit
+  n_stop_words, stop_word_ratio
+                            stop-word occurrences, and their share of those words (both scripts' lists)
+  dup_line_frac             non-empty lines that repeat an earlier line / non-empty lines (FineWeb-2)
+  dup_ngram_frac            characters of words inside a repeated word 5-gram / characters of all words
+                            (Gopher's duplicate n-gram fraction, n = 5)
+  bullet_line_frac          lines starting with a bullet / non-empty lines (Gopher)
+  terminal_punct_line_frac  lines ending in terminal punctuation / non-empty lines (C4, FineWeb)
+  max_char_run              the longest run of one repeated character ("好好好好好好", "!!!!!!")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import QualityConfig, QualityRules, SegmentConfig
+from pipeline.stages import StageResult, set_column
+from pipeline.text import charclass
+
+DUP_NGRAM = 5
+_SPACE = r"[\s\p{Z}]"
+_WORD_CHAR = r"[\p{L}\p{N}]"
+_BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
+_TERMINAL_LINE = r"[.!?。！？…\"'”’」』)）]$"
+_CHAR_RUN = re.compile(r"(.)\1+", re.S)
+_STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__).with_name("stopwords_en.txt"))
+
+FLOAT_SIGNALS = (
+    "cjk_ratio", "punct_ratio", "symbol_ratio", "digit_ratio", "mean_word_len", "stop_word_ratio",
+    "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac",
+)
+INT_SIGNALS = ("n_chars", "n_stop_words", "max_char_run")
+
+
+@lru_cache(maxsize=None)
+def load_stop_words(path: str | None) -> pa.Array:
+    """The configured stop-word file, or the built-in zh and en lists; one word per line."""
+    files = (Path(path),) if path else _STOP_WORD_FILES
+    words = {line.strip() for f in files for line in f.read_text(encoding="utf-8").splitlines()}
+    return pa.array(sorted(w for w in words if w), pa.string())
+
+
+def _doc_sums(parents: np.ndarray, weights: np.ndarray | None, n_docs: int) -> np.ndarray:
+    return np.bincount(parents, weights=weights, minlength=n_docs)
+
+
+def _mask(values: pa.Array, pattern: str) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(values, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
+    n_chars = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    non_space = n_chars - charclass.count(texts, _SPACE)
+    return {
+        "n_chars": n_chars,
+        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN), non_space),
+        "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
+        "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
+        "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
+        "max_char_run": np.array([_longest_run(t) for t in texts.to_pylist()], np.int64),
+    }
+
+
+def _longest_run(text: str | None) -> int:
+    if not text:
+        return 0
+    return max((m.end() - m.start() for m in _CHAR_RUN.finditer(text)), default=1)
+
+
+def line_signals(texts: pa.Array) -> dict[str, np.ndarray]:
+    n_docs = len(texts)
+    lines = pc.split_pattern(pc.fill_null(texts, ""), "\n")
+    parents = pc.list_parent_indices(lines).to_numpy()
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(lines))
+    non_empty = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    flat, parents = flat.filter(pa.array(non_empty)), parents[non_empty]
+    n_lines = _doc_sums(parents, None, n_docs)
+    ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct = np.unique(parents.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids)
+    n_distinct = _doc_sums(distinct // (int(ids.max(initial=0)) + 1), None, n_docs)
+    return {
+        "dup_line_frac": charclass.share(n_lines - n_distinct, n_lines),
+        "bullet_line_frac": charclass.share(_doc_sums(parents[_mask(flat, _BULLET_LINE)], None, n_docs), n_lines),
+        "terminal_punct_line_frac": charclass.share(
+            _doc_sums(parents[_mask(flat, _TERMINAL_LINE)], None, n_docs), n_lines
+        ),
+    }
+
+
+def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]:
+    n_docs = len(words)
+    flat = pc.list_flatten(words)
+    parents = pc.list_parent_indices(words).to_numpy()
+    lengths = pc.utf8_length(flat).to_numpy(zero_copy_only=False).astype(np.float64)
+    is_word = _mask(flat, _WORD_CHAR)
+    is_stop = pc.is_in(flat, value_set=stop_words).to_numpy(zero_copy_only=False) & is_word
+    n_word = _doc_sums(parents[is_word], None, n_docs)
+    n_stop = _doc_sums(parents[is_stop], None, n_docs)
+    return {
+        "mean_word_len": charclass.share(_doc_sums(parents[is_word], lengths[is_word], n_docs), n_word),
+        "n_stop_words": n_stop.astype(np.int64),
+        "stop_word_ratio": charclass.share(n_stop, n_word),
+        "dup_ngram_frac": charclass.share(
+            _duplicate_ngram_chars(flat, parents, lengths, n_docs), _doc_sums(parents, lengths, n_docs)
+        ),
+    }
+
+
+def _duplicate_ngram_chars(flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per document, characters of the words covered by a word n-gram seen earlier in the same document."""
+    n = DUP_NGRAM
+    if len(flat) < n:
+        return np.zeros(n_docs)
+    ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.uint64)
+    starts = np.arange(len(flat) - n + 1)
+    starts = starts[parents[starts] == parents[starts + n - 1]]  # n-grams inside one document only
+    # polynomial hash of the n word ids; uint64 arithmetic wraps, which is what a hash wants
+    key = parents[starts].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            key = key * np.uint64(1_000_003) + ids[starts + k]
+    _, first = np.unique(key, return_index=True)
+    repeated = np.ones(len(starts), bool)
+    repeated[first] = False
+    coverage = np.zeros(len(flat) + 1, np.int64)
+    np.add.at(coverage, starts[repeated], 1)
+    np.add.at(coverage, starts[repeated] + n, -1)
+    covered = np.cumsum(coverage[:-1]) > 0
+    return _doc_sums(parents[covered], lengths[covered], n_docs)
+
+
+class QualitySignals:
+    name = "quality_signals"
+    reads = ("text", "words")
+    adds = INT_SIGNALS + FLOAT_SIGNALS
+
+    def __init__(self, segment: SegmentConfig) -> None:
+        self.stop_words = load_stop_words(segment.stop_words)
+
+    def __call__(self, batch: pa.RecordBatch) -> StageResult:
+        texts = batch.column("text")
+        signals = {
+            **character_signals(texts),
+            **line_signals(texts),
+            **word_signals(batch.column("words"), self.stop_words),
+        }
+        for name in INT_SIGNALS:
+            batch = set_column(batch, name, pa.array(signals[name].astype(np.int32), pa.int32()))
+        for name in FLOAT_SIGNALS:
+            batch = set_column(batch, name, pa.array(signals[name].astype(np.float32), pa.float32()))
+        return StageResult(batch)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    rule: str  # the QualityRules field
+    reason: str  # what a drop is called: "quality:<reason>"
+    signal: str  # the column it reads
+    fails: Callable[[np.ndarray, float], np.ndarray]
+
+
+def _below(values: np.ndarray, limit: float) -> np.ndarray:
+    return values < limit
+
+
+def _above(values: np.ndarray, limit: float) -> np.ndarray:
+    return values > limit
+
+
+# The fixed order in which rules are tried; a dropped document gets the first rule it fails. Spam and
+# forbidden phrases come first (text rules, checked before these), being the most telling reasons.
+THRESHOLDS = (
+    Threshold("min_chars", "min_chars", "n_chars", _below),
+    Threshold("max_chars", "max_chars", "n_chars", _above),
+    Threshold("min_words", "min_words", "n_words", _below),
+    Threshold("max_words", "max_words", "n_words", _above),
+    Threshold("min_cjk_ratio", "min_cjk_ratio", "cjk_ratio", _below),
+    Threshold("max_symbol_ratio", "max_symbol_ratio", "symbol_ratio", _above),
+    Threshold("max_punct_ratio", "max_punct_ratio", "punct_ratio", _above),
+    Threshold("max_digit_ratio", "max_digit_ratio", "digit_ratio", _above),
+    Threshold("min_mean_word_len", "min_mean_word_len", "mean_word_len", _below),
+    Threshold("max_mean_word_len", "max_mean_word_len", "mean_word_len", _above),
+    Threshold("min_stop_words", "min_stop_words", "n_stop_words", _below),
+    Threshold("min_stop_word_ratio", "min_stop_word_ratio", "stop_word_ratio", _below),
+    Threshold("max_repeat_char_run", "repeat_char_run", "max_char_run", _above),
+    Threshold("max_dup_line_frac", "max_dup_line_frac", "dup_line_frac", _above),
+    Threshold("max_dup_ngram_frac", "max_dup_ngram_frac", "dup_ngram_frac", _above),
+    Threshold("max_bullet_lines_frac", "max_bullet_lines_frac", "bullet_line_frac", _above),
+    Threshold("min_terminal_punct_line_frac", "min_terminal_punct_line_frac", "terminal_punct_line_frac", _below),
+)
+
+
+def rule_set_names(kinds: list[str], langs: list[str], available: set[str]) -> list[str | None]:
+    """The one rule set that judges each document: the most specific of "<kind>.<lang>", "<kind>",
+    "<lang>" that the config defines (None: no rules apply)."""
+    names: list[str | None] = []
+    for kind, lang in zip(kinds, langs):
+        candidates = (f"{kind}.{lang}", kind, lang)
+        names.append(next((c for c in candidates if c in available), None))
+    return names
+
+
+class QualityFilter:
+    name = "quality_filter"
+    reads = ("text", "kind", "lang", "n_words") + INT_SIGNALS + FLOAT_SIGNALS
+    adds: tuple[str, ...] = ()
+
+    def __init__(self, config: QualityConfig) -> None:
+        self.config = config
+        for set_name, rules in config.rule_sets.items():
+            for pattern in rules.spam_patterns:
+                try:
+                    pc.match_substring_regex(pa.array([""]), pattern)
+                except pa.ArrowInvalid as error:
+                    raise ValueError(f"quality.rule_sets.{set_name}.spam_patterns: {pattern!r}: {error}") from None
+
+    def __call__(self, batch: pa.RecordBatch) -> StageResult:
+        if not self.config.enabled:
+            return StageResult(batch)
+        names = np.array(
+            rule_set_names(
+                batch.column("kind").to_pylist(), batch.column("lang").to_pylist(), set(self.config.rule_sets)
+            ),
+            dtype=object,
+        )
+        reasons = np.full(batch.num_rows, None, dtype=object)
+        for set_name, rules in self.config.rule_sets.items():
+            rows = names == set_name
+            if rows.any():
+                self._judge(batch, rules, rows, reasons)
+        return StageResult(batch, pa.array(reasons.tolist(), pa.string()))
+
+    def _judge(self, batch: pa.RecordBatch, rules: QualityRules, rows: np.ndarray, reasons: np.ndarray) -> None:
+        """Writes the first failed rule's reason into `reasons` for the undecided rows of `rows`."""
+
+        def drop(fails: np.ndarray, reason: str) -> None:
+            hit = rows & fails & (reasons == None)  # noqa: E711 - elementwise comparison on an object array
+            reasons[hit] = f"quality:{reason}"
+
+        texts = batch.column("text")
+        for pattern in rules.spam_patterns:
+            drop(_mask(texts, pattern), "spam")
+        for phrase in rules.forbid_phrases:
+            drop(pc.fill_null(pc.match_substring(texts, phrase, ignore_case=True), False).to_numpy(zero_copy_only=False), "forbidden_phrase")
+        for threshold in THRESHOLDS:
+            limit = getattr(rules, threshold.rule)
+            if limit is not None:
+                values = batch.column(threshold.signal).to_numpy(zero_copy_only=False)
+                drop(threshold.fails(values, limit), threshold.reason)
