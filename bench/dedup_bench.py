@@ -13,8 +13,8 @@ import csv
 import io
 import json
 import random
-import resource
 import time
+import tracemalloc
 import unicodedata
 import zipfile
 from collections import Counter
@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import DedupConfig
-from pipeline.dedup import ContentHashStage, MinHasher, canonical_text, find_duplicates
+from pipeline.dedup import ContentHashStage, MinHasher, canonical_texts, find_duplicates
 from pipeline.dedup.minhash import connected_components, estimated_jaccard, lsh_bands, near_pairs, signature_array
 
 THRESHOLDS = (0.7, 0.8, 0.9)
@@ -74,19 +74,18 @@ def load_corpus(data: Path) -> Corpus:
 def exact_figures(corpus: Corpus) -> dict[str, object]:
     """Duplicates (rows beyond the first of each group) under three canonical forms, per source and overall."""
     forms = {
-        "raw": lambda t: t,
-        "casefold_no_space": lambda t: "".join(t.casefold().split()),
-        "canonical": canonical_text,
+        "raw": corpus.texts,
+        "casefold_no_space": ["".join(t.casefold().split()) for t in corpus.texts],
+        "canonical": canonical_texts(corpus.texts),
     }
     figures: dict[str, object] = {}
-    for name, form in forms.items():
-        keys = [form(t) for t in corpus.texts]
+    for name, keys in forms.items():
         per_source = {s: _duplicate_count([k for k, src in zip(keys, corpus.sources) if src == s])
                       for s in sorted(set(corpus.sources))}
         figures[name] = {"all": _duplicate_count(keys), **per_source}
         print(f"exact duplicates ({name:18s}): {figures[name]}")
     raw_groups = {t for t, c in Counter(corpus.texts).items() if c > 1}
-    extra = _extra_canonical_pairs(corpus, raw_groups)
+    extra = _extra_canonical_pairs(corpus, forms["canonical"], raw_groups)
     print("pairs merged by the canonical form but not by raw equality (first examples):")
     for a, b in extra[:8]:
         print(f"    {a[:60]!r}\n  = {b[:60]!r}")
@@ -98,11 +97,10 @@ def _duplicate_count(keys: list[str]) -> int:
     return len(keys) - len(set(keys))
 
 
-def _extra_canonical_pairs(corpus: Corpus, raw_groups: set[str]) -> list[tuple[str, str]]:
+def _extra_canonical_pairs(corpus: Corpus, canonical: list[str], raw_groups: set[str]) -> list[tuple[str, str]]:
     first_text: dict[str, str] = {}
     extra: list[tuple[str, str]] = []
-    for text in corpus.texts:
-        key = canonical_text(text)
+    for text, key in zip(corpus.texts, canonical):
         if key in first_text and first_text[key] != text and text not in raw_groups:
             extra.append((first_text[key], text))
         first_text.setdefault(key, text)
@@ -137,7 +135,7 @@ def near_figures(corpus: Corpus, rng: random.Random) -> tuple[list[dict[str, obj
         signature_seconds = time.perf_counter() - started
         signatures_by_ngram[ngram] = (signatures, has_signature)
         keys = keys_table(corpus, signatures, has_signature)
-        lengths = np.array([len(canonical_text(t)) for t in corpus.texts])
+        lengths = np.array([len(form) for form in canonical_texts(corpus.texts)])
         for threshold in THRESHOLDS:
             for min_chars in MIN_CHARS:
                 config = DedupConfig(zh_char_ngram=ngram, threshold=threshold, min_chars_for_near=min_chars)
@@ -178,7 +176,7 @@ def speed_figures(corpus: Corpus, docs: int) -> dict[str, object]:
     """numpy MinHasher vs datasketch on the same texts (char 5-grams, 128 permutations, one core)."""
     from datasketch import MinHash
 
-    texts = corpus.texts[:docs]
+    texts = random.Random(1).sample(corpus.texts, min(docs, len(corpus.texts)))  # headlines and reviews
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     config = DedupConfig(min_chars_for_near=0)
     started = time.perf_counter()
@@ -188,8 +186,7 @@ def speed_figures(corpus: Corpus, docs: int) -> dict[str, object]:
     started = time.perf_counter()
     theirs = np.zeros_like(ours)
     n = config.zh_char_ngram
-    for row, text in enumerate(texts):
-        chars = canonical_text(text)
+    for row, chars in enumerate(canonical_texts(texts)):
         shingles = [chars[i : i + n].encode("utf-8") for i in range(max(1, len(chars) - n + 1))]
         sketch = MinHash(num_perm=config.num_perm, seed=config.seed)
         sketch.update_batch(shingles)
@@ -221,7 +218,7 @@ def _pair_agreement(ours: np.ndarray, theirs: np.ndarray, threshold: float) -> d
 
 def recall_figures(signatures: np.ndarray, has_signature: np.ndarray, sample: int) -> dict[str, object]:
     """LSH banding against brute force on a sample: how many pairs >= threshold the bands find."""
-    rows = np.flatnonzero(has_signature)[:sample]
+    rows = np.sort(np.random.default_rng(1).choice(np.flatnonzero(has_signature), sample, replace=False))
     sample_signatures = signatures[rows]
     figures: dict[str, object] = {"sample": len(rows)}
     all_left, all_right = np.triu_indices(len(rows), k=1)
@@ -245,14 +242,18 @@ def scale_figures(signatures: np.ndarray, has_signature: np.ndarray, copies: int
     rng = np.random.default_rng(0)
     base = signatures[has_signature]
     stacked = np.concatenate([base] + [base ^ (rng.random(base.shape) < 0.3).astype(np.uint32) for _ in range(copies - 1)])
+    tracemalloc.start()
     started = time.perf_counter()
     left, right = near_pairs(stacked, 0.8)
     labels = connected_components(len(stacked), left, right)
     seconds = time.perf_counter() - started
-    figures = {"docs": len(stacked), "pairs": len(left), "clusters_merged": int((labels != np.arange(len(labels))).sum()),
-               "near_step_s": round(seconds, 2), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
-    print(f"\nnear step on {len(stacked)} signatures: {seconds:.2f} s, {len(left)} verified pairs, peak RSS "
-          f"{figures['peak_rss_mb']} MB")
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    figures = {"docs": len(stacked), "signatures_mb": round(stacked.nbytes / 1e6), "pairs": len(left),
+               "merged": int((labels != np.arange(len(labels))).sum()), "near_step_s": round(seconds, 2),
+               "near_step_peak_extra_mb": round(peak_mb)}
+    print(f"\nnear step on {len(stacked)} signatures ({figures['signatures_mb']} MB): {seconds:.2f} s, "
+          f"{len(left)} verified pairs, peak extra memory {peak_mb:.0f} MB")
     return figures
 
 
@@ -260,14 +261,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--datasketch-docs", type=int, default=20_000)
-    parser.add_argument("--recall-sample", type=int, default=8_000)
+    parser.add_argument("--recall-sample", type=int, default=10_000)
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"shared data not found at {args.data}; pass --data")
     rng = random.Random(0)
     corpus = load_corpus(args.data)
     print(f"{len(corpus.texts)} documents, {corpus.megabytes:.1f} MB: {dict(Counter(corpus.sources))}")
-    lengths = np.array([len(canonical_text(t)) for t in corpus.texts])
+    lengths = np.array([len(form) for form in canonical_texts(corpus.texts)])
     print(f"canonical length percentiles 10/50/90: {np.percentile(lengths, [10, 50, 90]).tolist()}")
     results: dict[str, object] = {"date": date.today().isoformat(), "documents": len(corpus.texts)}
     results["exact"] = exact_figures(corpus)

@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,9 @@ def validate_shard(
             table = pa.ipc.open_stream(source).read_all()
     except (OSError, pa.ArrowInvalid) as error:
         raise ContractError(f"shard {path} cannot be read as an Arrow IPC stream: {error}") from None
-    summary = validate_table(table, suite_name, directory, data_docs_dir, parameters, name=path.stem)
+    # split folder + file name: shards of different splits share file names, Data Docs should tell them apart
+    name = f"{path.parent.name}-{path.stem}"
+    summary = validate_table(table, suite_name, directory, data_docs_dir, parameters, name=name)
     return {"shard": str(path), **summary}
 
 
@@ -205,10 +208,15 @@ def validate_table(
     suite = context.suites.add(suite)
     batch = context.data_sources.add_pandas("shards").add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    result = definition.run(
-        batch_parameters={"dataframe": scalar_frame(table)}, expectation_parameters=dict(parameters or {}),
-    )
-    docs = _update_data_docs(context, suite_name, result, data_docs_dir) if data_docs_dir else None
+    run = partial(definition.run, batch_parameters={"dataframe": scalar_frame(table)},
+                  expectation_parameters=dict(parameters or {}))
+    if data_docs_dir is None:
+        return summarize(run(), suite.meta, table.num_rows, None)
+    # GX writes the result file without a temporary name and the index reads every result file, so a
+    # validation writing into a docs folder holds that folder's lock (threads and processes alike)
+    with _locked(Path(data_docs_dir) / ".lock"):
+        result = run()
+        docs = _update_data_docs(context, suite_name, result, data_docs_dir)
     return summarize(result, suite.meta, table.num_rows, docs)
 
 
@@ -264,7 +272,7 @@ def _new_context(data_docs_dir: Path | None) -> EphemeralDataContext:
 def _update_data_docs(
     context: EphemeralDataContext, suite_name: str, result: ExpectationSuiteValidationResult, data_docs_dir: Path
 ) -> str:
-    """Render this result's page and the index; a file lock keeps parallel validations from racing on it."""
+    """Render this result's page and the index (which lists every result in the folder)."""
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
@@ -275,8 +283,7 @@ def _update_data_docs(
         run_id=result.meta["run_id"],
         batch_identifier=result.batch_id,
     )
-    with _locked(Path(data_docs_dir) / ".lock"):
-        context.build_data_docs(resource_identifiers=[key])
+    context.build_data_docs(resource_identifiers=[key])
     return str(Path(data_docs_dir).resolve() / "index.html")
 
 
@@ -342,10 +349,18 @@ def _failure_details(item: dict[str, Any], result: dict[str, Any]) -> dict[str, 
     mismatched = (result.get("details") or {}).get("mismatched")
     if mismatched:
         details["mismatched"] = mismatched
-    error = item.get("exception_info") or {}
-    if error.get("raised_exception"):
-        details["error"] = error.get("exception_message")
+    error = _exception_message(item.get("exception_info") or {})
+    if error:
+        details["error"] = error
     return details
+
+
+def _exception_message(info: Mapping[str, Any]) -> str | None:
+    """GX reports an expectation that raised in one of two shapes: flat, or keyed by the metric that failed."""
+    if "raised_exception" in info:
+        return info.get("exception_message") if info["raised_exception"] else None
+    messages = sorted({v.get("exception_message") for v in info.values() if isinstance(v, Mapping)} - {None})
+    return "; ".join(messages) or None
 
 
 def _short(value: Any) -> Any:

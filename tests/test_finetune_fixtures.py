@@ -12,12 +12,14 @@ import csv
 import itertools
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
 from pipeline.config import TaskConfig
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# tiny models on two shared cores: synchronising threads costs about ten times what it gains
+torch.set_num_threads(1)
 
 _SUBJECTS = ["这家酒店", "房间", "前台服务", "早餐", "酒店位置", "卫生间", "这次入住", "床铺"]
 _POSITIVE = ["非常干净，很满意", "很好，强烈推荐", "热情周到，下次还来", "舒服安静，物超所值", "不错，值得入住"]

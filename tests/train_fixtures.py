@@ -96,19 +96,20 @@ def _rows(split: str, lang: str, count: int, rng: random.Random, marker: str | N
     return rows
 
 
-def _write_shard(path: Path, rows: list[dict]) -> None:
+def write_shard(path: Path, rows: list[dict]) -> None:
+    """Rows (dicts with SHARD_SCHEMA's fields; missing ones null) as an Arrow IPC stream file."""
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, SHARD_SCHEMA) as writer:
         writer.write_table(table, max_chunksize=64)
 
 
-def _record(root: Path, relative: str, rows: list[dict], split: str, lang: str, usable: bool) -> ShardRecord:
+def shard_record(root: Path, relative: str, rows: list[dict], split: str, lang: str, usable: bool = True) -> ShardRecord:
     path = root / relative
     return ShardRecord(
         path=relative,
         split=split,
-        source=f"fixture_{lang}",
+        source=rows[0]["source"],
         lang=lang,
         rows=len(rows),
         bytes=path.stat().st_size,
@@ -140,13 +141,18 @@ def write_dataset(
             for part in range(shards_per_split):
                 rows = _rows(split, lang, per_shard, rng)
                 relative = f"{split}/fixture-{lang}-{part:05d}.arrow"
-                _write_shard(root / relative, rows)
-                shards.append(_record(root, relative, rows, split, lang, usable=True))
+                write_shard(root / relative, rows)
+                shards.append(shard_record(root, relative, rows, split, lang, usable=True))
     if with_quarantined:
         rows = _rows("train", "zh", 50, rng, marker=QUARANTINE_MARKER)
         relative = "train/fixture-zh-quarantined.arrow"
-        _write_shard(root / relative, rows)
-        shards.append(_record(root, relative, rows, "train", "zh", usable=False))
+        write_shard(root / relative, rows)
+        shards.append(shard_record(root, relative, rows, "train", "zh", usable=False))
+    return write_manifest(root, shards)
+
+
+def write_manifest(root: Path, shards: list[ShardRecord]) -> Path:
+    """manifest.json for shards written under `root`; unusable shards are also listed as quarantined."""
     usable = [s for s in shards if s.usable]
     manifest = Manifest(
         dataset="fixture",

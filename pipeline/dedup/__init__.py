@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import DedupConfig
-from pipeline.dedup.exact import ContentHashStage, canonical_text, content_hash, exact_representatives
+from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes, exact_representatives
 from pipeline.dedup.minhash import (
     MinHasher,
     MinHashStage,
@@ -28,8 +28,8 @@ __all__ = [
     "ContentHashStage",
     "MinHashStage",
     "MinHasher",
-    "canonical_text",
-    "content_hash",
+    "canonical_texts",
+    "content_hashes",
     "find_duplicates",
 ]
 

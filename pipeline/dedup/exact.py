@@ -12,8 +12,8 @@ spacing, and every extra pair it merges reads the same. Symbols (emoji, currency
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -21,30 +21,63 @@ import pyarrow as pa
 
 from pipeline.stages import StageResult, set_column
 
-# Unicode punctuation lies in planes 0 and 1 only; scanning them once takes ~50 ms per process.
-_PUNCTUATION_PLANES_END = 0x20000
+# Unicode punctuation, whitespace and decimal digits lie in planes 0 and 1; scanning them takes ~50 ms.
+_CLASSIFIED_PLANES_END = 0x20000
+_KEEP, _PUNCTUATION, _SPACE, _DIGIT = 0, 1, 2, 3
+_SEPARATOR = "\n"  # between texts of a batch: whitespace, so it is dropped and never joins two digits
 
 
 @lru_cache(maxsize=1)
-def _strip_pattern() -> re.Pattern[str]:
-    punctuation = "".join(
-        chr(c) for c in range(_PUNCTUATION_PLANES_END) if unicodedata.category(chr(c)).startswith("P")
-    )
-    punct_class = "[" + re.escape(punctuation) + "]"
-    # whitespace always goes; a punctuation run goes unless it sits between two digits
-    return re.compile(rf"\s+|(?<!\d){punct_class}+|{punct_class}+(?!\d)")
+def _char_classes() -> np.ndarray:
+    """Class of every code point (keep, punctuation, whitespace, digit) as a lookup table."""
+    classes = np.zeros(0x110000, dtype=np.uint8)
+    for code in range(_CLASSIFIED_PLANES_END):
+        char = chr(code)
+        if char.isspace():
+            classes[code] = _SPACE
+        elif unicodedata.category(char).startswith("P"):
+            classes[code] = _PUNCTUATION
+        elif char.isdecimal():
+            classes[code] = _DIGIT
+    return classes
 
 
-def canonical_text(text: str) -> str:
-    """The form two texts must share to count as exact duplicates (see the module docstring)."""
-    folded = text.casefold()
-    stripped = _strip_pattern().sub("", folded)
-    return stripped or "".join(folded.split())
+def canonical_codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical forms of a batch of texts as concatenated code points (uint32) and n + 1 offsets.
+
+    Done on the whole batch at once with numpy: per-text regex substitution ran at 2.3 MB/s, this at ~40.
+    """
+    if not texts:
+        return np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64)
+    folded = [text.casefold() for text in texts]
+    codes = np.frombuffer(_SEPARATOR.join(folded).encode("utf-32-le"), dtype="<u4")
+    classes = _char_classes()[codes]
+    drop = (classes == _SPACE) | ((classes == _PUNCTUATION) & ~_between_digits(classes))
+    lengths = np.array([len(f) for f in folded], dtype=np.int64)
+    starts = np.cumsum(lengths + 1) - lengths - 1  # where each text begins in the joined code points
+    kept_before = np.concatenate([[0], np.cumsum(~drop)])  # kept code points before each position
+    offsets = np.append(kept_before[starts], kept_before[starts[-1] + lengths[-1]])
+    return codes[~drop], offsets
 
 
-def content_hash(text: str) -> str:
-    """Lowercase hex sha256 (64 chars) of the canonical form."""
-    return hashlib.sha256(canonical_text(text).encode("utf-8")).hexdigest()
+def _between_digits(classes: np.ndarray) -> np.ndarray:
+    """Mask of single punctuation marks with a digit on both sides ("3.5", "1,999", "10:30")."""
+    mask = np.zeros(len(classes), dtype=bool)
+    mask[1:-1] = (classes[1:-1] == _PUNCTUATION) & (classes[:-2] == _DIGIT) & (classes[2:] == _DIGIT)
+    return mask
+
+
+def canonical_texts(texts: Sequence[str]) -> list[str]:
+    """The forms texts must share to count as exact duplicates (see the module docstring)."""
+    codes, offsets = canonical_codepoints(texts)
+    joined = codes.tobytes().decode("utf-32-le")
+    canonical = [joined[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return [form or "".join(text.casefold().split()) for form, text in zip(canonical, texts)]
+
+
+def content_hashes(texts: Sequence[str]) -> list[str]:
+    """Lowercase hex sha256 (64 chars) of each text's canonical form."""
+    return [hashlib.sha256(form.encode("utf-8")).hexdigest() for form in canonical_texts(texts)]
 
 
 class ContentHashStage:
@@ -55,7 +88,7 @@ class ContentHashStage:
     adds = ("content_hash",)
 
     def __call__(self, batch: pa.RecordBatch) -> StageResult:
-        hashes = [content_hash(text) for text in batch.column("text").to_pylist()]
+        hashes = content_hashes(batch.column("text").to_pylist())
         return StageResult(batch=set_column(batch, "content_hash", pa.array(hashes, pa.string())))
 
 

@@ -6,6 +6,7 @@ describe a capture and hold no article. A WARC record's position is its byte off
 
 from __future__ import annotations
 
+import io
 import zlib
 from collections.abc import Iterator
 from pathlib import PurePosixPath
@@ -44,26 +45,42 @@ def news_extras(columns: dict[str, Any]) -> dict[str, Any]:
 
 
 def _warc_rows(source: SourceConfig, path: str) -> Iterator[RowOut]:
-    read = 0
     with open_binary(path, decompress=False) as stream:
         records = ArchiveIterator(stream)
+        end = 0  # where the last complete record ended
         try:
             for record in records:
+                if record.format != "warc":
+                    # warcio falls back to the old ARC layout for anything it cannot parse as WARC
+                    raise ArchiveLoadFailed(f"record at offset {end} is not a WARC record")
+                payload = record.content_stream().read(source.max_record_bytes + 1)
+                # a payload read to its end with part of the record's declared length unread was cut off
+                cut_short = len(payload) <= source.max_record_bytes and record.raw_stream.limit > 0
+                # the offset is asked for after the payload is read: warcio skips the content to find it
+                offset = records.get_record_offset()
+                if cut_short:
+                    yield _truncated(source, path, offset, "record ends before its declared Content-Length")
+                    return
+                end = offset + records.get_record_length()
                 if record.rec_type in _CONTENT_RECORDS:
-                    read += 1
-                    yield _warc_row(source, path, record, records.get_record_offset())
+                    yield _warc_row(source, path, record, payload, offset)
         except (ArchiveLoadFailed, OSError, EOFError, zlib.error) as error:
-            if read == 0:
+            if end == 0:
                 raise SourceUnreadable(f"{path}: not a readable WARC file: {error}") from None
-            yield _truncated(source, path, records.get_record_offset(), error)
+            yield _truncated(source, path, end, f"{type(error).__name__}: {error}")
+            return
+        # a gzip member cut short ends the iteration quietly; bytes left after the last record say so
+        size = stream.seek(0, io.SEEK_END)
+        if end < size:
+            yield _truncated(source, path, end, f"{size - end} bytes after the last complete record")
 
 
-def _truncated(source: SourceConfig, path: str, offset: int, error: Exception) -> RowOut:
-    meta = {"file": path, "position": offset, "cause": f"{type(error).__name__}: {error}"}
+def _truncated(source: SourceConfig, path: str, offset: int, cause: str) -> RowOut:
+    meta = {"file": path, "position": offset, "cause": cause}
     return "reject", reject_row(source, f"{PurePosixPath(path).name}@{offset}", "truncated_record", "", meta)
 
 
-def _warc_row(source: SourceConfig, path: str, record: ArcWarcRecord, offset: int) -> RowOut:
+def _warc_row(source: SourceConfig, path: str, record: ArcWarcRecord, payload: bytes, offset: int) -> RowOut:
     url = record.rec_headers.get_header("WARC-Target-URI")
     meta: dict[str, Any] = {
         "file": path,
@@ -71,7 +88,6 @@ def _warc_row(source: SourceConfig, path: str, record: ArcWarcRecord, offset: in
         "crawled_at": record.rec_headers.get_header("WARC-Date"),
     }
     native_id = url or f"{PurePosixPath(path).name}@{offset}"
-    payload = record.content_stream().read(source.max_record_bytes + 1)
     problem = _payload_problem(source, record, payload, meta)
     if problem:
         return "reject", reject_row(source, native_id, problem, _preview(payload), meta)

@@ -91,8 +91,10 @@ class DumpReader:
         parser = ET.XMLPullParser(events=("start", "end"))
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with open_binary(self.path) as stream:
+            # read1 hands out what was decompressed before a truncated stream ends; read() would drop it
+            read = getattr(stream, "read1", stream.read)
             try:
-                while chunk := stream.read(_CHUNK):
+                while chunk := read(_CHUNK):
                     parser.feed(decoder.decode(chunk))
                     yield from self._pages_from(parser)
                 parser.feed(decoder.decode(b"", final=True))

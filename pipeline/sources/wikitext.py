@@ -27,8 +27,19 @@ _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _EMPTY_PARENS = re.compile(r"[(（][\s,;，；、]*[)）]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
+# mwparserfromhell gives up on a construct it cannot match (a <ref> holding unbalanced '' italics, a table
+# with a broken row) and leaves it as literal text; these catch what it left.
+_LEFTOVER_REF = re.compile(r"<ref[^<>]*/>|<ref[^<>]*>.*?</ref\s*>", re.DOTALL | re.IGNORECASE)
+_LEFTOVER_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_LEFTOVER_LINK = re.compile(r"\[\[(?:[^\[\]|]*\|)*([^\[\]|]*)\]\]")
+_LEFTOVER_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
+_LEFTOVER_BRACKETS = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}")
+_TABLE_LINE = ("{|", "|", "!")
+_MAX_NESTING = 5
+
 # zhwiki conversion markup: -{...}- holds either literal text or per-variant text (zh-hans:...; zh-hant:...)
-_CONVERSION = re.compile(r"-\{(.*?)\}-", re.DOTALL)
+# ("-{{" is a hyphen before a template, not conversion markup)
+_CONVERSION = re.compile(r"-\{(?!\{)(.*?)\}-", re.DOTALL)
 _CONVERSION_FLAGS = re.compile(r"^\s*([A-Za-z;\-\s]{1,40})\|(.*)$", re.DOTALL)
 _VARIANT_SPLIT = re.compile(r";\s*(?=zh(?:-[a-z]+)?\s*:)")
 _VARIANT_RULE = re.compile(r"^\s*(zh(?:-[a-z]+)?)\s*:(.*)$", re.DOTALL)
@@ -42,10 +53,20 @@ _HIDDEN_FLAGS = frozenset({"H", "T", "-"})
 def wikitext_to_text(wikitext: str, hidden_namespaces: frozenset[str] = DEFAULT_HIDDEN_NAMESPACES) -> str:
     """Plain text of a page: headings as their own lines, paragraphs separated by newlines."""
     code = mwparserfromhell.parse(convert_variants(wikitext))
-    text = _MAGIC_WORD.sub("", _render(code, hidden_namespaces))
-    text = _EMPTY_PARENS.sub("", text)
+    text = _scrub_leftovers(_render(code, hidden_namespaces))
+    text = _EMPTY_PARENS.sub("", _MAGIC_WORD.sub("", text))
     lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
+    return "\n".join(line for line in lines if line and not line.startswith(_TABLE_LINE))
+
+
+def _scrub_leftovers(text: str) -> str:
+    """Remove the markup the parser left as text: references, templates, links, tags, stray brackets."""
+    if "[[" not in text and "{{" not in text and "<" not in text:
+        return text
+    text = _LEFTOVER_REF.sub("", text)
+    for _ in range(_MAX_NESTING):  # innermost first, so nested templates and links unwrap level by level
+        text = _LEFTOVER_LINK.sub(r"\1", _LEFTOVER_TEMPLATE.sub("", text))
+    return _LEFTOVER_BRACKETS.sub("", _LEFTOVER_TAG.sub("", text))
 
 
 def convert_variants(wikitext: str) -> str:

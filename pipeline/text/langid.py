@@ -15,7 +15,8 @@ ten "wuu") count as zh.
 
 `lang_score` is the confidence in the assigned language: for script-decided zh the Han share of letters,
 otherwise the model's probability of that language. A declared lang (source `lang: zh|en`) is kept as it
-is and scored the same way; the score threshold applies only to `lang: auto` documents.
+is and scored the same way; the score threshold applies only to `lang: auto` documents. An undeclared
+text without a single letter (punctuation, digits, emoji) is "other".
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class IdentifyLanguage:
     def __call__(self, batch: pa.RecordBatch) -> StageResult:
         texts = batch.column("text")
         declared = batch.column("lang").to_pylist()
-        han, kana_hangul = han_letter_share(texts)
+        han, kana_hangul, letters = han_letter_share(texts)
         by_script = chinese_by_script(
             han, kana_hangul, self.config.cjk_ratio_for_zh, self.config.max_kana_hangul_for_zh
         )
@@ -74,6 +75,8 @@ class IdentifyLanguage:
                 lang, score = "zh", float(han[i])
             elif stated is not None:
                 lang, score = stated, model_scores(prefixes[i] or "").get(stated, 0.0)
+            elif letters[i] == 0:
+                lang, score = "other", 0.0  # digits, punctuation, emoji: no language to tell
             else:
                 lang, score = self._identify(prefixes[i] or "")
             langs.append(lang)

@@ -38,7 +38,7 @@ from pipeline.stages import StageResult, set_column
 from pipeline.text import charclass
 
 DUP_NGRAM = 5
-_SPACE = r"[\s\p{Z}]"
+_SPACE = r"\s\p{Z}"
 _WORD_CHAR = r"[\p{L}\p{N}]"
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
 _TERMINAL_LINE = r"[.!?。！？…\"'”’」』)）]$"
@@ -73,7 +73,7 @@ def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     non_space = n_chars - charclass.count(texts, _SPACE)
     return {
         "n_chars": n_chars,
-        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN), non_space),
+        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN, dense=True), non_space),
         "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
@@ -142,9 +142,8 @@ def _duplicate_ngram_chars(flat: pa.Array, parents: np.ndarray, lengths: np.ndar
     _, first = np.unique(key, return_index=True)
     repeated = np.ones(len(starts), bool)
     repeated[first] = False
-    coverage = np.zeros(len(flat) + 1, np.int64)
-    np.add.at(coverage, starts[repeated], 1)
-    np.add.at(coverage, starts[repeated] + n, -1)
+    size = len(flat) + 1
+    coverage = np.bincount(starts[repeated], minlength=size) - np.bincount(starts[repeated] + n, minlength=size)
     covered = np.cumsum(coverage[:-1]) > 0
     return _doc_sums(parents[covered], lengths[covered], n_docs)
 
@@ -251,17 +250,20 @@ class QualityFilter:
         return StageResult(batch, pa.array(reasons.tolist(), pa.string()))
 
     def _judge(self, batch: pa.RecordBatch, rules: QualityRules, rows: np.ndarray, reasons: np.ndarray) -> None:
-        """Writes the first failed rule's reason into `reasons` for the undecided rows of `rows`."""
+        """Writes the first failed rule's reason into `reasons` for the rows of `rows`."""
+        undecided = rows.copy()
 
         def drop(fails: np.ndarray, reason: str) -> None:
-            hit = rows & fails & (reasons == None)  # noqa: E711 - elementwise comparison on an object array
+            hit = undecided & fails
             reasons[hit] = f"quality:{reason}"
+            undecided[hit] = False
 
         texts = batch.column("text")
         for pattern in rules.spam_patterns:
             drop(_mask(texts, pattern), "spam")
         for phrase in rules.forbid_phrases:
-            drop(pc.fill_null(pc.match_substring(texts, phrase, ignore_case=True), False).to_numpy(zero_copy_only=False), "forbidden_phrase")
+            found = pc.fill_null(pc.match_substring(texts, phrase, ignore_case=True), False)
+            drop(found.to_numpy(zero_copy_only=False), "forbidden_phrase")
         for threshold in THRESHOLDS:
             limit = getattr(rules, threshold.rule)
             if limit is not None:

@@ -4,9 +4,10 @@ Streaming: shards are read one record batch at a time (memory does not grow with
 chunks, and their tokens concatenated into blocks of `seq_len` with no padding (a block may span documents;
 document boundaries are marked with a separator token). Only the final block of a finite pass is padded.
 
-Determinism and resume: the shard order of each epoch is a shuffle seeded by (seed, epoch); rows within a
-shard keep their order. The stream's position (epoch, shard, row, tokens not yet emitted) is a small plain
-state that a checkpoint stores, so a resumed run continues with exactly the blocks it would have seen.
+Determinism and resume: the shard order of each epoch is a shuffle seeded by (seed, epoch); a few shards
+are read at once with their documents interleaved, rows within a shard in order. The stream's position
+(epoch, open shards and their rows, tokens not yet emitted) is a small plain state that a checkpoint
+stores, so a resumed run continues with exactly the blocks it would have seen.
 
 Whole-word masking: every token carries a word key (same key = same word). For Chinese the words are the
 jieba words of the `words` column, mapped onto tokens through the tokenizer's character offsets, so all
@@ -16,6 +17,7 @@ so all subwords of a word share a key. Special tokens have key -1 and are never 
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import random
 from collections.abc import Iterator, Sequence
@@ -111,8 +113,8 @@ class PackingLayout:
 @dataclass
 class StreamState:
     epoch: int = 0
-    shard: int = 0  # index into the epoch's shard order
-    row: int = 0  # next row of that shard to tokenize
+    next_shard: int = 0  # position in the epoch's shard order of the next shard to open
+    open_shards: list[list[int]] = field(default_factory=list)  # [position in the order, next row] per open shard
     next_key: int = 0  # next unused word key
     pending_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pending_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -121,8 +123,8 @@ class StreamState:
         """Plain values and tensors only: loadable with torch.load(weights_only=True)."""
         return {
             "epoch": self.epoch,
-            "shard": self.shard,
-            "row": self.row,
+            "next_shard": self.next_shard,
+            "open_shards": [list(s) for s in self.open_shards],
             "next_key": self.next_key,
             "pending_ids": torch.from_numpy(self.pending_ids.copy()),
             "pending_keys": torch.from_numpy(self.pending_keys.copy()),
@@ -132,8 +134,8 @@ class StreamState:
     def from_dict(cls, state: dict) -> StreamState:
         return cls(
             epoch=state["epoch"],
-            shard=state["shard"],
-            row=state["row"],
+            next_shard=state["next_shard"],
+            open_shards=[list(s) for s in state["open_shards"]],
             next_key=state["next_key"],
             pending_ids=state["pending_ids"].numpy().astype(np.int64),
             pending_keys=state["pending_keys"].numpy().astype(np.int64),
@@ -141,7 +143,12 @@ class StreamState:
 
 
 class PackedStream:
-    """Blocks of `seq_len` tokens from the shards, endlessly (`loop=True`) or for one pass."""
+    """Blocks of `seq_len` tokens from the shards, endlessly (`loop=True`) or for one pass.
+
+    Shards hold one source and language each, so reading them one after another would give batches of a
+    single source for thousands of steps. Instead `mix_shards` shards are open at once and their
+    documents interleaved one by one; when a shard ends, the next one in the epoch's order takes its place.
+    """
 
     def __init__(
         self,
@@ -152,7 +159,8 @@ class PackedStream:
         seed: int,
         loop: bool = True,
         with_word_keys: bool = True,
-        chunk_rows: int = 256,
+        mix_shards: int = 8,
+        chunk_rows: int = 64,
     ) -> None:
         if not urls:
             raise ValueError("no usable shards to read: the split is empty or every shard is quarantined")
@@ -163,9 +171,10 @@ class PackedStream:
         self.seed = seed
         self.loop = loop
         self.with_word_keys = with_word_keys
+        self.mix_shards = mix_shards
         self.chunk_rows = chunk_rows
         self.state = StreamState()
-        self._chunks: Iterator[pa.RecordBatch] | None = None
+        self._readers: dict[int, Iterator[pa.RecordBatch]] = {}  # by position in the order; rebuilt on resume
         self._exhausted = False
         self._epoch_tokens = 0  # tokens read since the epoch began at its first row; 0 after a full epoch = empty data
 
@@ -180,58 +189,73 @@ class PackedStream:
 
     def load_state(self, state: StreamState) -> None:
         self.state = state
-        self._chunks = None
+        self._readers = {}
         self._epoch_tokens = -1  # resumed mid-epoch: the emptiness check starts with the next epoch
 
-    def _open_chunks(self) -> Iterator[pa.RecordBatch]:
-        url = self.urls[self.shard_order(self.state.epoch)[self.state.shard]]
-        for batch in iter_record_batches(url, self.state.row):
+    def _reader(self, position: int, row: int) -> Iterator[pa.RecordBatch]:
+        if position not in self._readers:
+            self._readers[position] = self._chunks(self.urls[self.shard_order(self.state.epoch)[position]], row)
+        return self._readers[position]
+
+    def _chunks(self, url: str, row: int) -> Iterator[pa.RecordBatch]:
+        for batch in iter_record_batches(url, row):
             for offset in range(0, batch.num_rows, self.chunk_rows):
                 yield batch.slice(offset, self.chunk_rows)
 
-    def _next_shard(self) -> bool:
-        """Move to the next shard (and epoch); False when a single pass is over."""
-        state = self.state
-        state.shard, state.row, self._chunks = state.shard + 1, 0, None
-        if state.shard < len(self.urls):
-            return True
+    def _next_epoch(self) -> bool:
+        """Start the next epoch; False when a single pass is over."""
         if not self.loop:
             return False
         if self._epoch_tokens == 0:
             raise ValueError("the usable shards hold no tokens")
-        state.epoch, state.shard, self._epoch_tokens = state.epoch + 1, 0, 0
+        state = self.state
+        state.epoch, state.next_shard, self._epoch_tokens = state.epoch + 1, 0, 0
         return True
 
     def _fill(self) -> bool:
-        """Tokenize the next chunk of rows into the pending buffer; False when a single pass is over."""
-        if self._chunks is None:
-            self._chunks = self._open_chunks()
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return self._next_shard()
-        ids, keys = self._tokenize(chunk)
-        self.state.pending_ids = np.concatenate([self.state.pending_ids, ids])
-        self.state.pending_keys = np.concatenate([self.state.pending_keys, keys])
-        self.state.row += chunk.num_rows
-        if self._epoch_tokens >= 0:
-            self._epoch_tokens += len(ids)
+        """Tokenize a chunk of rows from every open shard into the pending buffer, documents interleaved.
+
+        Returns False when a single pass is over. The state stays consistent after every call: rows
+        are counted as read exactly when their tokens enter the pending buffer."""
+        state = self.state
+        while len(state.open_shards) < self.mix_shards and state.next_shard < len(self.urls):
+            state.open_shards.append([state.next_shard, 0])
+            state.next_shard += 1
+        if not state.open_shards:
+            return self._next_epoch()
+        documents: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        still_open = []
+        for position, row in state.open_shards:
+            chunk = next(self._reader(position, row), None)
+            if chunk is None:
+                del self._readers[position]
+                continue
+            documents.append(self._tokenize(chunk))
+            still_open.append([position, row + chunk.num_rows])
+        state.open_shards = still_open
+        interleaved = [doc for group in itertools.zip_longest(*documents) for doc in group if doc is not None]
+        if interleaved:
+            state.pending_ids = np.concatenate([state.pending_ids, *(ids for ids, _ in interleaved)])
+            state.pending_keys = np.concatenate([state.pending_keys, *(keys for _, keys in interleaved)])
+            if self._epoch_tokens >= 0:
+                self._epoch_tokens += sum(len(ids) for ids, _ in interleaved)
         return True
 
-    def _tokenize(self, chunk: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    def _tokenize(self, chunk: pa.RecordBatch) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, word keys) per document, each closed by the document separator."""
         texts = chunk.column("text").to_pylist()
         words = chunk.column("words").to_pylist() if "words" in chunk.schema.names else [None] * len(texts)
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        ids, keys = [], []
-        for text, doc_words, encoding in zip(texts, words, encodings):
-            ids += [np.asarray(encoding.ids, dtype=np.int64), np.asarray([self.layout.doc_end_id])]
+        documents = []
+        for text, doc_words, encoding in zip(texts, words, self.tokenizer.encode_batch(texts, add_special_tokens=False)):
             if self.with_word_keys:
-                doc_keys = token_word_keys(encoding, text, doc_words, self.state.next_key)
-                if len(doc_keys):
-                    self.state.next_key = int(doc_keys.max()) + 1
+                keys = token_word_keys(encoding, text, doc_words, self.state.next_key)
+                if len(keys):
+                    self.state.next_key = int(keys.max()) + 1
             else:
-                doc_keys = np.full(len(encoding.ids), NOT_A_WORD, dtype=np.int64)
-            keys += [doc_keys, np.asarray([NOT_A_WORD])]
-        return np.concatenate(ids), np.concatenate(keys)
+                keys = np.full(len(encoding.ids), NOT_A_WORD, dtype=np.int64)
+            ids = np.append(np.asarray(encoding.ids, dtype=np.int64), self.layout.doc_end_id)
+            documents.append((ids, np.append(keys, NOT_A_WORD)))
+        return documents
 
     def next_block(self) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(ids, word keys, real length) of the next block; None after the last block of a single pass."""

@@ -235,6 +235,7 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
         seq_len=config.model.max_seq_len,
         seed=cfg.seed,
         with_word_keys=cfg.objective == "mlm" and cfg.whole_word_mask,
+        mix_shards=cfg.mix_shards,
     )
 
     checkpoints = out_dir / "checkpoints"
@@ -388,8 +389,8 @@ def _save_model(model: PreTrainedModel, tokenizer: Any, model_dir: Path) -> None
 # ---------------------------------------------------------------- torchrun launcher
 
 
-def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None) -> PretrainResult:
-    """Run this module under torchrun with one process per device; log records stream back on stdout."""
+def write_launch_spec(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path) -> Path:
+    """The arguments of a run in a file, for `python -m pipeline.train.pretrain <spec>` in a new process."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = out_dir / "launch.json"
     spec.write_text(json.dumps({
@@ -398,6 +399,12 @@ def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfi
         "out_dir": str(out_dir),
         "config": config.model_dump(mode="json"),
     }))
+    return spec
+
+
+def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None) -> PretrainResult:
+    """Run this module under torchrun with one process per device; log records stream back on stdout."""
+    spec = write_launch_spec(manifest_path, tokenizer_dir, config, out_dir)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.pretrain.devices}",
                "-m", "pipeline.train.pretrain", str(spec)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:

@@ -1,0 +1,229 @@
+"""Model registry on MLflow: log a run, register a version, tag its lineage, move the aliases.
+
+Layout of one registration (all through an `MlflowClient`, no global MLflow state):
+- a run in the experiment `config.experiment` with the params, the final metrics, the curves as step
+  metrics and the lineage as run tags;
+- the model directory as it is (config.json, model.safetensors, tokenizer files) under the run's
+  artifact path `model`, so a downloaded version loads with `AutoModel.from_pretrained` as it stands;
+  other files (evaluation reports, loss plots) under their own artifact paths;
+- a registered version of `config.model_name` whose source is that `model` folder, tagged with the
+  lineage and with the decision of the champion gate.
+A plain `save_pretrained` folder is not an MLflow model, so `mlflow.register_model` refuses it, and
+`mlflow.transformers.log_model` fails on a local checkpoint path here (MLflow 3.17); logging the folder
+and calling `create_model_version` works offline and keeps the folder byte for byte.
+
+Aliases: `candidate` moves to every new version; `champion` moves only when the new version's
+`config.champion_metric` beats the champion's by more than `config.champion_margin` (the first version
+becomes champion). `set_alias` promotes or rolls back by hand.
+
+By default the store is SQLite in the run directory with artifacts beside it; any tracking URI works.
+"""
+
+from __future__ import annotations
+
+import os
+
+# before mlflow is imported: no telemetry, no progress bars in logs, nothing reaches out from a run
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
+
+from pipeline.config import RegistryConfig  # noqa: E402
+
+MODEL_ARTIFACT = "model"
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+LOG_BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def tracking_uri_for(run_dir: Path, configured: str | None) -> str:
+    """The configured URI, or a SQLite store in the run directory (artifacts go to <run_dir>/mlartifacts)."""
+    if configured:
+        return configured
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def register_model(
+    model_dir: Path,
+    *,
+    config: RegistryConfig,
+    tracking_uri: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    lineage: dict[str, str],
+    artifacts: dict[str, Path],
+) -> dict[str, Any]:
+    """Log and register `model_dir`; returns {run_id, version, aliases, promoted, model_uri}."""
+    if config.champion_metric not in metrics:
+        raise ValueError(
+            f"champion metric {config.champion_metric!r} is not among the metrics {sorted(metrics)}; "
+            "set registry.champion_metric to one of them"
+        )
+    client = _client(tracking_uri)
+    run_id = _log_run(client, _experiment_id(client, config, tracking_uri), model_dir, params, metrics, curves,
+                      lineage, artifacts)
+    version = _create_version(client, config.model_name, run_id, lineage)
+    promoted, decision = _champion_gate(client, config, metrics[config.champion_metric])
+    client.set_model_version_tag(config.model_name, version, "champion_gate", decision)
+    client.set_registered_model_alias(config.model_name, CANDIDATE, version)
+    if promoted:
+        client.set_registered_model_alias(config.model_name, CHAMPION, version)
+    aliases = client.get_model_version(config.model_name, version).aliases
+    return {
+        "run_id": run_id,
+        "version": version,
+        "aliases": sorted(aliases),
+        "promoted": promoted,
+        "model_uri": f"models:/{config.model_name}/{version}",
+    }
+
+
+def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any]]:
+    """Every version of the registered model, newest first, with aliases, run metrics and lineage tags."""
+    client = _client(tracking_uri)
+    if not _registered_model_exists(client, config.model_name):
+        return []
+    versions = client.search_model_versions(f"name = '{config.model_name}'")
+    listed = []
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        run = client.get_run(version.run_id)
+        listed.append(
+            {
+                "version": version.version,
+                "aliases": sorted(version.aliases),
+                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(version.creation_timestamp / 1000)),
+                "run_id": version.run_id,
+                "source": version.source,
+                "metrics": dict(run.data.metrics),
+                "tags": dict(version.tags),
+            }
+        )
+    return listed
+
+
+def set_alias(config: RegistryConfig, tracking_uri: str, alias: str, version: str | int) -> None:
+    """Point `alias` at `version` (promotion or rollback); the version must exist."""
+    client = _client(tracking_uri)
+    client.get_model_version(config.model_name, str(version))  # raises with a clear message when missing
+    client.set_registered_model_alias(config.model_name, alias, str(version))
+
+
+# --- internals -----------------------------------------------------------------------------------------
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, config: RegistryConfig, tracking_uri: str) -> str:
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(config.experiment, artifact_location=_artifact_location(tracking_uri))
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """<store dir>/mlartifacts for a SQLite store (MLflow would otherwise write ./mlruns in the working
+    directory); None lets a tracking server choose."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").resolve().as_uri()
+
+
+def _log_run(
+    client: MlflowClient,
+    experiment_id: str,
+    model_dir: Path,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    lineage: dict[str, str],
+    artifacts: dict[str, Path],
+) -> str:
+    run = client.create_run(experiment_id, tags={key: str(value) for key, value in lineage.items()})
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in _flatten(params).items()])
+        points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        points += [Metric(name, float(value), now, int(step)) for name, curve in curves.items() for step, value in curve]
+        for start in range(0, len(points), LOG_BATCH_LIMIT):
+            client.log_batch(run_id, metrics=points[start : start + LOG_BATCH_LIMIT])
+        client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+        for name, path in artifacts.items():
+            _log_artifact(client, run_id, name, Path(path))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _log_artifact(client: MlflowClient, run_id: str, name: str, path: Path) -> None:
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), name)
+    else:
+        client.log_artifact(run_id, str(path), name)
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections become dotted keys (train.pretrain.lr), the form MLflow compares runs by."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _create_version(client: MlflowClient, name: str, run_id: str, lineage: dict[str, str]) -> str:
+    if not _registered_model_exists(client, name):
+        client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
+    version = client.create_model_version(
+        name, source, run_id=run_id, tags={key: str(value) for key, value in lineage.items()}
+    )
+    return str(version.version)
+
+
+def _registered_model_exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return False
+        raise
+    return True
+
+
+def _champion_gate(client: MlflowClient, config: RegistryConfig, score: float) -> tuple[bool, str]:
+    """Whether the new score takes the champion alias, and why, in words kept as a version tag."""
+    metric = config.champion_metric
+    champion_version = client.get_registered_model(config.model_name).aliases.get(CHAMPION)
+    if champion_version is None:
+        return True, f"promoted: first champion ({metric} {score:.6g})"
+    champion = client.get_model_version(config.model_name, str(champion_version))
+    champion_score = client.get_run(champion.run_id).data.metrics.get(metric)
+    if champion_score is None:
+        return True, f"promoted: champion v{champion.version} has no {metric}"
+    if score > champion_score + config.champion_margin:
+        return True, (
+            f"promoted: {metric} {score:.6g} > champion v{champion.version} {champion_score:.6g} "
+            f"+ margin {config.champion_margin:g}"
+        )
+    return False, (
+        f"kept champion v{champion.version}: {metric} {score:.6g} <= {champion_score:.6g} "
+        f"+ margin {config.champion_margin:g}"
+    )
