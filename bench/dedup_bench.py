@@ -139,7 +139,8 @@ def near_figures(corpus: Corpus, rng: random.Random) -> tuple[list[dict[str, obj
         for threshold in THRESHOLDS:
             for min_chars in MIN_CHARS:
                 config = DedupConfig(zh_char_ngram=ngram, threshold=threshold, min_chars_for_near=min_chars)
-                sub = keys.set_column(keys.column_names.index("minhash"), "minhash", _null_short(keys.column("minhash"), lengths, min_chars))
+                short_nulled = _null_short(keys.column("minhash"), lengths, min_chars)
+                sub = keys.set_column(keys.column_names.index("minhash"), "minhash", short_nulled)
                 started = time.perf_counter()
                 duplicates = find_duplicates(sub, config)
                 seconds = time.perf_counter() - started
@@ -241,7 +242,9 @@ def scale_figures(signatures: np.ndarray, has_signature: np.ndarray, copies: int
     """The global step's near part on the signatures repeated with noise, as a stand-in for a bigger build."""
     rng = np.random.default_rng(0)
     base = signatures[has_signature]
-    stacked = np.concatenate([base] + [base ^ (rng.random(base.shape) < 0.3).astype(np.uint32) for _ in range(copies - 1)])
+    # each extra copy differs from the original in ~30% of the minima: mostly below the threshold
+    noisy = [base ^ (rng.random(base.shape) < 0.3).astype(np.uint32) for _ in range(copies - 1)]
+    stacked = np.concatenate([base, *noisy])
     tracemalloc.start()
     started = time.perf_counter()
     left, right = near_pairs(stacked, 0.8)

@@ -142,6 +142,7 @@ class _StreamFile:
         self.path = path
         self._sink: pa.OSFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._schema: pa.Schema | None = None
 
     def __enter__(self) -> _StreamFile:
         return self
@@ -150,9 +151,10 @@ class _StreamFile:
         if table.num_rows == 0:
             return
         if self._writer is None:
+            self._schema = table.schema
             self._sink = pa.OSFile(str(self.path), "wb")
-            self._writer = pa.ipc.new_stream(self._sink, table.schema)
-        self._writer.write_table(table.cast(self._writer.schema) if table.schema != self._writer.schema else table)
+            self._writer = pa.ipc.new_stream(self._sink, self._schema)
+        self._writer.write_table(table if table.schema == self._schema else table.cast(self._schema))
 
     def __exit__(self, *_: object) -> None:
         if self._writer is not None:

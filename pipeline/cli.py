@@ -6,10 +6,10 @@ starting Prefect, and every command that runs a flow first points Prefect at the
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator
@@ -35,13 +35,16 @@ def _step(description: str) -> Iterator[None]:
         progress.update(task, description=f"[green]done[/green] {description}", total=1, completed=1)
 
 
-def _run_flow(description: str, run: Callable[[], Any]) -> Any:
+def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
+    """Run `module:flow` against the local server; the server must be chosen before Prefect is imported."""
     from pipeline.servers import use_prefect_server
 
     api = use_prefect_server()
     console.print(f"Prefect API: {api.removesuffix('/api')}")
+    module, name = flow_path.split(":")
+    flow = getattr(importlib.import_module(module), name)
     with _step(description):
-        return run()
+        return flow(*args, **kwargs)
 
 
 def _checked_config(path: Path) -> None:
@@ -56,9 +59,7 @@ def _checked_config(path: Path) -> None:
 def build(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
     _checked_config(config)
-    from flows.build_corpus import build_corpus
-
-    manifest = _run_flow(f"building corpus from {config}", lambda: build_corpus(str(config)))
+    manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config))
     _print_manifest(manifest)
 
 
@@ -80,9 +81,7 @@ def verify(manifest: Annotated[str, typer.Argument(help="manifest.json of the ve
     scratch = Path(tempfile.mkdtemp(prefix="corpusflow-verify-"))
     try:
         config_path = rebuild_config(original, scratch)
-        from flows.build_corpus import build_corpus
-
-        rebuilt = _run_flow("rebuilding in a scratch directory", lambda: build_corpus(str(config_path)))
+        rebuilt = _run_flow("rebuilding in a scratch directory", "flows.build_corpus:build_corpus", str(config_path))
         differences = compare_manifests(original, rebuilt)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -117,9 +116,8 @@ def train(
 ) -> None:
     """Train tokenizer, pretrain, fine-tune, evaluate and register, from a built dataset version."""
     _checked_config(config)
-    from flows.train_models import train_models
-
-    result = _run_flow("training models", lambda: train_models(str(config), manifest_path=manifest, force=True))
+    result = _run_flow("training models", "flows.train_models:train_models", str(config), manifest_path=manifest,
+                       force=True)
     console.print_json(data=result)
 
 
@@ -127,9 +125,8 @@ def train(
 def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False) -> None:
     """The whole chain: build the corpus, then train and register when the dataset version changed."""
     _checked_config(config)
-    from flows.refresh import refresh
-
-    result = _run_flow("building corpus and training models", lambda: refresh(str(config), force_train=force_train))
+    result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
+                       force_train=force_train)
     console.print_json(data=result)
 
 
@@ -188,20 +185,17 @@ def ui(config: ConfigOption = Path("configs/demo.yaml")) -> None:
 @app.command()
 def deploy(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Register the scheduled deployments (nightly refresh, weekly retraining) with the Prefect server."""
-    from flows.deploy import deploy_all
-
-    names = _run_flow("registering deployments", lambda: deploy_all(str(config)))
+    names = _run_flow("registering deployments", "flows.deploy:deploy_all", str(config))
     console.print_json(data=names)
 
 
 @app.command()
 def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Run a local worker that executes the scheduled deployments (Ctrl-C stops it)."""
-    from flows.deploy import serve as serve_deployments
     from pipeline.servers import use_prefect_server
 
     console.print(f"Prefect API: {use_prefect_server()}")
-    serve_deployments(str(config))
+    importlib.import_module("flows.deploy").serve(str(config))
 
 
 def _resolve_manifest(reference: str) -> str:

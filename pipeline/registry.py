@@ -94,13 +94,17 @@ def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any
     if not _registered_model_exists(client, config.model_name):
         return []
     versions = client.search_model_versions(f"name = '{config.model_name}'")
+    # search results leave `aliases` empty; the registered model holds them as alias -> version
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(config.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     listed = []
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
         run = client.get_run(version.run_id)
         listed.append(
             {
-                "version": version.version,
-                "aliases": sorted(version.aliases),
+                "version": str(version.version),
+                "aliases": sorted(aliases.get(str(version.version), [])),
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(version.creation_timestamp / 1000)),
                 "run_id": version.run_id,
                 "source": version.source,

@@ -209,6 +209,9 @@ def article_html(article: dict) -> bytes:
 {BOILERPLATE_BOTTOM}</body></html>""".encode()
 
 
+REQUEST_RECORD_ID = "<urn:uuid:00000000-0000-4000-8000-100000000000>"
+
+
 def write_warc(path: Path) -> None:
     """Three articles, a request record (not content), an image (not HTML) and a page with no text."""
     buffer = io.BytesIO()
@@ -220,7 +223,7 @@ def write_warc(path: Path) -> None:
             request = writer.create_warc_record(
                 url, "request", payload=io.BytesIO(b""),
                 http_headers=StatusAndHeaders("GET / HTTP/1.1", [("Host", "news.example.cn")], is_http_request=True),
-                warc_headers_dict={"WARC-Date": stamp, "WARC-Record-ID": "<urn:uuid:00000000-0000-4000-8000-100000000000>"},
+                warc_headers_dict={"WARC-Date": stamp, "WARC-Record-ID": REQUEST_RECORD_ID},
             )
             writer.write_record(request)
         http_headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")

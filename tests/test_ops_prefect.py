@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,8 +33,19 @@ def _wait_for(condition: Callable[[], Any], timeout: float, what: str, every: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@dataclass(frozen=True)
+class PrefectServer:
+    api_url: str
+    log: Path
+
+    def errors(self) -> str:
+        """The server's logged errors, for a failure message: a broken server service fails silently."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(line for line in lines if "Error" in line or "ERROR" in line)[-3000:]
+
+
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """One real server per test session (starting one costs seconds), pointed at by this process."""
     from pipeline.servers import ensure_prefect_server, stop_prefect_server
 
@@ -52,7 +64,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     previous_api = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = api_url  # for subprocesses
     with temporary_settings({PREFECT_API_URL: api_url}):
-        yield api_url
+        yield PrefectServer(api_url, home / "prefect" / "server.log")
     if previous_api is None:
         os.environ.pop("PREFECT_API_URL")
     else:
@@ -71,6 +83,11 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+@pytest.fixture()
+def prefect_api(prefect_server: PrefectServer) -> str:
+    return prefect_server.api_url
 
 
 @pytest.fixture()
@@ -166,11 +183,11 @@ serve(sys.argv[1], specs=[spec])
 '''
 
 
-def test_served_deployment_runs_on_its_schedule(prefect_api: str, tmp_path: Path) -> None:
+def test_served_deployment_runs_on_its_schedule(prefect_server: PrefectServer, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
     (tmp_path / "ops_ping.py").write_text(PING_FLOW)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PREFECT_API_URL": prefect_api}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PREFECT_API_URL": prefect_server.api_url}
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SERVE_SCRIPT), "configs/demo.yaml"],
@@ -182,13 +199,20 @@ def test_served_deployment_runs_on_its_schedule(prefect_api: str, tmp_path: Path
                 lambda: _read_deployment(client, "ops-ping/every-few-seconds"), 60, "the served deployment")
             assert deployment.schedules[0].schedule.interval == timedelta(seconds=3)
 
-            def completed_runs() -> list:
+            def completed_runs(auto_scheduled: bool) -> list:
                 runs = client.read_flow_runs()
-                return [r for r in runs if r.deployment_id == deployment.id and r.state and r.state.is_completed()]
+                return [r for r in runs if r.deployment_id == deployment.id and r.auto_scheduled == auto_scheduled
+                        and r.state and r.state.is_completed()]
 
-            runs = _wait_for(completed_runs, 120, "a scheduled run to complete", every=1)
-            assert runs[0].parameters == {"config_path": str((ROOT / "configs/demo.yaml").resolve())}
-            assert runs[0].auto_scheduled
+            # a run started by hand shows the served process executes what the server hands it ...
+            client.create_flow_run_from_deployment(deployment.id)
+            (manual,) = _wait_for(lambda: completed_runs(False), 90, "the manual run to complete", every=1)
+            assert manual.parameters == {"config_path": "configs/demo.yaml"}
+            # ... and one the server's scheduler created shows the schedule works
+            try:
+                _wait_for(lambda: completed_runs(True), 90, "a scheduled run to complete", every=1)
+            except AssertionError as timeout:
+                raise AssertionError(f"{timeout}; server errors:\n{prefect_server.errors()}") from None
     finally:
         process.terminate()
         process.wait(timeout=30)

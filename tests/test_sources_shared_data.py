@@ -14,7 +14,7 @@ pytestmark = pytest.mark.shared_data
 
 def test_enwiki_excerpt(shared_data: Path) -> None:
     source = source_for(shared_data / "wiki/enwiki-pages-articles-excerpt.xml.bz2", kind="wiki", lang="en",
-                        format="mediawiki", pages_per_partition=50)
+                        format="mediawiki")
     documents, rejects = read_rows(source)
     assert len(documents) + len(rejects) == 206
     filtered = reasons(r for r in rejects if r["outcome"] == "filtered")
@@ -47,8 +47,8 @@ def test_chnsenticorp_read_completely(shared_data: Path) -> None:
 
 
 def test_online_shopping_zip_accounted(shared_data: Path) -> None:
-    source = source_for(shared_data / "comments/online_shopping_10_cats.zip", fields={"text": "review", "label": "label"},
-                        rows_per_partition=20_000)
+    path = shared_data / "comments/online_shopping_10_cats.zip"
+    source = source_for(path, fields={"text": "review", "label": "label"})
     documents, rejects = read_rows(source)
     assert len(documents) + len(rejects) == 62_774
     assert len(documents) >= 62_700

@@ -1,11 +1,11 @@
 """Near duplicates: MinHash signatures per document, then LSH banding and union-find across the build.
 
-Signatures are computed here with vectorized numpy rather than datasketch. On the same 90k Chinese reviews
-and headlines (bench/dedup_bench.py, one core, 128 permutations, character 5-grams) datasketch's
-`MinHash.update_batch` per document took 27.9 s and this implementation 2.0 s (14x), because datasketch
-hashes every shingle with sha1 in Python and permutes one document at a time; here one batch's shingles are
-hashed with a rolling polynomial and permuted together in blocks. Both give the same near-duplicate pairs
-up to the estimator's noise (the bench prints the agreement).
+Signatures are computed here with vectorized numpy rather than datasketch. On 20,000 headlines and reviews
+drawn from ../shared/data (3.1 MB, bench/dedup_bench.py, one core, 128 permutations, character 5-grams)
+datasketch's `MinHash.update_batch` per document took 32.8 s and this implementation 1.6 s (20x): datasketch
+hashes each shingle with sha1 in Python and permutes one document at a time, here a batch's shingles are
+hashed with a rolling polynomial and permuted together. Both find the same near-duplicate pairs at 0.8 up
+to the estimator's noise (415 in common of 417 and 416).
 
 Hashing scheme, fixed by our own code so that signatures do not change with the numpy version:
 - tokens: Unicode code points of the canonical text (the exact-dedup form: case folded, no whitespace or
@@ -250,7 +250,9 @@ def near_pairs(signatures: np.ndarray, threshold: float, window: int = BUCKET_WI
     Scaling: one band at a time, a uint64 key per document (8 bytes x n) is sorted, so the extra memory is
     O(n) besides the signatures (4 bytes x num_perm x n: 51 MB for 100k docs x 128). Candidates of a band
     are verified right away and only verified pairs are kept, so memory never holds every band's candidates;
-    time is bands x O(n log n) for the sorts plus O(candidates x num_perm) for the verification.
+    time is bands x O(n log n) for the sorts plus O(candidates x num_perm) for the verification. Measured:
+    181k signatures (93 MB) in 3.1 s with 14 MB of extra memory; banding found 102 of 102 pairs >= 0.8
+    that brute force found on a 10k sample.
     """
     bands, rows = lsh_bands(threshold, signatures.shape[1], LSH_FALSE_NEGATIVE_WEIGHT)
     n = len(signatures)

@@ -65,7 +65,10 @@ def _scrub_leftovers(text: str) -> str:
         return text
     text = _LEFTOVER_REF.sub("", text)
     for _ in range(_MAX_NESTING):  # innermost first, so nested templates and links unwrap level by level
-        text = _LEFTOVER_LINK.sub(r"\1", _LEFTOVER_TEMPLATE.sub("", text))
+        unwrapped = _LEFTOVER_LINK.sub(r"\1", _LEFTOVER_TEMPLATE.sub("", text))
+        if unwrapped == text:
+            break
+        text = unwrapped
     return _LEFTOVER_BRACKETS.sub("", _LEFTOVER_TAG.sub("", text))
 
 
