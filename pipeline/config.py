@@ -133,6 +133,10 @@ def _default_rule_sets() -> dict[str, QualityRules]:
     comments: short by nature, so no document-structure rules; runs of one character above 10 (shopping
     reviews: 99.5% have none longer) and contact-me spam.
     """
+    comments = QualityRules(
+        min_chars=4, max_chars=5000, min_words=2, max_repeat_char_run=10, max_symbol_ratio=0.5,
+        spam_patterns=[r"(加|\+)\s*(微信|vx|V信|qq|QQ)", r"(?i)click here|buy now|free money"],
+    )
     return {
         "zh": QualityRules(
             min_chars=8, max_chars=200_000, min_words=3, min_mean_word_len=1.0, max_mean_word_len=5.0,
@@ -144,10 +148,9 @@ def _default_rule_sets() -> dict[str, QualityRules]:
             max_mean_word_len=10.0, max_symbol_ratio=0.1, max_punct_ratio=0.3, max_dup_line_frac=0.3,
             max_dup_ngram_frac=0.15, min_stop_words=2, forbid_phrases=["lorem ipsum"],
         ),
-        "comments": QualityRules(
-            min_chars=4, max_chars=5000, min_words=2, max_repeat_char_run=10, max_symbol_ratio=0.5,
-            spam_patterns=[r"(加|\+)\s*(微信|vx|V信|qq|QQ)", r"(?i)click here|buy now|free money"],
-        ),
+        "comments": comments,
+        # Chinese comments also need some Chinese: the documents contract bounds cjk_ratio of zh rows at 0.1
+        "comments.zh": comments.model_copy(update={"min_cjk_ratio": 0.1}),
     }
 
 

@@ -90,7 +90,7 @@ def ner_task(directory: Path, **overrides: object) -> TaskConfig:
     return TaskConfig(**{**settings, **overrides})
 
 
-def tiny_pretrained(directory: Path, texts: list[str] | None = None) -> Path:
+def tiny_pretrained(directory: Path, texts: list[str] | None = None, max_positions: int = 64) -> Path:
     """A BERT masked-LM directory (random weights) with a WordPiece tokenizer trained on `texts`."""
     texts = texts or [review for _, review in sentiment_rows()] + [
         "".join(c for c, _ in sentence) for sentence in ner_sentences()
@@ -98,7 +98,7 @@ def tiny_pretrained(directory: Path, texts: list[str] | None = None) -> Path:
     tokenizer = _train_wordpiece(texts)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        intermediate_size=64, max_position_embeddings=max_positions,
     )
     BertForMaskedLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -241,3 +241,27 @@ def test_gpu_job_template_is_accepted_by_the_server(prefect_api: str) -> None:
         resources = pool.base_job_template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
             "containers"][0]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
+
+
+@pytest.mark.slow
+def test_ray_runner_builds_the_same_dataset_version_as_the_local_runner(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample build on a local Ray instance started by the test equals the default (thread) build."""
+    import yaml
+
+    from flows.build_corpus import build_corpus
+    from pipeline.shards import load_manifest
+
+    monkeypatch.chdir(ROOT)  # the demo config names its samples relative to the repository
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import `pipeline` from here
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
+    versions = {}
+    for kind in ("local", "ray"):
+        config = {**demo, "run_dir": str(tmp_path / kind), "runner": {"kind": kind, "workers": 2},
+                  "train": {**demo.get("train", {}), "enabled": False}}
+        config_path = tmp_path / f"{kind}.yaml"
+        config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        manifest = load_manifest(build_corpus(str(config_path)))
+        versions[kind] = (manifest.version, sorted((s.path, s.sha256) for s in manifest.shards))
+    assert versions["ray"] == versions["local"]

@@ -83,8 +83,9 @@ def test_registered_model_reloads_and_reproduces_its_test_metric(trained, tmp_pa
     registered = _register(tmp_path, result, config)
     uri = tracking_uri_for(tmp_path, None)
 
-    mlflow.set_tracking_uri(uri)
-    downloaded = Path(mlflow.artifacts.download_artifacts(registered["model_uri"], dst_path=str(tmp_path / "dl")))
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(registered["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=uri)
+    )
     assert AutoModel.from_pretrained(downloaded).config.id2label == {0: "0", 1: "1"}
     AutoModelForSequenceClassification.from_pretrained(downloaded)
     AutoTokenizer.from_pretrained(downloaded)

@@ -14,8 +14,10 @@ py3langid costs about as much per byte as jieba. The model decides only the rest
 ten "wuu") count as zh.
 
 `lang_score` is the confidence in the assigned language: for script-decided zh the Han share of letters,
-otherwise the model's probability of that language. A declared lang (source `lang: zh|en`) is kept as it
-is and scored the same way; the score threshold applies only to `lang: auto` documents. An undeclared
+otherwise the model's probability of that language. A declared `lang: en` is kept as it is and
+scored the same way; a declared `lang: zh` is kept only when the script says Chinese: a review in English
+or made of emoji in a Chinese source is identified like an undeclared document, since calling it zh would
+break every Chinese rule downstream. The score threshold applies only to undeclared documents. An undeclared
 text without a single letter (punctuation, digits, emoji) is "other".
 """
 
@@ -73,7 +75,7 @@ class IdentifyLanguage:
         for i, stated in enumerate(declared):
             if by_script[i] and stated in (None, "zh"):
                 lang, score = "zh", float(han[i])
-            elif stated is not None:
+            elif stated is not None and stated != "zh":
                 lang, score = stated, model_scores(prefixes[i] or "").get(stated, 0.0)
             elif letters[i] == 0:
                 lang, score = "other", 0.0  # digits, punctuation, emoji: no language to tell

@@ -59,15 +59,21 @@ def evaluate_split(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskConfig, data: TaskData, split: str
 ) -> dict[str, Any]:
     rows: Dataset = getattr(data, split)
+    max_len = input_length(model, task)
     if task.type == SEQUENCE:
         gold = list(rows["label"])
-        predicted = predict_sequence(model, tokenizer, list(rows["text"]), task.max_seq_len)
+        predicted = predict_sequence(model, tokenizer, list(rows["text"]), max_len)
         metrics, per_class = sequence_metrics(gold, predicted, data.majority_label)
     else:
         gold = [list(tags) for tags in rows["tags"]]
-        predicted = predict_tokens(model, tokenizer, [list(t) for t in rows["tokens"]], task.max_seq_len)
+        predicted = predict_tokens(model, tokenizer, [list(t) for t in rows["tokens"]], max_len)
         metrics, per_class = entity_metrics(gold, predicted)
     return {"task": task.name, "split": split, "examples": len(rows), "metrics": metrics, "per_class": per_class}
+
+
+def input_length(model: PreTrainedModel, task: TaskConfig) -> int:
+    """The task's max_seq_len, cut to the positions the model has (longer inputs would not fit)."""
+    return min(task.max_seq_len, getattr(model.config, "max_position_embeddings", task.max_seq_len))
 
 
 @torch.no_grad()

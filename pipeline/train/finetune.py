@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from pipeline.config import TaskConfig
-from pipeline.train.evaluate import evaluate_split, load_task_model
+from pipeline.train.evaluate import evaluate_split, input_length, load_task_model
 from pipeline.train.tasks import SEQUENCE, TaskData, load_task
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
     data = load_task(task)
     tokenizer = AutoTokenizer.from_pretrained(pretrained_dir)
     model = _load_pretrained(task, pretrained_dir, data.labels)
-    loader = _train_loader(task, data, tokenizer, model.config.label2id, seed)
+    loader = _train_loader(task, data, tokenizer, model, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=WEIGHT_DECAY)
     total_steps = task.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * total_steps), total_steps)
@@ -101,13 +101,14 @@ def _load_pretrained(task: TaskConfig, pretrained_dir: Path, labels: list[str]) 
 
 
 def _train_loader(
-    task: TaskConfig, data: TaskData, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], seed: int
+    task: TaskConfig, data: TaskData, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, seed: int
 ) -> DataLoader:
+    max_len = input_length(model, task)
     if task.type == SEQUENCE:
-        encoded = _encode_sequences(data.train, tokenizer, label2id, task.max_seq_len)
+        encoded = _encode_sequences(data.train, tokenizer, model.config.label2id, max_len)
         collator = DataCollatorWithPadding(tokenizer)
     else:
-        encoded = _encode_tokens(data.train, tokenizer, label2id, task.max_seq_len)
+        encoded = _encode_tokens(data.train, tokenizer, model.config.label2id, max_len)
         collator = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED)
     return DataLoader(
         encoded, batch_size=task.batch_size, shuffle=True, collate_fn=collator,
