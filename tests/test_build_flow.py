@@ -94,7 +94,39 @@ def test_shards_load_with_datasets_and_manifest_describes_them(demo_build: tuple
     assert loaded["train"].num_rows == sum(s.rows for s in manifest.shards if s.split == "train")
     assert {i.source for i in manifest.inputs} == {s.name for s in load_config(demo_build[0]).sources}
     assert all(i.fingerprint for i in manifest.inputs)
-    assert set(manifest.contracts) >= {"documents", "rejects"} or manifest.contracts
+    assert manifest.contracts == {"documents.v1": "1", "rejects.v1": "1"}
+    assert all(s.contract["suite"] == "documents.v1" for s in manifest.shards)
+
+
+def _kept_texts(manifest_path: str) -> list[str]:
+    manifest = load_manifest(manifest_path)
+    root = Path(manifest_path).parent
+    return [t for s in manifest.shards for t in read_shard(root / s.path, ["text"]).column("text").to_pylist()]
+
+
+def test_planted_pii_is_gone_and_traditional_text_is_simplified(demo_build: tuple[Path, str]) -> None:
+    text = "\n".join(_kept_texts(demo_build[1]))
+    for planted in ("13812345678", "11010519491231002X", "192.168.10.24", "@"):
+        assert planted not in text, planted
+    assert "<PHONE>" in text and "<ID_CARD>" in text and "<EMAIL>" in text and "<IP>" in text
+    assert "110105194912310020" in text, "an order number with a wrong check digit is not an ID"
+    assert "台湾铁路" in text and "臺灣鐵路" not in text
+    assert "东西质量很好" in text and "東西質量很好" not in text
+
+
+def test_spam_and_near_duplicates_are_dropped_with_the_right_reason(demo_build: tuple[Path, str]) -> None:
+    manifest = load_manifest(demo_build[1])
+    root = Path(demo_build[1]).parent
+    rejects = [row for s in manifest.rejects for row in read_shard(root / s.path).to_pylist()]
+    by_text = {r["text"]: r for r in rejects}
+    spam = [r for t, r in by_text.items() if "加微信" in t or "加V信" in t]
+    assert spam and all(r["reason"] == "quality:spam" for r in spam)
+    repeated = [r for t, r in by_text.items() if "好好好好好好" in t]
+    assert repeated and all(r["reason"] == "quality:repeat_char_run" for r in repeated)
+    near = [r for r in rejects if r["reason"] == "near"]
+    kept = {row["id"]: row["text"] for s in manifest.shards for row in read_shard(root / s.path, ["id", "text"]).to_pylist()}
+    assert any("零下六度" in r["text"] and "零下五度" in kept[r["duplicate_of"]] for r in near) or \
+           any("零下五度" in r["text"] and "零下六度" in kept[r["duplicate_of"]] for r in near)
 
 
 def test_same_inputs_give_same_bytes_with_one_worker(demo_build: tuple[Path, str], tmp_path: Path) -> None:
