@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.build_corpus import build_corpus
 from flows.train_models import train_models
@@ -17,7 +17,7 @@ from pipeline.registry import list_models, tracking_uri_for
 from pipeline.shards import load_manifest
 
 
-@flow(name="refresh", log_prints=True)
+@flow(name="refresh")  # no log_prints: see train_models
 def refresh(config_path: str, force_train: bool = False) -> dict:
     config = load_config(config_path)
     manifest_path = build_corpus(config_path)
@@ -25,7 +25,7 @@ def refresh(config_path: str, force_train: bool = False) -> dict:
     if not config.train.enabled:
         return {"dataset_version": version, "trained": False, "why": "training disabled in config"}
     if not force_train and _already_trained(config, version):
-        print(f"dataset version {version} already has registered models: nothing to train")
+        get_run_logger().info("dataset version %s already has registered models: nothing to train", version)
         return {"dataset_version": version, "trained": False, "why": "dataset version unchanged"}
     result = train_models(config_path, manifest_path=manifest_path)
     return {"dataset_version": version, "trained": True, **result}

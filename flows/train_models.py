@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def pretrain_task(config: CorpusflowConfig, manifest_path: str, tokenizer_dir: s
     logger = get_run_logger()
     _ensure_gpu_limit()
     with concurrency(GPU_LIMIT, occupy=1, strict=True):
-        return pretrain(manifest_path, Path(tokenizer_dir), config.train, Path(models_dir) / "pretrain",
+        return pretrain(manifest_path, Path(tokenizer_dir), config.train, _pretrain_dir(config, tokenizer_dir, models_dir),
                         on_log=lambda entry: logger.info("pretrain %s", entry))
 
 
@@ -73,17 +74,19 @@ def register_task(
         "model_name": f"{config.registry.model_name}-{task_config.name}",
         "champion_metric": task_config.primary_metric,
     })
-    metrics = {**_numbers(evaluation), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}}
+    metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}}
     return register_model(
         result.model_dir, config=registry, tracking_uri=tracking_uri_for(Path(config.run_dir), registry.tracking_uri),
         params={"task": task_config.name, "arch": config.train.model.arch, **config.train.model.model_dump(),
                 "pretrain_steps": pretrained.steps},
-        metrics=metrics, curves={"pretrain_loss": pretrained.losses}, lineage=lineage,
+        metrics=metrics, curves={"pretrain_loss": pretrained.losses, **result.curves()}, lineage=lineage,
         artifacts={"pretrain_loss.png": Path(loss_png)},
     )
 
 
-@flow(name="train-models", log_prints=True)
+# No log_prints here: datasets hashes functions through dill, which reads `dis` output from a captured stdout
+# that Prefect's print patching would divert into the run log (and hide from dill).
+@flow(name="train-models")
 def train_models(config_path: str, manifest_path: str | None = None, force: bool = False) -> dict:
     """Train, evaluate and register models from a dataset version (default: the newest)."""
     config = load_config(config_path)
@@ -103,7 +106,7 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
                                    unmapped(pretrained), unmapped(lineage), unmapped(loss_png)).result()
     _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered)
     return {"dataset_version": lineage["dataset_version"], "lm": _numbers(lm_metrics.result()),
-            "tasks": {t.name: {**_numbers(e), "registered_version": r["version"], "promoted": r["promoted"]}
+            "tasks": {t.name: {**_numbers(e["metrics"]), "registered_version": r["version"], "promoted": r["promoted"]}
                       for t, e, r in zip(tasks, evaluations, registered)}}
 
 
@@ -122,6 +125,13 @@ def _ensure_gpu_limit() -> None:
             client.read_global_concurrency_limit_by_name(GPU_LIMIT)
         except Exception:  # noqa: BLE001 - prefect raises ObjectNotFound, whose import path moved across 3.x
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+
+
+def _pretrain_dir(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str) -> Path:
+    """Checkpoints are resumed only by the same run: same data, tokenizer, model and loop settings."""
+    settings = config.train.model_dump_json(include={"tokenizer", "model", "pretrain"})
+    identity = settings + file_sha256(Path(tokenizer_dir) / "tokenizer.json")
+    return Path(models_dir) / f"pretrain-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
 def _latest_manifest(config: CorpusflowConfig) -> str:
@@ -165,7 +175,8 @@ def _numbers(values: dict) -> dict[str, float]:
 def _publish_artifacts(loss_png: str, lm_metrics: dict, evaluations: list[dict], registered: list[dict]) -> None:
     data = base64.b64encode(Path(loss_png).read_bytes()).decode()
     create_image_artifact(f"data:image/png;base64,{data}", key="pretrain-loss", description="Pretraining loss")
-    rows = [{"task": e["task"], **{k: round(v, 4) for k, v in _numbers(e).items()}} for e in evaluations]
+    rows = [{"task": e["task"], **{k: round(v, 4) for k, v in _numbers(e["metrics"]).items()},
+             "contaminated test items": e["decontamination"]["contaminated"]} for e in evaluations]
     rows.append({"task": "pretrain (validation)", **{k: round(v, 4) for k, v in _numbers(lm_metrics).items()}})
     create_table_artifact(rows, key="evaluation", description="Task metrics next to majority baselines; LM loss")
     for evaluation, entry in zip(evaluations, registered):
