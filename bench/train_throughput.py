@@ -104,11 +104,10 @@ def run_ours(manifest: str, tokenizer_dir: Path, config: TrainConfig, out_dir: P
     """tokens/s over the intervals after the first (which holds the warm-up steps)."""
     records: list[dict[str, Any]] = []
     pretrain(manifest, tokenizer_dir, config, out_dir, on_log=records.append)
-    measured = records[1:]
-    steps = [r["step"] - p["step"] for p, r in zip(records, measured)]
-    seconds = sum(s / r["tokens_per_s"] for s, r in zip(steps, measured))  # per-interval tokens/s -> time
-    tokens = sum(steps) * config.pretrain.batch_size * config.model.max_seq_len
-    return tokens / seconds
+    tokens_per_step = config.pretrain.batch_size * config.model.max_seq_len
+    intervals = [(r["step"] - p["step"]) * tokens_per_step for p, r in zip(records, records[1:])]
+    seconds = sum(tokens / r["tokens_per_s"] for tokens, r in zip(intervals, records[1:]))
+    return sum(intervals) / seconds
 
 
 def run_trainer(manifest: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, warmup: int) -> float:

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
+from flows.events import announce_dataset_version
 from flows.runners import task_runner_for
 from pipeline import build, contracts, reproduce, shards, sources
 from pipeline.config import CorpusflowConfig, load_config
@@ -103,7 +104,9 @@ def finalize(
     build.check_accounting(manifest)
     reproduce.save_build_config(root, config)
     shards.write_manifest(root, manifest)
+    previous = shards.latest_version(config.datasets_uri, config.dataset)
     manifest_uri = shards.publish(root, config.datasets_uri, config.dataset, manifest.version)
+    announce_dataset_version(config.dataset, manifest.version, manifest_uri, previous)
     _publish_artifacts(manifest, manifest_uri, reports)
     _enforce_quarantine_limits(config, manifest)
     return manifest_uri

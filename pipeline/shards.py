@@ -170,6 +170,13 @@ def publish(staging: Path, datasets_uri: str, dataset: str, version: str) -> str
     return manifest_uri if _is_local(fs) else fs.unstrip_protocol(manifest_uri)
 
 
+def latest_version(datasets_uri: str, dataset: str) -> str | None:
+    """The version LATEST names, or None before the first build."""
+    fs, root = fsspec.core.url_to_fs(datasets_uri)
+    uri = f"{root.rstrip('/')}/{dataset}/LATEST"
+    return fs.cat_file(uri).decode().strip() if fs.exists(uri) else None
+
+
 def _upload_manifest_last(fs: fsspec.AbstractFileSystem, staging: Path, target: str) -> None:
     files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != "manifest.json")
     for path in files:

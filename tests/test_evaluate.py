@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from test_finetune_fixtures import sentiment_task, tiny_pretrained, write_sentiment_csv
+from test_finetune_fixtures import sentiment_task, write_sentiment_csv
 from train_fixtures import QUARANTINE_MARKER, tiny_train_config, write_dataset
 from transformers import AutoTokenizer
 

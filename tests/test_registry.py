@@ -77,15 +77,17 @@ def test_candidate_on_every_version_champion_only_when_beaten_by_margin(trained,
         set_alias(config, uri, "champion", 9)
 
 
-def test_registered_model_reloads_and_reproduces_its_test_metric(trained, tmp_path: Path) -> None:
+def test_registered_model_reloads_and_reproduces_its_test_metric(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result, task = trained
     config = RegistryConfig(champion_metric="accuracy")
     registered = _register(tmp_path, result, config)
     uri = tracking_uri_for(tmp_path, None)
 
-    downloaded = Path(
-        mlflow.artifacts.download_artifacts(registered["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=uri)
-    )
+    # as a user would: the store named by the environment, the model by its models:/ URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    downloaded = Path(mlflow.artifacts.download_artifacts(registered["model_uri"], dst_path=str(tmp_path / "dl")))
     assert AutoModel.from_pretrained(downloaded).config.id2label == {0: "0", 1: "1"}
     AutoModelForSequenceClassification.from_pretrained(downloaded)
     AutoTokenizer.from_pretrained(downloaded)
