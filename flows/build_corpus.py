@@ -12,17 +12,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
+import fsspec
 from prefect import flow, task, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
 from flows.runners import task_runner_for
-from pipeline import build, contracts, reproduce, shards, sources
+from pipeline import build, contracts, plots, reproduce, shards, sources
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest, ShardRecord
 from pipeline.sources.base import Partition
@@ -131,7 +133,21 @@ def build_dataset(config: CorpusflowConfig) -> str:
         unmapped(config), root, assembled.shards, unmapped(config.contracts.documents_suite))
     reject_reports = validate_shard.map(
         unmapped(config), root, assembled.rejects, unmapped(config.contracts.rejects_suite))
-    return finalize(config, assembled, _inputs_of(partitions), reports.result(), reject_reports.result())
+    manifest_uri = finalize(config, assembled, _inputs_of(partitions), reports.result(), reject_reports.result())
+    plot_version(manifest_uri)
+    return manifest_uri
+
+
+@task
+def plot_version(manifest_uri: str) -> list[str]:
+    """Length histograms, the filter funnel and duplicate rates, as PNGs in reports/ and as artifacts."""
+    pictures = plots.plot_dataset(manifest_uri.rsplit("/", 1)[0])
+    for picture in pictures:
+        with fsspec.open(picture, "rb") as handle:
+            data = base64.b64encode(handle.read()).decode()
+        name = picture.rsplit("/", 1)[-1].removesuffix(".png")
+        create_image_artifact(f"data:image/png;base64,{data}", key=f"dataset-{name}", description=name)
+    return pictures
 
 
 # ---- helpers ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 
 from flows.build_corpus import build_corpus
 from flows.train_models import train_models
-from pipeline.config import load_config
+from pipeline.config import load_config, registered_model_name
 from pipeline.registry import list_models, tracking_uri_for
 from pipeline.shards import load_manifest
 
@@ -33,9 +33,9 @@ def refresh(config_path: str, force_train: bool = False) -> dict:
 
 def _already_trained(config, version: str) -> bool:
     tracking_uri = tracking_uri_for(Path(config.run_dir), config.registry.tracking_uri)
-    names = [f"{config.registry.model_name}-{task.name}" for task in config.train.tasks]
+    names = [registered_model_name(config.registry, task.name) for task in config.train.tasks]
     for name in names:
         registry = config.registry.model_copy(update={"model_name": name})
-        if not any(m.get("lineage", {}).get("dataset_version") == version for m in list_models(registry, tracking_uri)):
+        if not any(m["tags"].get("dataset_version") == version for m in list_models(registry, tracking_uri)):
             return False
     return bool(names)

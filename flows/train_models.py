@@ -23,7 +23,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from pipeline import plots
-from pipeline.config import CorpusflowConfig, TaskConfig, load_config
+from pipeline.config import CorpusflowConfig, TaskConfig, load_config, registered_model_name
 from pipeline.registry import register_model, tracking_uri_for
 from pipeline.shards import file_sha256, load_manifest
 from pipeline.train.evaluate import decontamination_report, evaluate_lm, evaluate_task
@@ -71,7 +71,7 @@ def register_task(
     lm_metrics: dict, pretrained: PretrainResult, lineage: dict[str, str], loss_png: str,
 ) -> dict:
     registry = config.registry.model_copy(update={
-        "model_name": f"{config.registry.model_name}-{task_config.name}",
+        "model_name": registered_model_name(config.registry, task_config.name),
         "champion_metric": task_config.primary_metric,
     })
     metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import CorpusflowConfig, SourceConfig
-from pipeline.dedup import ContentHashStage, MinHashStage, find_duplicates
+from pipeline.dedup import PREVIOUS_RANK, ContentHashStage, MinHashStage, find_duplicates
 from pipeline.schema import (
     LEDGER_SCHEMA,
     REJECT_SCHEMA,
@@ -29,7 +29,7 @@ from pipeline.schema import (
     ShardRecord,
     rejects_from_documents,
 )
-from pipeline.shards import ShardSink, read_shard, shard_record, split_of, write_atomic_text, write_shard
+from pipeline.shards import ShardSink, load_manifest, read_shard, shard_record, split_of, write_atomic_text, write_shard
 from pipeline.sources import read_partition
 from pipeline.sources.base import Partition
 from pipeline.stages import Stage, check_chain, run_stages
@@ -175,7 +175,31 @@ def dedup_keys(config: CorpusflowConfig, staged: Sequence[StagedPartition]) -> p
             tables.append(keys.append_column("rank", pa.array([rank_of[part.source]] * keys.num_rows, pa.int32())))
     if not tables:
         return pa.table({"id": pa.array([], pa.string())})
-    return pa.concat_tables(tables, promote_options="permissive")
+    keys = pa.concat_tables(tables, promote_options="permissive")
+    if config.dedup.against_previous:
+        previous = previous_version_keys(config, config.dedup.against_previous, keys.column("id"))
+        if previous.num_rows:
+            keys = pa.concat_tables([keys, previous.select(keys.column_names).cast(keys.schema)])
+    return keys
+
+
+def previous_version_keys(config: CorpusflowConfig, manifest_path: str, current_ids: pa.ChunkedArray) -> pa.Table:
+    """Keys of an earlier version's documents that this build does not hold itself, ranked to win ties.
+
+    Final shards keep no signatures, so they are computed again from the stored text.
+    """
+    manifest = load_manifest(manifest_path)
+    root = manifest_path.rsplit("/", 1)[0]
+    minhash = MinHashStage(config.dedup)
+    tables = []
+    for shard in manifest.usable_shards():
+        documents = read_shard(f"{root}/{shard.path}", ["id", "source", "lang", "text", "content_hash"])
+        documents = documents.filter(pc.invert(pc.is_in(documents.column("id"), value_set=current_ids)))
+        for batch in documents.to_batches():
+            signed = minhash(batch).batch
+            tables.append(pa.Table.from_batches([signed]).drop_columns(["text"]).append_column(
+                "rank", pa.array([PREVIOUS_RANK] * signed.num_rows, pa.int32())))
+    return pa.concat_tables(tables) if tables else pa.table({})
 
 
 def write_duplicates(config: CorpusflowConfig, staged: Sequence[StagedPartition], work_dir: Path) -> Path:

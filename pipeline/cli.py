@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, registered_model_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
 console = Console()
@@ -132,32 +132,49 @@ def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = Fa
 
 @app.command()
 def models(config: ConfigOption = Path("configs/demo.yaml")) -> None:
-    """Registered model versions with their aliases, metrics and lineage."""
+    """Registered model versions of every task, with their aliases, metrics and lineage."""
     from pipeline.registry import list_models, tracking_uri_for
 
     cfg = load_config(config)
-    rows = list_models(cfg.registry, tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri))
-    table = Table("version", "aliases", "metrics", "dataset", "commit")
-    for row in rows:
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(row.get("metrics", {}).items()))
-        lineage = row.get("lineage", {})
-        table.add_row(str(row["version"]), ", ".join(row.get("aliases", [])), metrics,
-                      lineage.get("dataset_version", ""), lineage.get("git_commit", "")[:10])
-    console.print(table)
+    tracking_uri = tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri)
+    for task in cfg.train.tasks:
+        registry = _task_registry(cfg, task.name)
+        table = Table("version", "aliases", task.primary_metric, "baseline", "dataset", "commit",
+                      title=registry.model_name)
+        for row in list_models(registry, tracking_uri):
+            metrics, tags = row.get("metrics", {}), row.get("tags", {})
+            score, baseline = metrics.get(task.primary_metric), metrics.get(f"majority_{task.primary_metric}")
+            table.add_row(str(row["version"]), ", ".join(row.get("aliases", [])), _fmt(score), _fmt(baseline),
+                          tags.get("dataset_version", ""), tags.get("git_commit", "")[:10])
+        console.print(table)
 
 
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="model version number")],
+    task: Annotated[str, typer.Option(help="the task whose model to promote")],
     alias: str = "champion",
     config: ConfigOption = Path("configs/demo.yaml"),
 ) -> None:
-    """Point an alias (default champion) at a model version: promote, or roll back."""
+    """Point an alias (default champion) at a task model's version: promote, or roll back."""
     from pipeline.registry import set_alias, tracking_uri_for
 
     cfg = load_config(config)
-    set_alias(cfg.registry, tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri), alias, version)
-    console.print(f"alias [bold]{alias}[/bold] -> version {version}")
+    registry = _task_registry(cfg, task)
+    set_alias(registry, tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri), alias, version)
+    console.print(f"{registry.model_name}: alias [bold]{alias}[/bold] -> version {version}")
+
+
+def _task_registry(cfg: Any, task: str) -> Any:
+    names = [t.name for t in cfg.train.tasks]
+    if task not in names:
+        console.print(f"[red]no task {task!r} in the config; tasks: {names}[/red]")
+        raise typer.Exit(2)
+    return cfg.registry.model_copy(update={"model_name": registered_model_name(cfg.registry, task)})
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 @app.command()

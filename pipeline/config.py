@@ -349,6 +349,11 @@ class CorpusflowConfig(Strict):
         return _sha256_json(self.model_dump(mode="json", exclude={"run_dir", "output_uri", "runner"}))
 
 
+def registered_model_name(registry: RegistryConfig, task: str) -> str:
+    """Each task's fine-tuned model is its own registered model, named after the encoder and the task."""
+    return f"{registry.model_name}-{task}"
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file, the key and the reason."""
 

@@ -203,6 +203,29 @@ def test_verify_names_a_tampered_shard(demo_build: tuple[Path, str], tmp_path: P
     assert len(differences) == 1 and manifest["shards"][0]["path"] in differences[0]
 
 
+def test_dedup_against_previous_version_keeps_earlier_documents(
+    demo_build: tuple[Path, str], tmp_path: Path
+) -> None:
+    _, manifest_path = demo_build
+    manifest = load_manifest(manifest_path)
+    shard = next(s for s in manifest.shards if s.lang == "zh" and s.source == "news_feed")
+    earlier = read_shard(Path(manifest_path).parent / shard.path, ["id", "text"]).to_pylist()[0]
+    feed = tmp_path / "feed.jsonl"
+    new_text = "今年冬天北方多地迎来大范围降雪，交通部门提醒市民出行注意安全，尽量乘坐公共交通工具。"
+    feed.write_text("\n".join(json.dumps({"id": i, "content": t}, ensure_ascii=False)
+                              for i, t in (("copy", earlier["text"]), ("fresh", new_text))) + "\n")
+    config = {"run_dir": str(tmp_path / "run"), "dedup": {"against_previous": manifest_path}, "sources": [
+        {"name": "feed", "kind": "news", "lang": "zh", "uri": str(feed), "format": "jsonl",
+         "fields": {"text": "content", "id": "id"}}]}
+    config_path = tmp_path / "incremental.yaml"
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    incremental = load_manifest(run_build(config_path))
+    assert incremental.ledger_totals["kept"] == 1 and incremental.ledger_totals["duplicate"] == 1
+    root = Path(run_build(config_path)).parent
+    duplicate = read_shard(root / incremental.rejects[0].path).to_pylist()[0]
+    assert duplicate["outcome"] == "duplicate" and duplicate["duplicate_of"] == earlier["id"]
+
+
 def test_unreadable_source_fails_the_flow_naming_the_file(prefect_api: str, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
