@@ -14,13 +14,10 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.schema import Manifest
+from pipeline.shards import load_manifest
 
 CHANGE_KINDS = ("added", "removed", "changed", "unchanged")
 EXAMPLES_PER_KIND = 5  # ids listed per source and kind, enough to look a few up in the shards
-
-
-def load_manifest(manifest_uri: str) -> Manifest:
-    return Manifest.model_validate_json(storage.read_bytes(manifest_uri))
 
 
 def find_manifest(datasets_uri: str, dataset: str, ref: str) -> str:

@@ -20,6 +20,7 @@ import fsspec
 import pyarrow as pa
 
 from pipeline.schema import Manifest, ShardRecord
+from pipeline.storage import fsync_directory
 
 IPC_BATCH_ROWS = 1024  # fixed chunking keeps shard bytes independent of how rows arrived
 SPLIT_BUCKETS = 10_000
@@ -41,11 +42,7 @@ def fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, final)
-    directory = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(final.parent)
 
 
 def write_atomic_text(path: Path, text: str) -> None:

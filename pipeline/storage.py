@@ -96,10 +96,10 @@ def _atomic_local_output(target: Path) -> Iterator[BinaryIO]:
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
