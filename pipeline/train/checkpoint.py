@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from pipeline.storage import fsync_directory
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
@@ -51,14 +53,6 @@ def _sha256(path: Path) -> str:
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -104,12 +98,12 @@ def save_checkpoint(
     (temp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1))
     for name in (*REQUIRED_FILES, CHECKSUMS_FILE):
         _fsync_file(temp / name)
-    _fsync_dir(temp)
+    fsync_directory(temp)
     if final.exists():
         # Only a checkpoint that failed verification is ever rewritten (the run resumed from an older one).
         shutil.rmtree(final)
     temp.rename(final)
-    _fsync_dir(root)
+    fsync_directory(root)
     _prune(root, keep)
     return final
 

@@ -30,13 +30,9 @@ import torch
 from tokenizers import Encoding, Tokenizer
 
 from pipeline.schema import Manifest
+from pipeline.shards import load_manifest
 
 NOT_A_WORD = -1
-
-
-def load_manifest(manifest_path: str) -> Manifest:
-    with fsspec.open(manifest_path, "r", encoding="utf-8") as handle:
-        return Manifest.model_validate_json(handle.read())
 
 
 def shard_urls(manifest_path: str, manifest: Manifest, split: str) -> list[str]:
