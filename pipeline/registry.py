@@ -133,7 +133,14 @@ def _experiment_id(client: MlflowClient, config: RegistryConfig, tracking_uri: s
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(config.experiment, artifact_location=_artifact_location(tracking_uri))
+    try:
+        return client.create_experiment(config.experiment, artifact_location=_artifact_location(tracking_uri))
+    except MlflowException:
+        # Several tasks register at once: the first creates the experiment, the others find it.
+        experiment = client.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def _artifact_location(tracking_uri: str) -> str | None:

@@ -33,7 +33,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from pipeline.servers import ensure_prefect_server, stop_prefect_server
 
     home = tmp_path_factory.mktemp("corpusflow-home")
-    previous = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "CORPUSFLOW_HOME", "PREFECT_HOME")}
     os.environ["CORPUSFLOW_HOME"] = str(home)
     os.environ["PREFECT_HOME"] = str(home / "prefect-client")
     os.environ.pop("PREFECT_API_URL", None)
@@ -41,9 +40,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     api_url = ensure_prefect_server(home)
     os.environ["PREFECT_API_URL"] = api_url
     yield api_url
+    # Send the run logs still queued while the server is up; the URL stays set so that nothing left at exit
+    # makes Prefect start its temporary server.
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+    os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
     stop_prefect_server(home)
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
