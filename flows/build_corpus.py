@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import fsspec
@@ -44,9 +45,11 @@ def fetch_input(url: str, cache_dir: str) -> str:
 @task
 def plan_source(config: CorpusflowConfig, source_name: str) -> list[Partition]:
     source = _source(config, source_name)
-    files = [fetch_input(uri, str(Path(config.run_dir) / "cache" / "fetch")) if sources.is_remote(uri) else uri
-             for uri in sources.expand_uri(source)]
-    return sources.plan_partitions(source, files)
+    origins = {}
+    for uri in sources.expand_uri(source):
+        local = fetch_input(uri, str(Path(config.run_dir) / "cache" / "fetch")) if sources.is_remote(uri) else uri
+        origins[local] = uri
+    return [replace(p, origin=origins[p.path]) for p in sources.plan_partitions(source, list(origins))]
 
 
 def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
@@ -158,7 +161,7 @@ def _source(config: CorpusflowConfig, name: str):
 
 
 def _inputs_of(partitions: list[Partition]) -> list[InputRecord]:
-    unique = {(p.source, p.path): p.fingerprint for p in partitions}
+    unique = {(p.source, p.origin or p.path): p.fingerprint for p in partitions}
     return [InputRecord(source=s, uri=u, fingerprint=f) for (s, u), f in unique.items()]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -224,6 +226,46 @@ def test_dedup_against_previous_version_keeps_earlier_documents(
     root = Path(run_build(config_path)).parent
     duplicate = read_shard(root / incremental.rejects[0].path).to_pylist()[0]
     assert duplicate["outcome"] == "duplicate" and duplicate["duplicate_of"] == earlier["id"]
+
+
+class _FlakyFeed(http.server.BaseHTTPRequestHandler):
+    """Serves one JSONL file; the first request fails with 503, as a busy server would."""
+
+    body = "\n".join(json.dumps({"id": str(i), "content": f"第{i}条新闻：今天上午，市政府召开新闻发布会，介绍全市交通建设的最新进展。"},
+                                ensure_ascii=False) for i in range(5)).encode() + b"\n"
+    requests = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        type(self).requests += 1
+        if type(self).requests == 1:
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("ETag", '"feed-v1"')
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def test_remote_source_is_fetched_with_retries(prefect_api: str, tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyFeed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/feed.jsonl"
+    try:
+        config = {"run_dir": str(tmp_path / "run"), "sources": [
+            {"name": "remote", "kind": "news", "lang": "zh", "uri": url, "format": "jsonl",
+             "fields": {"text": "content", "id": "id"}}]}
+        config_path = tmp_path / "remote.yaml"
+        config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        manifest = load_manifest(run_build(config_path))
+    finally:
+        server.shutdown()
+    assert _FlakyFeed.requests >= 2, "the failed download was retried"
+    assert manifest.ledger_totals["read"] == 5
+    assert [i.uri for i in manifest.inputs] == [url], "inputs are named by URL, not by cache path"
 
 
 def test_unreadable_source_fails_the_flow_naming_the_file(prefect_api: str, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ class Partition:
     index: int = 0  # position of this partition within its source
     start: int = 0  # first record (page or row) of the range, inclusive
     stop: int | None = None  # exclusive; None reads to the end of the file
+    origin: str | None = None  # the URL a fetched input came from; the manifest names inputs by it
 
     @property
     def name(self) -> str:
