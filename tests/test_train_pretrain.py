@@ -15,10 +15,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from train_fixtures import QUARANTINE_MARKER, tiny_train_config, write_dataset
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
+from pipeline.shards import load_manifest
 from pipeline.train import checkpoint as ckpt
-from pipeline.train.data import NOT_A_WORD, PackedStream, PackingLayout, load_manifest, mask_for_mlm, shard_urls
+from pipeline.train.data import (
+    NOT_A_WORD,
+    PackedStream,
+    PackingLayout,
+    mask_for_mlm,
+    shard_urls,
+)
 from pipeline.train.pretrain import PretrainResult, pretrain, write_launch_spec
 from pipeline.train.tokenizer import train_tokenizer
 

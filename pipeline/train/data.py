@@ -30,7 +30,6 @@ import torch
 from tokenizers import Encoding, Tokenizer
 
 from pipeline.schema import Manifest
-from pipeline.shards import load_manifest
 
 NOT_A_WORD = -1
 

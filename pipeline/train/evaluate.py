@@ -18,7 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+from seqeval.metrics import (
+    classification_report,
+    f1_score,
+    precision_score,
+    recall_score,
+)
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -31,7 +36,8 @@ from transformers import (
 )
 
 from pipeline.config import TaskConfig
-from pipeline.train.data import iter_record_batches, load_manifest, shard_urls
+from pipeline.shards import load_manifest
+from pipeline.train.data import iter_record_batches, shard_urls
 from pipeline.train.tasks import SEQUENCE, TaskData, item_text, load_task
 
 EVAL_BATCH_SIZE = 64

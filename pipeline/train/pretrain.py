@@ -31,11 +31,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from pipeline.config import ModelConfig, PretrainConfig, TrainConfig
+from pipeline.shards import load_manifest
 from pipeline.train import checkpoint as ckpt
-from pipeline.train.data import PackedStream, PackingLayout, StreamState, causal_lm_labels, load_manifest, mask_for_mlm, shard_urls
+from pipeline.train.data import (
+    PackedStream,
+    PackingLayout,
+    StreamState,
+    causal_lm_labels,
+    mask_for_mlm,
+    shard_urls,
+)
 
 LogFn = Callable[[dict[str, Any]], None]
 RESULT_FILE = "result.json"

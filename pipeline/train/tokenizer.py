@@ -18,11 +18,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from pipeline.config import TokenizerConfig
-from pipeline.train.data import iter_texts, load_manifest
+from pipeline.shards import load_manifest
+from pipeline.train.data import iter_texts
 
 # Special tokens come first, so ids 0..4 are special and every id from 5 on is an ordinary token.
 WORDPIECE_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
