@@ -156,9 +156,25 @@ def latest_valid(root: Path) -> Path | None:
     return None
 
 
+def _load_weights(model: torch.nn.Module, file: Path) -> None:
+    """Load every weight; a tied alias (e.g. the MLM decoder sharing the embeddings) may be absent.
+
+    safetensors saves one name per shared tensor and forgives the others only when the model being loaded
+    has them tied at that moment, which is not guaranteed; so aliases are tied again after loading and any
+    other missing or unexpected key is an error.
+    """
+    missing, unexpected = load_model(model, str(file), strict=False)
+    aliases = set(getattr(model, "_tied_weights_keys", None) or ())
+    untied = [key for key in missing if key not in aliases]
+    if untied or unexpected:
+        raise RuntimeError(f"checkpoint {file} does not fit the model: missing {untied}, unexpected {unexpected}")
+    if missing:
+        model.tie_weights()
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place; returns the trainer state (step, RNG, data position...)."""
-    load_model(model, str(path / MODEL_FILE), strict=True)
+    _load_weights(model, path / MODEL_FILE)
     trainer_state = torch.load(path / STATE_FILE, weights_only=True)
     tensors = load_file(str(path / OPTIMIZER_FILE))
     optimizer.load_state_dict(_join_optimizer_state(tensors, trainer_state.pop("optimizer")))
