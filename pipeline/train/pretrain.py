@@ -101,15 +101,30 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
         "attn_implementation": "sdpa",
     }
     if config.arch == "bert":
-        return BertForMaskedLM(BertConfig(**common))
-    llama = LlamaConfig(
-        **common,
-        num_key_value_heads=config.num_heads,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(llama)
+        model = BertForMaskedLM(BertConfig(**common, tie_word_embeddings=True))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(
+            **common,
+            num_key_value_heads=config.num_heads,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        ))
+    return _tied(model)
+
+
+def _tied(model: PreTrainedModel) -> PreTrainedModel:
+    """Input and output embeddings share one tensor, always.
+
+    The parameter set must be the same in every process that trains or resumes the run (checkpointed
+    optimizer state is matched by position), and construction alone was seen to leave the decoder untied
+    in a long-lived process.
+    """
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        model.tie_weights()
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise RuntimeError(f"{type(model).__name__}: output embeddings could not be tied to the input embeddings")
+    return model
 
 
 def build_optimizer(model: torch.nn.Module, config: PretrainConfig, fused: bool) -> torch.optim.AdamW:
