@@ -38,6 +38,7 @@ from transformers import (
 from pipeline.config import TaskConfig
 from pipeline.shards import load_manifest
 from pipeline.train.data import iter_record_batches, shard_urls
+from pipeline.train.loading import load_pretrained
 from pipeline.train.tasks import SEQUENCE, TaskData, item_text, load_task
 
 EVAL_BATCH_SIZE = 64
@@ -58,7 +59,7 @@ def evaluate_task(model_dir: Path, task: TaskConfig) -> dict[str, Any]:
 
 def load_task_model(model_dir: Path, task: TaskConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     auto = AutoModelForSequenceClassification if task.type == SEQUENCE else AutoModelForTokenClassification
-    return auto.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    return load_pretrained(auto, model_dir), AutoTokenizer.from_pretrained(model_dir)
 
 
 def evaluate_split(
@@ -197,7 +198,7 @@ def evaluate_lm(model_dir: Path, manifest_path: str, split: str = "validation", 
     figure compares checkpoints whatever masking they were trained with); a causal LM on every next token.
     """
     causal = _is_causal(model_dir)
-    model = (AutoModelForCausalLM if causal else AutoModelForMaskedLM).from_pretrained(model_dir)
+    model = load_pretrained(AutoModelForCausalLM if causal else AutoModelForMaskedLM, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model.eval()
     block_len = min(model.config.max_position_embeddings, LM_MAX_BLOCK)

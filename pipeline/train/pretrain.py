@@ -51,6 +51,7 @@ from pipeline.train.data import (
     mask_for_mlm,
     shard_urls,
 )
+from pipeline.train.loading import MODEL_LOCK
 
 LogFn = Callable[[dict[str, Any]], None]
 RESULT_FILE = "result.json"
@@ -100,17 +101,18 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
         "pad_token_id": tokenizer.pad_token_id,
         "attn_implementation": "sdpa",
     }
-    if config.arch == "bert":
-        model = BertForMaskedLM(BertConfig(**common, tie_word_embeddings=True))
-    else:
-        model = LlamaForCausalLM(LlamaConfig(
-            **common,
-            num_key_value_heads=config.num_heads,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
-        ))
-    return _tied(model)
+    with MODEL_LOCK:  # a load in another thread may have switched tying off meanwhile: see loading.py
+        if config.arch == "bert":
+            model = BertForMaskedLM(BertConfig(**common, tie_word_embeddings=True))
+        else:
+            model = LlamaForCausalLM(LlamaConfig(
+                **common,
+                num_key_value_heads=config.num_heads,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                tie_word_embeddings=True,
+            ))
+        return _tied(model)
 
 
 def _tied(model: PreTrainedModel) -> PreTrainedModel:
@@ -118,7 +120,7 @@ def _tied(model: PreTrainedModel) -> PreTrainedModel:
 
     The parameter set must be the same in every process that trains or resumes the run (checkpointed
     optimizer state is matched by position), and construction alone was seen to leave the decoder untied
-    in a long-lived process.
+    in a long-lived process (see loading.py).
     """
     if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         model.tie_weights()
