@@ -206,11 +206,11 @@ def test_served_deployment_runs_on_its_schedule(prefect_server: PrefectServer, t
 
             # a run started by hand shows the served process executes what the server hands it ...
             client.create_flow_run_from_deployment(deployment.id)
-            (manual,) = _wait_for(lambda: completed_runs(False), 90, "the manual run to complete", every=1)
+            (manual,) = _wait_for(lambda: completed_runs(False), 240, "the manual run to complete", every=1)
             assert manual.parameters == {"config_path": "configs/demo.yaml"}
             # ... and one the server's scheduler created shows the schedule works
             try:
-                _wait_for(lambda: completed_runs(True), 90, "a scheduled run to complete", every=1)
+                _wait_for(lambda: completed_runs(True), 240, "a scheduled run to complete", every=1)
             except AssertionError as timeout:
                 raise AssertionError(f"{timeout}; server errors:\n{prefect_server.errors()}") from None
     finally:
