@@ -4,8 +4,8 @@
 2. A transformer is pretrained from config (GPU when there is one); a retry resumes from its newest
    checkpoint, and one GPU task runs per GPU at a time.
 3. It is fine-tuned on every task of the config, in parallel.
-4. Language-model loss on the validation split, task metrics next to a majority baseline, and a
-   decontamination report per task.
+4. Language-model loss on the validation split, task metrics (of the saved models, reloaded) next to a
+   majority baseline, and a decontamination report per task.
 5. Each fine-tuned model is registered in MLflow with the dataset version, manifest hash, config hash and
    commit; `champion` moves only when the new version beats it.
 """
@@ -26,7 +26,7 @@ from pipeline import plots
 from pipeline.config import CorpusflowConfig, TaskConfig, load_config, registered_model_name
 from pipeline.registry import register_model, tracking_uri_for
 from pipeline.shards import file_sha256, load_manifest
-from pipeline.train.evaluate import decontamination_report, evaluate_lm, evaluate_task
+from pipeline.train.evaluate import decontamination_report, evaluate_lm
 from pipeline.train.finetune import FinetuneResult, finetune
 from pipeline.train.pretrain import PretrainResult, pretrain
 from pipeline.train.tokenizer import train_tokenizer
@@ -61,7 +61,8 @@ def evaluate_pretrained(pretrained_dir: str, manifest_path: str) -> dict:
 
 @task(task_run_name="evaluate-{task_config.name}")
 def evaluate_task_model(task_config: TaskConfig, result: FinetuneResult, manifest_path: str) -> dict:
-    return {"task": task_config.name, **evaluate_task(result.model_dir, task_config),
+    # finetune() already scored the saved model, reloaded from disk, on the test split: reuse that evaluation.
+    return {"task": task_config.name, **result.evaluation,
             "decontamination": decontamination_report(task_config, manifest_path)}
 
 
