@@ -103,7 +103,8 @@ def finalize(
     checked = [_apply_contract(root, shard, report) for shard, report in zip(assembled.shards, reports)]
     rejects = [r.model_copy(update={"contract": _contract_summary(rep)})
                for r, rep in zip(assembled.rejects, reject_reports)]
-    assembled = build.AssembledDataset(assembled.staging, checked, rejects, assembled.ledger_rows)
+    assembled = build.AssembledDataset(assembled.staging, checked, rejects, assembled.ledger_rows,
+                                       assembled.notes_by_source)
     suites = {report["suite"]: report["version"] for report in reports + reject_reports}
     manifest = build.build_manifest(config, inputs, assembled, checked, suites)
     build.check_accounting(manifest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -83,6 +84,7 @@ class StagedPartition:
     name: str
     directory: str
     ledger: list[dict]
+    notes: dict[str, int]  # what the stages did to kept rows (e.g. "pii:email"): counts, not outcomes
 
     @property
     def documents_path(self) -> Path:
@@ -114,16 +116,19 @@ def process_partition(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     ledger = Ledger()
+    notes: Counter = Counter()
     stages = processing_stages(config)
     with _StreamFile(tmp / "documents.arrow") as documents, _StreamFile(tmp / "rejects.arrow") as rejects:
         for read in read_partition(source, partition):
             ledger.add_rejects(read.rejects)
             rejects.write(pa.Table.from_batches([read.rejects], REJECT_SCHEMA))
             chain = run_stages(stages, read.documents, ledger)
+            notes.update(chain.counts)
             for dropped in chain.rejects:
                 rejects.write(dropped)
             ledger.add("kept", "", chain.kept.num_rows)
             documents.write(pa.Table.from_batches([chain.kept]))
+    write_atomic_text(tmp / "notes.json", json.dumps(dict(sorted(notes.items()))))
     write_atomic_text(tmp / "ledger.json", json.dumps(ledger.to_rows(source.name, partition.name)))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -132,7 +137,8 @@ def process_partition(
 
 def _load_staged(source: str, name: str, directory: Path) -> StagedPartition:
     rows = json.loads((directory / "ledger.json").read_text())
-    return StagedPartition(source=source, name=name, directory=str(directory), ledger=rows)
+    notes = json.loads((directory / "notes.json").read_text())
+    return StagedPartition(source=source, name=name, directory=str(directory), ledger=rows, notes=notes)
 
 
 class _StreamFile:
@@ -220,6 +226,7 @@ class AssembledDataset:
     shards: list[ShardRecord]
     rejects: list[ShardRecord]
     ledger_rows: list[dict]
+    notes_by_source: dict[str, dict[str, int]]
 
 
 def assemble(
@@ -235,7 +242,9 @@ def assemble(
     data_sinks: dict[tuple[str, str, str], ShardSink] = {}
     reject_sinks: dict[str, ShardSink] = {}
     ledger_rows: list[dict] = []
+    notes: dict[str, Counter] = {}
     for part in sorted(staged, key=lambda p: p.name):
+        notes.setdefault(part.source, Counter()).update(part.notes)
         ledger = Ledger.from_rows(part.ledger)
         reject_sink = reject_sinks.setdefault(
             part.source, ShardSink(staging / "rejects", part.source, config.shards.max_rows))
@@ -255,7 +264,9 @@ def assemble(
               for (split, source, lang), sink in sorted(data_sinks.items()) for f in sink.written]
     rejects = [shard_record(f, staging, "rejects", source, "")
                for source, sink in sorted(reject_sinks.items()) for f in sink.written]
-    return AssembledDataset(staging=str(staging), shards=shards, rejects=rejects, ledger_rows=ledger_rows)
+    notes_by_source = {source: dict(sorted(counts.items())) for source, counts in sorted(notes.items()) if counts}
+    return AssembledDataset(staging=str(staging), shards=shards, rejects=rejects, ledger_rows=ledger_rows,
+                            notes_by_source=notes_by_source)
 
 
 def _documents_of(part: StagedPartition) -> Iterator[pa.Table]:
@@ -319,6 +330,7 @@ def build_manifest(
         rejects=assembled.rejects,
         ledger_totals=ledger.totals(),
         ledger_by_source={name: by_source[name].totals() for name in sorted(by_source)},
+        notes_by_source=assembled.notes_by_source,
         contracts=contract_versions,
     )
     return manifest.model_copy(update={"version": manifest.content_hash()})

@@ -181,12 +181,17 @@ class Manifest(BaseModel):
     quarantined: list[ShardRecord] = Field(default_factory=list)
     ledger_totals: dict[str, int]
     ledger_by_source: dict[str, dict[str, int]]
+    # Per source, counts of what stages did to kept rows without dropping them, e.g. {"pii:email": 3}.
+    notes_by_source: dict[str, dict[str, int]] = Field(default_factory=dict)
     contracts: dict[str, str] = Field(default_factory=dict)  # suite name -> version
     created_at: datetime | None = None  # excluded from the version id
 
     def content_hash(self) -> str:
         """The dataset version id: what is in the dataset, not when or with which library it was built."""
-        content = self.model_dump(mode="json", exclude={"version", "created_at", "code_version", "libraries"})
+        excluded = {"version", "created_at", "code_version", "libraries"}
+        if not self.notes_by_source:  # versions built before notes existed keep their id
+            excluded.add("notes_by_source")
+        content = self.model_dump(mode="json", exclude=excluded)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def usable_shards(self, split: str | None = None) -> list[ShardRecord]:

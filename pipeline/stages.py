@@ -8,8 +8,9 @@ so every drop is counted and kept for audit in the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
@@ -22,6 +23,9 @@ from pipeline.schema import DOCUMENT_SCHEMA, Ledger, rejects_from_documents
 class StageResult:
     batch: pa.RecordBatch  # every input row, with the stage's columns added or its text column replaced
     drop_reasons: pa.Array | None = None  # string per row: null keeps it, otherwise why it is filtered
+    # What the stage did to rows without dropping them (e.g. "pii:email" redactions), summed per partition
+    # into the build's notes so a reviewer sees it without reading the shards.
+    counts: Mapping[str, int] | None = None
 
 
 class Stage(Protocol):
@@ -63,16 +67,19 @@ def set_column(batch: pa.RecordBatch, name: str, values: pa.Array) -> pa.RecordB
 class ChainOutput:
     kept: pa.RecordBatch
     rejects: list[pa.Table]
+    counts: Counter = field(default_factory=Counter)  # the stages' counts, summed
 
 
 def run_stages(stages: Sequence[Stage], batch: pa.RecordBatch, ledger: Ledger) -> ChainOutput:
     """Run a batch through the chain; drops become reject rows (outcome filtered) and ledger counts."""
     rejects: list[pa.Table] = []
+    counts: Counter = Counter()
     for stage in stages:
         if batch.num_rows == 0:
             break
         result = stage(batch)
         batch = result.batch
+        counts.update(result.counts or {})
         if result.drop_reasons is None or result.drop_reasons.null_count == len(result.drop_reasons):
             continue
         dropped_mask = pc.is_valid(result.drop_reasons)
@@ -82,4 +89,4 @@ def run_stages(stages: Sequence[Stage], batch: pa.RecordBatch, ledger: Ledger) -
         ledger.add_rejects(table)
         rejects.append(table)
         batch = batch.filter(pc.invert(dropped_mask))
-    return ChainOutput(kept=batch, rejects=rejects)
+    return ChainOutput(kept=batch, rejects=rejects, counts=counts)
