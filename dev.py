@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_environment()
     if argv[0] == "demo":
-        return run("-m", "pipeline.cli", "run", "--config", "configs/demo.yaml", *argv[1:])
+        return run("-m", "flows.cli", "run", "--config", "configs/demo.yaml", *argv[1:])
     return run("-m", "pytest", *argv[1:])
 
 

@@ -115,7 +115,7 @@ def timed_build(config: dict, scratch: Path, name: str) -> tuple[float, float]:
     path = scratch / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--config", str(path)],
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--config", str(path)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0.0]
     threading.Thread(target=_watch_rss, args=(process.pid, peak), daemon=True).start()
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
-    from pipeline.servers import use_prefect_server
+    from flows.servers import use_prefect_server
 
     use_prefect_server()
     scratch = Path(tempfile.mkdtemp(prefix="corpusflow-bench-"))

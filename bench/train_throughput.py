@@ -37,7 +37,7 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer
 
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig, TrainConfig  # noqa: E402
 from pipeline.schema import document_id  # noqa: E402
-from pipeline.shards import load_manifest  # noqa: E402
+from pipeline.versions import load_manifest  # noqa: E402
 from pipeline.train.data import PackedStream, shard_urls  # noqa: E402
 from pipeline.train.pretrain import _layout, bf16_peak_flops, build_model, flops_per_token, pretrain  # noqa: E402
 from pipeline.train.tokenizer import train_tokenizer  # noqa: E402

@@ -8,6 +8,8 @@
 4. Kept documents land in deterministic split/source/lang shards; every drop lands in rejects with a reason.
 5. Each shard is validated against its contract; a failing shard is quarantined.
 6. The manifest names inputs, config, code, shards, ledger and contract results; its hash is the version.
+7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
+   A build over them is set aside under failed/ with its reports, LATEST stays, and the flow run fails.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import fsspec
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
@@ -25,16 +26,13 @@ from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
 from flows.runners import task_runner_for
-from pipeline import build, contracts, plots, reproduce, shards, sources
+from flows.workers import run_in_worker
+from pipeline import contracts, plots, reproduce, shards, sources, storage, versions
+from pipeline.build import assembly, dedup_step, manifest as manifests, partitions
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest, ShardRecord
 from pipeline.sources.base import Partition
 from pipeline.sources.fetch import fetch
-from pipeline.workers import run_in_worker
-
-
-class QuarantineLimitExceeded(RuntimeError):
-    """More shards or rows broke their contracts than the config allows."""
 
 
 @task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
@@ -54,7 +52,7 @@ def plan_source(config: CorpusflowConfig, source_name: str) -> list[Partition]:
 
 def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     config, partition = parameters["config"], parameters["partition"]
-    key = build.partition_key(config, _source(config, partition.source), partition)
+    key = partitions.partition_key(config, _source(config, partition.source), partition)
     staged = Path(config.run_dir) / "work" / "partitions" / f"{partition.name}-{key}" / "ledger.json"
     # A cache entry pointing at staged files that were deleted would hand back paths to nothing.
     return f"partition-{key}" if staged.exists() else None
@@ -64,25 +62,25 @@ def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | Non
     retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), cache_key_fn=_partition_cache_key,
     persist_result=True, cache_result_in_memory=False, task_run_name="process-{partition.name}",
 )
-def process_partition(config: CorpusflowConfig, partition: Partition) -> build.StagedPartition:
+def process_partition(config: CorpusflowConfig, partition: Partition) -> partitions.StagedPartition:
     args = (config, _source(config, partition.source), partition, Path(config.run_dir) / "work")
     if config.runner.kind == "local":
-        return run_in_worker(config.runner.workers, build.process_partition, *args)
-    return build.process_partition(*args)  # on Ray the task already runs in a worker process
+        return run_in_worker(config.runner.workers, partitions.process_partition, *args)
+    return partitions.process_partition(*args)  # on Ray the task already runs in a worker process
 
 
 @task
-def deduplicate(config: CorpusflowConfig, staged: list[build.StagedPartition]) -> str:
-    return str(build.write_duplicates(config, staged, Path(config.run_dir) / "work"))
+def deduplicate(config: CorpusflowConfig, staged: list[partitions.StagedPartition]) -> str:
+    return str(dedup_step.write_duplicates(config, staged, Path(config.run_dir) / "work"))
 
 
 @task
 def write_shards(
-    config: CorpusflowConfig, staged: list[build.StagedPartition], duplicates_path: str
-) -> build.AssembledDataset:
+    config: CorpusflowConfig, staged: list[partitions.StagedPartition], duplicates_path: str
+) -> assembly.AssembledDataset:
     staging = shards.new_staging_dir(Path(config.run_dir) / "work")
-    assembled = build.assemble(config, staged, shards.read_shard(duplicates_path), staging)
-    build.write_ledger(staging, assembled.ledger_rows)
+    assembled = assembly.assemble(config, staged, storage.read_arrow_table(duplicates_path), staging)
+    assembly.write_ledger(staging, assembled.ledger_rows)
     return assembled
 
 
@@ -96,25 +94,27 @@ def validate_shard(config: CorpusflowConfig, root: str, shard: ShardRecord, suit
 
 @task
 def finalize(
-    config: CorpusflowConfig, assembled: build.AssembledDataset, inputs: list[InputRecord],
+    config: CorpusflowConfig, assembled: assembly.AssembledDataset, inputs: list[InputRecord],
     reports: list[dict], reject_reports: list[dict],
 ) -> str:
-    root = Path(assembled.staging)
-    checked = [_apply_contract(root, shard, report) for shard, report in zip(assembled.shards, reports)]
-    rejects = [r.model_copy(update={"contract": _contract_summary(rep)})
-               for r, rep in zip(assembled.rejects, reject_reports)]
-    assembled = build.AssembledDataset(assembled.staging, checked, rejects, assembled.ledger_rows,
-                                       assembled.notes_by_source)
+    """contracts -> manifest -> limits -> publish -> announce; over the limits nothing is published."""
+    assembled = manifests.apply_contracts(assembled, reports, reject_reports)
     suites = {report["suite"]: report["version"] for report in reports + reject_reports}
-    manifest = build.build_manifest(config, inputs, assembled, checked, suites)
-    build.check_accounting(manifest)
+    manifest = manifests.build_manifest(config, inputs, assembled, suites)
+    manifests.check_accounting(manifest)
+    root = Path(assembled.staging)
     reproduce.save_build_config(root, config)
-    shards.write_manifest(root, manifest)
-    previous = shards.latest_version(config.datasets_uri, config.dataset)
-    manifest_uri = shards.publish(root, config.datasets_uri, config.dataset, manifest.version)
+    versions.write_manifest(root, manifest)
+    try:
+        manifests.check_limits(config.contracts, manifest)
+    except manifests.QuarantineLimitExceeded:
+        kept_at = versions.set_aside(root, config.datasets_uri, config.dataset, manifest.version)
+        _publish_artifacts(manifest, kept_at, reports, published=False)
+        raise
+    previous = versions.latest_version(config.datasets_uri, config.dataset)
+    manifest_uri = versions.publish(root, config.datasets_uri, config.dataset, manifest.version)
     announce_dataset_version(config.dataset, manifest.version, manifest_uri, previous)
-    _publish_artifacts(manifest, manifest_uri, reports)
-    _enforce_quarantine_limits(config, manifest)
+    _publish_artifacts(manifest, manifest_uri, reports, published=True)
     return manifest_uri
 
 
@@ -145,10 +145,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
 @task
 def plot_version(manifest_uri: str) -> list[str]:
     """Length histograms, the filter funnel and duplicate rates, as PNGs in reports/ and as artifacts."""
-    pictures = plots.plot_dataset(manifest_uri.rsplit("/", 1)[0])
+    pictures = plots.plot_dataset(versions.version_dir(manifest_uri))
     for picture in pictures:
-        with fsspec.open(picture, "rb") as handle:
-            data = base64.b64encode(handle.read()).decode()
+        data = base64.b64encode(storage.read_bytes(picture)).decode()
         name = picture.rsplit("/", 1)[-1].removesuffix(".png")
         create_image_artifact(f"data:image/png;base64,{data}", key=f"dataset-{name}", description=name)
     return pictures
@@ -166,37 +165,7 @@ def _inputs_of(partitions: list[Partition]) -> list[InputRecord]:
     return [InputRecord(source=s, uri=u, fingerprint=f) for (s, u), f in unique.items()]
 
 
-def _contract_summary(report: dict) -> dict:
-    """What of a validation report belongs in the manifest: content, not where its Data Docs lie."""
-    failed = [e for e in report["expectations"] if not e["success"]]
-    return {"suite": report["suite"], "version": report["version"], "success": report["success"],
-            "critical_failed": report["critical_failed"],
-            "failed": [{"type": e["type"], "column": e.get("column"), "severity": e["severity"],
-                        "unexpected_count": e.get("unexpected_count")} for e in failed]}
-
-
-def _apply_contract(root: Path, shard: ShardRecord, report: dict) -> ShardRecord:
-    shard = shard.model_copy(update={"contract": _contract_summary(report)})
-    return shards.quarantine(root, shard, report) if report["critical_failed"] else shard
-
-
-def _enforce_quarantine_limits(config: CorpusflowConfig, manifest: Manifest) -> None:
-    total_shards = len(manifest.shards) + len(manifest.quarantined)
-    total_rows = sum(s.rows for s in manifest.shards + manifest.quarantined)
-    bad_rows = sum(s.rows for s in manifest.quarantined)
-    if not manifest.quarantined or not total_shards:
-        return
-    shard_frac, row_frac = len(manifest.quarantined) / total_shards, bad_rows / max(total_rows, 1)
-    if shard_frac > config.contracts.max_quarantined_shard_frac or row_frac > config.contracts.max_quarantined_row_frac:
-        names = ", ".join(s.path for s in manifest.quarantined)
-        raise QuarantineLimitExceeded(
-            f"{len(manifest.quarantined)}/{total_shards} shards ({row_frac:.1%} of rows) quarantined, over the "
-            f"limits ({config.contracts.max_quarantined_shard_frac:.1%} shards, "
-            f"{config.contracts.max_quarantined_row_frac:.1%} rows): {names}"
-        )
-
-
-def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict]) -> None:
+def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict], published: bool) -> None:
     counts = [{"source": source, **totals} for source, totals in manifest.ledger_by_source.items()]
     create_table_artifact(counts, key="ledger-by-source", description="Outcome of every record read, per source")
     validation = [
@@ -209,7 +178,8 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
     totals = manifest.ledger_totals
     create_markdown_artifact(
         "\n".join([
-            f"# Dataset `{manifest.dataset}` version `{manifest.version}`",
+            f"# Dataset `{manifest.dataset}` version `{manifest.version}`"
+            + ("" if published else " NOT PUBLISHED: over its contract limits, kept for inspection"),
             f"- manifest: `{manifest_uri}`",
             f"- read {totals['read']}: kept {totals['kept']}, filtered {totals['filtered']}, "
             f"duplicate {totals['duplicate']}, rejected {totals['rejected']}",

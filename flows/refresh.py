@@ -14,7 +14,7 @@ from flows.build_corpus import build_corpus
 from flows.train_models import train_models
 from pipeline.config import load_config, registered_model_name
 from pipeline.registry import list_models, tracking_uri_for
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest
 
 
 @flow(name="refresh")  # no log_prints: see train_models

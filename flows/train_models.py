@@ -23,12 +23,14 @@ from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from pipeline import plots
-from pipeline.config import CorpusflowConfig, TaskConfig, load_config, registered_model_name
+from pipeline.config import ContractsConfig, CorpusflowConfig, TaskConfig, load_config, registered_model_name
 from pipeline.registry import register_model, tracking_uri_for
-from pipeline.shards import file_sha256, load_manifest
+from pipeline.storage import file_sha256
+from pipeline.versions import load_manifest, resolve_manifest
 from pipeline.train.evaluate import decontamination_report, evaluate_lm
 from pipeline.train.finetune import FinetuneResult, finetune
 from pipeline.train.pretrain import PretrainResult, pretrain
+from pipeline.train.tasks import check_task_data
 from pipeline.train.tokenizer import train_tokenizer
 
 GPU_LIMIT = "gpu"  # global concurrency limit: one training process per GPU
@@ -46,6 +48,11 @@ def pretrain_task(config: CorpusflowConfig, manifest_path: str, tokenizer_dir: s
     with concurrency(GPU_LIMIT, occupy=1, strict=True):
         return pretrain(manifest_path, Path(tokenizer_dir), config.train, _pretrain_dir(config, tokenizer_dir, models_dir),
                         on_log=lambda entry: logger.info("pretrain %s", entry))
+
+
+@task(task_run_name="check-data-{task_config.name}")
+def check_task_data_task(task_config: TaskConfig, contracts_config: ContractsConfig) -> list[dict]:
+    return check_task_data(task_config, contracts_config)
 
 
 @task(retries=2, retry_delay_seconds=10, task_run_name="finetune-{task_config.name}")
@@ -91,7 +98,7 @@ def register_task(
 def train_models(config_path: str, manifest_path: str | None = None, force: bool = False) -> dict:
     """Train, evaluate and register models from a dataset version (default: the newest)."""
     config = load_config(config_path)
-    manifest_path = manifest_path or _latest_manifest(config)
+    manifest_path = resolve_manifest(manifest_path or "latest", config.datasets_uri, config.dataset)
     models_dir = str(Path(config.run_dir) / "models" / load_manifest(manifest_path).version)
     tokenizer_dir = tokenizer_task(config, manifest_path, models_dir)
     pretrained = pretrain_task(config, manifest_path, tokenizer_dir, models_dir)
@@ -99,8 +106,9 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
                                         f"{models_dir}/pretrain_loss.png")
     lm_metrics = evaluate_pretrained.submit(str(pretrained.model_dir), manifest_path)
     tasks = config.train.tasks
+    checked = check_task_data_task.map(tasks, unmapped(config.contracts))  # labelled data is gated like the corpus
     finetuned = finetune_task.map(tasks, unmapped(str(pretrained.model_dir)), unmapped(models_dir),
-                                  unmapped(config.train.pretrain.seed)).result()
+                                  unmapped(config.train.pretrain.seed), wait_for=[checked]).result()
     evaluations = evaluate_task_model.map(tasks, finetuned, unmapped(manifest_path)).result()
     lineage = _lineage(config, manifest_path)
     registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
@@ -133,14 +141,6 @@ def _pretrain_dir(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str)
     settings = config.train.model_dump_json(include={"tokenizer", "model", "pretrain"})
     identity = settings + file_sha256(Path(tokenizer_dir) / "tokenizer.json")
     return Path(models_dir) / f"pretrain-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
-
-
-def _latest_manifest(config: CorpusflowConfig) -> str:
-    dataset_dir = f"{config.datasets_uri.rstrip('/')}/{config.dataset}"
-    latest = Path(dataset_dir) / "LATEST"
-    if not latest.exists():
-        raise FileNotFoundError(f"no dataset built yet under {dataset_dir}: run `corpusflow build` first")
-    return f"{dataset_dir}/{latest.read_text().strip()}/manifest.json"
 
 
 def _lineage(config: CorpusflowConfig, manifest_path: str) -> dict[str, str]:

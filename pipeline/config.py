@@ -188,11 +188,11 @@ class DedupConfig(Strict):
     en_word_ngram: int = Field(default=5, ge=1)
     min_chars_for_near: int = Field(default=20, ge=0)  # canonical characters (no spaces or punctuation)
     seed: int = 1
-    against_previous: str | None = None  # manifest path of an earlier version whose documents win ties
+    # An earlier version whose documents win ties: a manifest, a version directory, a version id or "latest".
+    against_previous: str | None = None
 
 
 class ContractsConfig(Strict):
-    enabled: bool = True
     directory: str = "data_contracts"
     documents_suite: str = "documents.v1"
     rejects_suite: str = "rejects.v1"

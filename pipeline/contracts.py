@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import storage, versions
 from pipeline.config import ContractsConfig
 
 if TYPE_CHECKING:
@@ -172,18 +173,29 @@ def validate_shard(
     directory: str | Path = "data_contracts",
     data_docs_dir: Path | None = None,
     parameters: Mapping[str, Any] | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Validate one Arrow IPC stream shard; returns the JSON-serialisable summary of validate_table."""
+    """Validate one Arrow IPC stream shard; returns the JSON-serialisable summary of validate_table.
+
+    A shard that cannot be read (missing, truncated, not its manifest's sha256, invalid UTF-8) is one
+    failed, critical result naming the reason, not an exception: one bad shard must not hide the others.
+    """
     path = Path(path)
     try:
-        with pa.OSFile(str(path), "rb") as source:
-            table = pa.ipc.open_stream(source).read_all()
-    except (OSError, pa.ArrowInvalid) as error:
-        raise ContractError(f"shard {path} cannot be read as an Arrow IPC stream: {error}") from None
+        table = storage.read_arrow_table(str(path), sha256=sha256)
+        table.validate(full=True)  # invalid UTF-8 is found here, not deep inside pandas and GX
+    except (OSError, pa.ArrowException, storage.IntegrityError) as error:
+        return unreadable_result(path, suite_name, directory, error)
     # split folder + file name: shards of different splits share file names, Data Docs should tell them apart
     name = f"{path.parent.name}-{path.stem}"
     summary = validate_table(table, suite_name, directory, data_docs_dir, parameters, name=name)
     return {"shard": str(path), **summary}
+
+
+def unreadable_result(path: Path, suite_name: str, directory: str | Path, error: Exception) -> dict[str, Any]:
+    return {"shard": str(path), "suite": suite_name, "version": suite_version(directory, suite_name),
+            "success": False, "critical_failed": True, "rows": 0, "expectations": [], "data_docs": None,
+            "error": str(error).splitlines()[0][:300]}
 
 
 def validate_table(
@@ -394,13 +406,27 @@ def validate_path(
 ) -> list[dict[str, Any]]:
     """Validate a shard, or every `*.arrow` under a directory; one summary per shard, in path order.
 
-    Without `suite_name` each shard gets the suite its place implies (see suite_for).
+    Without `suite_name` each shard gets the suite its place implies (see suite_for). Inside a dataset
+    version, shards are checked against the manifest's sha256, and a shard the manifest lists but the
+    directory lacks is reported as unreadable.
     """
     config = config or ContractsConfig()
+    expected = _manifest_hashes(Path(path))
+    paths = sorted(set(shard_paths(path)) | {p for p in expected if Path(path) in (p, *p.parents)})
     return [
-        validate_shard(shard, suite_name or suite_for(shard, config), config.directory, data_docs_dir)
-        for shard in shard_paths(path)
+        validate_shard(shard, suite_name or suite_for(shard, config), config.directory, data_docs_dir,
+                       sha256=expected.get(shard))
+        for shard in paths
     ]
+
+
+def _manifest_hashes(path: Path) -> dict[Path, str]:
+    """sha256 by shard path, from the manifest of the version `path` lies in (empty outside a version)."""
+    for directory in (path, *path.parents):
+        if (directory / versions.MANIFEST).is_file():
+            manifest = versions.load_manifest(directory / versions.MANIFEST)
+            return {directory / s.path: s.sha256 for s in manifest.shards + manifest.quarantined + manifest.rejects}
+    return {}
 
 
 def validate_task_table(

@@ -14,33 +14,18 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.schema import Manifest
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest, version_dir
 
 CHANGE_KINDS = ("added", "removed", "changed", "unchanged")
 EXAMPLES_PER_KIND = 5  # ids listed per source and kind, enough to look a few up in the shards
 
 
-def find_manifest(datasets_uri: str, dataset: str, ref: str) -> str:
-    """The manifest URI named by `ref`: a manifest path, a version directory, a version id or "latest"."""
-    if ref.endswith(".json"):
-        return ref
-    if storage.exists(storage.join(ref, "manifest.json")):
-        return storage.join(ref, "manifest.json")
-    dataset_dir = storage.join(datasets_uri, dataset)
-    version = storage.read_bytes(storage.join(dataset_dir, "LATEST")).decode().strip() if ref == "latest" else ref
-    manifest_uri = storage.join(dataset_dir, version, "manifest.json")
-    if not storage.exists(manifest_uri):
-        raise FileNotFoundError(f"no dataset version {ref!r} of {dataset!r} under {datasets_uri}")
-    return manifest_uri
-
-
 def document_keys(manifest_uri: str, manifest: Manifest) -> dict[str, tuple[str, bytes]]:
     """id -> (source, content hash) of every document in the version's usable shards."""
-    version_dir = storage.parent(manifest_uri)
     keys: dict[str, tuple[str, bytes]] = {}
     for shard in manifest.usable_shards():
-        shard_uri = storage.join(version_dir, shard.path)
-        with storage.open_arrow(shard_uri) as (_, batches):
+        shard_uri = storage.join(version_dir(manifest_uri), shard.path)
+        with storage.open_arrow(shard_uri, shard.sha256) as (_, batches):
             for batch in batches:
                 ids = batch.column("id").to_pylist()
                 sources = batch.column("source").to_pylist()

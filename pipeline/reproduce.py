@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fsspec
 import yaml
 
+from pipeline import storage
 from pipeline.config import CorpusflowConfig
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest, version_dir
 
 CONFIG_FILE = "config.json"  # the resolved config, stored beside the manifest of every version
 
 
 def save_build_config(root: Path, config: CorpusflowConfig) -> None:
-    (root / CONFIG_FILE).write_text(config.model_dump_json(indent=2), encoding="utf-8")
+    storage.write_text(str(root / CONFIG_FILE), config.model_dump_json(indent=2))
 
 
 def rebuild_config(manifest_path: str, scratch: Path) -> Path:
     """A config file that rebuilds the version into `scratch` (paths in it resolve from the current directory)."""
-    with fsspec.open(f"{manifest_path.rsplit('/', 1)[0]}/{CONFIG_FILE}", "r", encoding="utf-8") as handle:
-        config = CorpusflowConfig.model_validate_json(handle.read())
+    config = CorpusflowConfig.model_validate_json(storage.read_text(storage.join(version_dir(manifest_path), CONFIG_FILE)))
     rebuilt = config.model_copy(update={"run_dir": str(scratch / "run"), "output_uri": None})
     path = scratch / "config.yaml"
     path.write_text(yaml.safe_dump(rebuilt.model_dump(mode="json"), allow_unicode=True), encoding="utf-8")

@@ -1,25 +1,28 @@
 """Paths and files behind fsspec URLs, so a dataset can live on local disk, S3/MinIO or any fsspec store.
 
-A URL without a scheme is a local path. Writes are all-or-nothing on both kinds of store, but they get
-there differently:
+This is the only module that knows fsspec. A URL without a scheme is a local path. Writes are
+all-or-nothing on both kinds of store, but they get there differently:
 
 - Local disk: the bytes go to a temporary file in the target's directory, are fsynced, then renamed over
   the target (rename is atomic within one filesystem), and the directory is fsynced so the rename
-  survives a crash.
+  survives a crash. A directory is swapped in the same way (`replace_directory`).
 - Object stores (S3, MinIO, GCS...): there is no rename (a "move" is copy + delete, and a reader can see
   the copy half-done). Instead the bytes are written to a local temporary file and uploaded with one
   PUT, or one multipart upload that is completed only after every part arrived. Either way the object
   appears whole or not at all; a writer that fails before the upload leaves nothing behind.
 
-Object stores still have no multi-object transaction, so a dataset version is published in an order that
-readers rely on: shards first, then the manifest, then LATEST. A version exists only once its manifest
-does, and readers find shards through the manifest, never by listing a directory.
+Reads of data whose sha256 is known (shards named by a manifest) are verified while they stream: the
+digest is fed by the same bytes the Arrow reader consumes, so there is no second read, and a mismatch,
+a truncated file or a missing one is an `IntegrityError` naming the file and both hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,14 +34,24 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 ARROW_FILE_MAGIC = b"ARROW1"  # the IPC *file* format starts with it; the stream format does not
+READ_BLOCK = 1 << 20
 
 
-def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+class IntegrityError(RuntimeError):
+    """Stored bytes are not what the manifest recorded: corrupt, truncated or missing."""
+
+    def __init__(self, uri: str, problem: str, expected: str | None = None, actual: str | None = None) -> None:
+        hashes = f" (manifest sha256 {expected}, stored {actual})" if expected and actual else ""
+        super().__init__(f"{uri}: {problem}{hashes}")
+        self.uri, self.problem, self.expected, self.actual = uri, problem, expected, actual
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(uri)
 
 
 def is_local(uri: str) -> bool:
-    return isinstance(_filesystem(uri)[0], LocalFileSystem)
+    return isinstance(filesystem(uri)[0], LocalFileSystem)
 
 
 def join(uri: str, *parts: str) -> str:
@@ -55,14 +68,30 @@ def parent(uri: str) -> str:
 
 
 def exists(uri: str) -> bool:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     return fs.exists(path)
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.isdir(path)
 
 
 def makedirs(uri: str) -> None:
     """Create a directory and its parents; object stores have no directories, so there it does nothing."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     fs.makedirs(path, exist_ok=True)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the entries directly below `uri` that are directories (prefixes on object stores)."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in fs.ls(path, detail=True) if e["type"] == "directory")
+
+
+# ---- writes -------------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -74,7 +103,7 @@ def open_input(uri: str) -> Iterator[BinaryIO]:
 @contextmanager
 def open_output(uri: str) -> Iterator[BinaryIO]:
     """A binary file to write `uri` through; the target changes only if the block ends without error."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
         with _atomic_local_output(Path(path)) as handle:
             yield handle
@@ -121,26 +150,149 @@ def write_bytes(uri: str, data: bytes) -> None:
         handle.write(data)
 
 
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
 def read_bytes(uri: str) -> bytes:
     with open_input(uri) as handle:
         return handle.read()
 
 
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def put_directory(local_dir: Path, uri: str, last: str | None = None) -> None:
+    """Upload every file below `local_dir` to `uri`, the file named `last` after all the others."""
+    fs, root = filesystem(uri)
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == last):
+        fs.put_file(str(path), f"{root.rstrip('/')}/{path.relative_to(local_dir).as_posix()}")
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Swap a finished local directory into place: readers see the old one or the new one, never a mix.
+
+    The old directory is renamed aside first (a rename over a non-empty directory is not allowed), so
+    between the two renames `target` is briefly absent, never half written; the old copy is then removed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    retired = target.with_name(f".{target.name}.retired")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(staging, target)
+    fsync_directory(target.parent)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+# ---- hashing ------------------------------------------------------------------------------------------
+
+
+def file_sha256(uri: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open_input(str(uri)) as handle:
+        for block in iter(lambda: handle.read(READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes what passes through to `sink`, so a writer learns its file's sha256 without a re-read."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink, self.digest, self.size = sink, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        return self.sink.write(view)
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes every byte read through it; `prefix` holds bytes already read from the source (e.g. magic)."""
+
+    def __init__(self, source: BinaryIO, prefix: bytes = b"") -> None:
+        self.source, self.digest, self.prefix = source, hashlib.sha256(prefix), prefix
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        head = self.prefix if size < 0 else self.prefix[:size]
+        self.prefix = self.prefix[len(head):]
+        wanted = -1 if size < 0 else size - len(head)
+        rest = self.source.read(wanted) if wanted else b""
+        self.digest.update(rest)
+        return head + rest
+
+    def drain(self) -> str:
+        for _ in iter(lambda: self.read(READ_BLOCK), b""):
+            pass
+        return self.digest.hexdigest()
+
+
+# ---- Arrow --------------------------------------------------------------------------------------------
+
+
+def write_arrow_stream(uri: str, table: pa.Table, batch_rows: int) -> tuple[int, str]:
+    """Write `table` as an Arrow IPC stream in batches of `batch_rows`, atomically; returns (bytes, sha256)."""
+    with open_output(uri) as handle:
+        sink = _HashingWriter(handle)
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                writer.write_batch(batch)
+    return sink.size, sink.digest.hexdigest()
+
+
 @contextmanager
-def open_arrow(uri: str) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
-    """Schema and record batches of an Arrow IPC file (stream or file format), one batch in memory at a time."""
-    with open_input(uri) as handle:
-        is_file_format = handle.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC
-        handle.seek(0)
-        if is_file_format:
-            reader = pa.ipc.open_file(handle)
-            yield reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
-        else:
-            stream = pa.ipc.open_stream(handle)
-            yield stream.schema, iter(stream)
+def open_arrow(uri: str, sha256: str | None = None) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
+    """Schema and record batches of an Arrow IPC file (stream or file format), one batch in memory at a time.
+
+    With `sha256`, the bytes are hashed as they stream by; once the batches are exhausted the digest is
+    compared, so a consumer that reads a file to its end never takes corrupt data for good data.
+    """
+    try:
+        with open_input(uri) as handle:
+            magic = handle.read(len(ARROW_FILE_MAGIC))
+            if magic == ARROW_FILE_MAGIC:
+                handle.seek(0)
+                if sha256:
+                    _check_digest(uri, sha256, file_sha256(uri))
+                reader = pa.ipc.open_file(handle)
+                yield reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+                return
+            source = _HashingReader(handle, prefix=magic)
+            stream = pa.ipc.open_stream(source)
+            yield stream.schema, _verified_batches(uri, stream, source, sha256)
+    except FileNotFoundError as error:
+        raise IntegrityError(uri, "missing") if sha256 else error from None
+    except (pa.ArrowException, OSError) as error:  # pyarrow reports corrupt framing as either
+        raise IntegrityError(uri, f"not a readable Arrow file ({error})") from None
 
 
-def read_arrow_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    with open_arrow(uri) as (schema, batches):
+def _verified_batches(
+    uri: str, stream: pa.ipc.RecordBatchStreamReader, source: _HashingReader, sha256: str | None
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream
+    except (pa.ArrowException, OSError) as error:  # a truncated or corrupt stream breaks inside a message
+        raise IntegrityError(uri, f"truncated or corrupt ({error})", sha256, source.drain()) from None
+    if sha256:
+        _check_digest(uri, sha256, source.drain())
+
+
+def _check_digest(uri: str, expected: str, actual: str) -> None:
+    if actual != expected:
+        raise IntegrityError(uri, "sha256 does not match the manifest", expected, actual)
+
+
+def read_arrow_table(uri: str, columns: list[str] | None = None, sha256: str | None = None) -> pa.Table:
+    with open_arrow(uri, sha256) as (schema, batches):
         table = pa.Table.from_batches(list(batches), schema=schema)
     return table.select(columns) if columns is not None else table

@@ -30,7 +30,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Prefect's temporary in-process server is not used: it loses task runs and costs 15 s per start.
     """
-    from pipeline.servers import ensure_prefect_server, stop_prefect_server
+    from flows.servers import ensure_prefect_server, stop_prefect_server
 
     home = tmp_path_factory.mktemp("corpusflow-home")
     os.environ["CORPUSFLOW_HOME"] = str(home)

@@ -19,7 +19,8 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.schema import OUTCOMES
-from pipeline.shards import load_manifest, read_shard
+from pipeline.storage import read_arrow_table
+from pipeline.versions import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,8 +59,8 @@ def test_every_record_is_accounted_once(demo_build: tuple[Path, str]) -> None:
     assert totals["read"] == sum(totals[o] for o in OUTCOMES) > 0
     assert all(totals[o] > 0 for o in OUTCOMES), f"the samples exercise every outcome: {totals}"
     root = Path(manifest_path).parent
-    kept_rows = sum(read_shard(root / s.path).num_rows for s in manifest.shards + manifest.quarantined)
-    rejects = [read_shard(root / s.path) for s in manifest.rejects]
+    kept_rows = sum(read_arrow_table(root / s.path).num_rows for s in manifest.shards + manifest.quarantined)
+    rejects = [read_arrow_table(root / s.path) for s in manifest.rejects]
     assert kept_rows == totals["kept"]
     assert sum(r.num_rows for r in rejects) == totals["read"] - totals["kept"]
     for source, by_source in manifest.ledger_by_source.items():
@@ -70,8 +71,8 @@ def test_drops_carry_reasons_and_duplicates_point_at_kept_documents(demo_build: 
     _, manifest_path = demo_build
     manifest = load_manifest(manifest_path)
     root = Path(manifest_path).parent
-    rejects = [row for s in manifest.rejects for row in read_shard(root / s.path).to_pylist()]
-    kept_ids = {i for s in manifest.shards for i in read_shard(root / s.path, ["id"]).column("id").to_pylist()}
+    rejects = [row for s in manifest.rejects for row in read_arrow_table(root / s.path).to_pylist()]
+    kept_ids = {i for s in manifest.shards for i in read_arrow_table(root / s.path, ["id"]).column("id").to_pylist()}
     reasons = {r["reason"] for r in rejects}
     assert "redirect" in reasons and {"exact", "near"} <= reasons
     assert all(r["reason"] and r["stage"] for r in rejects)
@@ -103,7 +104,7 @@ def test_shards_load_with_datasets_and_manifest_describes_them(demo_build: tuple
 def _kept_texts(manifest_path: str) -> list[str]:
     manifest = load_manifest(manifest_path)
     root = Path(manifest_path).parent
-    return [t for s in manifest.shards for t in read_shard(root / s.path, ["text"]).column("text").to_pylist()]
+    return [t for s in manifest.shards for t in read_arrow_table(root / s.path, ["text"]).column("text").to_pylist()]
 
 
 def test_planted_pii_is_gone_and_traditional_text_is_simplified(demo_build: tuple[Path, str]) -> None:
@@ -119,14 +120,14 @@ def test_planted_pii_is_gone_and_traditional_text_is_simplified(demo_build: tupl
 def test_spam_and_near_duplicates_are_dropped_with_the_right_reason(demo_build: tuple[Path, str]) -> None:
     manifest = load_manifest(demo_build[1])
     root = Path(demo_build[1]).parent
-    rejects = [row for s in manifest.rejects for row in read_shard(root / s.path).to_pylist()]
+    rejects = [row for s in manifest.rejects for row in read_arrow_table(root / s.path).to_pylist()]
     by_text = {r["text"]: r for r in rejects}
     spam = [r for t, r in by_text.items() if "加微信" in t or "加V信" in t]
     assert spam and all(r["reason"] == "quality:spam" for r in spam)
     repeated = [r for t, r in by_text.items() if "好好好好好好" in t]
     assert repeated and all(r["reason"] == "quality:repeat_char_run" for r in repeated)
     near = [r for r in rejects if r["reason"] == "near"]
-    kept = {row["id"]: row["text"] for s in manifest.shards for row in read_shard(root / s.path, ["id", "text"]).to_pylist()}
+    kept = {row["id"]: row["text"] for s in manifest.shards for row in read_arrow_table(root / s.path, ["id", "text"]).to_pylist()}
     assert any("零下六度" in r["text"] and "零下五度" in kept[r["duplicate_of"]] for r in near) or \
            any("零下五度" in r["text"] and "零下六度" in kept[r["duplicate_of"]] for r in near)
 
@@ -160,7 +161,7 @@ def test_interrupted_build_resumes_to_the_same_result(prefect_api: str, tmp_path
     config["run_dir"] = str(tmp_path / "killed")
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
     partitions = tmp_path / "killed" / "work" / "partitions"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "build", "--config", str(config_path)],
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--config", str(config_path)],
                                cwd=REPO, env=os.environ.copy(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -183,11 +184,11 @@ def test_interrupted_build_resumes_to_the_same_result(prefect_api: str, tmp_path
 
 def test_cli_inspect_and_verify(demo_build: tuple[Path, str]) -> None:
     config_path, manifest_path = demo_build
-    inspect = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", manifest_path, "--samples", "2"],
+    inspect = subprocess.run([sys.executable, "-m", "flows.cli", "inspect", manifest_path, "--samples", "2"],
                              cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert inspect.returncode == 0, inspect.stderr
     assert load_manifest(manifest_path).version in inspect.stdout and "redirect" in inspect.stdout
-    verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "verify", manifest_path],
+    verify = subprocess.run([sys.executable, "-m", "flows.cli", "verify", manifest_path],
                             cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "reproduced" in verify.stdout
@@ -211,7 +212,7 @@ def test_dedup_against_previous_version_keeps_earlier_documents(
     _, manifest_path = demo_build
     manifest = load_manifest(manifest_path)
     shard = next(s for s in manifest.shards if s.lang == "zh" and s.source == "news_feed")
-    earlier = read_shard(Path(manifest_path).parent / shard.path, ["id", "text"]).to_pylist()[0]
+    earlier = read_arrow_table(Path(manifest_path).parent / shard.path, ["id", "text"]).to_pylist()[0]
     feed = tmp_path / "feed.jsonl"
     new_text = "今年冬天北方多地迎来大范围降雪，交通部门提醒市民出行注意安全，尽量乘坐公共交通工具。"
     feed.write_text("\n".join(json.dumps({"id": i, "content": t}, ensure_ascii=False)
@@ -224,7 +225,7 @@ def test_dedup_against_previous_version_keeps_earlier_documents(
     incremental = load_manifest(run_build(config_path))
     assert incremental.ledger_totals["kept"] == 1 and incremental.ledger_totals["duplicate"] == 1
     root = Path(run_build(config_path)).parent
-    duplicate = read_shard(root / incremental.rejects[0].path).to_pylist()[0]
+    duplicate = read_arrow_table(root / incremental.rejects[0].path).to_pylist()[0]
     assert duplicate["outcome"] == "duplicate" and duplicate["duplicate_of"] == earlier["id"]
 
 
@@ -293,7 +294,7 @@ def test_shared_data_build(prefect_api: str, shared_data: Path, tmp_path: Path) 
     assert manifest.ledger_totals["read"] == sum(manifest.ledger_totals[o] for o in OUTCOMES)
     reasons = {}
     for shard in manifest.rejects:
-        table = read_shard(root / shard.path, ["source", "outcome", "reason"])
+        table = read_arrow_table(root / shard.path, ["source", "outcome", "reason"])
         for row in table.to_pylist():
             key = (row["source"], row["reason"])
             reasons[key] = reasons.get(key, 0) + 1
@@ -301,5 +302,5 @@ def test_shared_data_build(prefect_api: str, shared_data: Path, tmp_path: Path) 
     assert shopping and reasons.get((shopping[0], "exact"), 0) >= 24, "dozens of exact duplicate reviews caught"
     for shard in manifest.shards:
         if shard.lang == "zh":
-            table = read_shard(root / shard.path, ["n_words"])
+            table = read_arrow_table(root / shard.path, ["n_words"])
             assert pc.min(table.column("n_words")).as_py() > 0, shard.path

@@ -320,11 +320,12 @@ def test_parallel_validations_share_one_data_docs_folder(clean_documents: pa.Tab
     assert all(f"part{i}-shard" in html for i in range(3))
 
 
-def test_unreadable_shard_raises(tmp_path: Path) -> None:
+def test_unreadable_shard_is_one_failed_result(tmp_path: Path) -> None:
     path = tmp_path / "broken.arrow"
     path.write_bytes(b"not arrow")
-    with pytest.raises(ContractError, match="broken.arrow"):
-        contracts.validate_shard(path, "documents.v1", CONTRACTS)
+    result = contracts.validate_shard(path, "documents.v1", CONTRACTS)
+    assert result["critical_failed"] and not result["success"] and result["rows"] == 0
+    assert "broken.arrow" in result["error"] and "not a readable Arrow file" in result["error"]
 
 
 def test_list_columns_reach_gx_as_lengths(clean_documents: pa.Table) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ops_helpers import write_version
-from pipeline.diff import diff_versions, find_manifest, render_diff
+from pipeline.diff import diff_versions, render_diff
 from pipeline.schema import InputRecord
 
 
@@ -92,13 +92,3 @@ def test_render_names_sources_totals_and_reasons(two_versions: tuple[Path, Path]
     assert "input changed: news samples/news.jsonl" in text
     assert "input added: wiki samples/zhwiki.xml.bz2" in text
     assert "e.g. removed in news: n3" in text
-
-
-def test_find_manifest_resolves_latest_version_id_and_directory(two_versions: tuple[Path, Path], tmp_path: Path) -> None:
-    old, new = two_versions
-    datasets = str(tmp_path / "datasets")
-    assert find_manifest(datasets, "demo", "latest") == str(new)
-    assert find_manifest(datasets, "demo", old.parent.name) == str(old)
-    assert find_manifest(datasets, "demo", str(old.parent)) == str(old)
-    with pytest.raises(FileNotFoundError):
-        find_manifest(datasets, "demo", "0123456789abcdef")

@@ -47,7 +47,7 @@ class PrefectServer:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """One real server per test session (starting one costs seconds), pointed at by this process."""
-    from pipeline.servers import ensure_prefect_server, stop_prefect_server
+    from flows.servers import ensure_prefect_server, stop_prefect_server
 
     home = tmp_path_factory.mktemp("corpusflow-home")
     previous_ui = os.environ.get("PREFECT_UI_ENABLED")
@@ -251,7 +251,7 @@ def test_ray_runner_builds_the_same_dataset_version_as_the_local_runner(
     import yaml
 
     from flows.build_corpus import build_corpus
-    from pipeline.shards import load_manifest
+    from pipeline.versions import load_manifest
 
     monkeypatch.chdir(ROOT)  # the demo config names its samples relative to the repository
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import `pipeline` from here

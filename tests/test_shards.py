@@ -1,11 +1,11 @@
-import os
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
 
-from pipeline.schema import DOCUMENT_SCHEMA, Manifest, document_id
-from pipeline.shards import ShardSink, publish, read_shard, split_of, write_manifest, write_shard
+from pipeline.schema import DOCUMENT_SCHEMA, document_id
+from pipeline.shards import ShardSink, split_of, write_shard
+from pipeline.storage import read_arrow_table
 
 
 def _documents(n: int, offset: int = 0) -> pa.Table:
@@ -39,7 +39,7 @@ def test_sink_cuts_shards_at_max_rows(tmp_path: Path) -> None:
         sink.add(_documents(min(30, 100 - start), start))
     sink.flush()
     assert [s.rows for s in sink.written] == [40, 40, 20]
-    ids = [i for s in sink.written for i in read_shard(s.path).column("id").to_pylist()]
+    ids = [i for s in sink.written for i in read_arrow_table(s.path).column("id").to_pylist()]
     assert ids == _documents(100).column("id").to_pylist()
 
 
@@ -50,30 +50,3 @@ def test_split_is_stable_and_follows_fractions() -> None:
     assert assigned == [split_of(i, splits) for i in ids]
     share = assigned.count("validation") / len(ids)
     assert 0.09 < share < 0.11 and assigned.count("test") > 0
-
-
-def test_publish_moves_whole_version_and_keeps_identical_one(tmp_path: Path) -> None:
-    staging = tmp_path / "work" / "build-1"
-    write_shard(_documents(5), staging / "data" / "train" / "s-zh-00000.arrow")
-    manifest = Manifest(dataset="d", version="v1", config_hash="c", code_version="x", libraries={}, inputs=[],
-                        shards=[], rejects=[], ledger_totals={}, ledger_by_source={})
-    write_manifest(staging, manifest)
-    uri = publish(staging, str(tmp_path / "datasets"), "d", "v1")
-    assert Path(uri).exists() and not staging.exists()
-    assert (tmp_path / "datasets" / "d" / "LATEST").read_text().strip() == "v1"
-    again = tmp_path / "work" / "build-2"
-    write_shard(_documents(5), again / "data" / "train" / "s-zh-00000.arrow")
-    write_manifest(again, manifest)
-    before = os.stat(uri).st_mtime_ns
-    publish(again, str(tmp_path / "datasets"), "d", "v1")
-    assert os.stat(uri).st_mtime_ns == before and not again.exists()
-
-
-def test_published_to_object_store_uses_fsspec(tmp_path: Path) -> None:
-    staging = tmp_path / "build"
-    write_shard(_documents(5), staging / "data" / "train" / "s-zh-00000.arrow")
-    write_manifest(staging, Manifest(dataset="d", version="v2", config_hash="c", code_version="x", libraries={},
-                                     inputs=[], shards=[], rejects=[], ledger_totals={}, ledger_by_source={}))
-    uri = publish(staging, "memory://bucket/datasets", "d", "v2")
-    assert uri.startswith("memory://") and uri.endswith("/bucket/datasets/d/v2/manifest.json")
-    assert read_shard(uri.replace("manifest.json", "data/train/s-zh-00000.arrow")).num_rows == 5

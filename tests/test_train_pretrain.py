@@ -21,7 +21,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import (
     NOT_A_WORD,
@@ -121,7 +121,7 @@ def test_byte_level_bpe_round_trips_raw_text(workdir: Path, manifest_path: str) 
 
 def test_packing_pads_only_the_last_block_and_skips_quarantined_shards(manifest_path: str, wordpiece_dir: Path) -> None:
     urls = shard_urls(manifest_path, load_manifest(manifest_path), "train")
-    assert len(urls) == 4 and not any("quarantined" in url for url in urls)
+    assert len(urls) == 4 and not any("quarantine" in ref.url for ref in urls)
     stream = _stream(manifest_path, wordpiece_dir)
     tokenizer = AutoTokenizer.from_pretrained(wordpiece_dir)
     blocks = []

@@ -14,7 +14,6 @@ newest checkpoint whose checksums match is used; corrupt ones are skipped with a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from pipeline.storage import fsync_directory
+from pipeline.storage import file_sha256, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +39,6 @@ _TEMP_PREFIX = ".tmp-"
 
 def checkpoint_name(step: int) -> str:
     return f"{_PREFIX}{step:08d}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -94,7 +85,7 @@ def save_checkpoint(
     optimizer_tensors, optimizer_plain = _split_optimizer_state(optimizer.state_dict())
     save_file(optimizer_tensors, str(temp / OPTIMIZER_FILE))
     torch.save({**trainer_state, "optimizer": optimizer_plain}, temp / STATE_FILE)
-    checksums = {name: _sha256(temp / name) for name in REQUIRED_FILES}
+    checksums = {name: file_sha256(temp / name) for name in REQUIRED_FILES}
     (temp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1))
     for name in (*REQUIRED_FILES, CHECKSUMS_FILE):
         _fsync_file(temp / name)
@@ -141,7 +132,7 @@ def verify(path: Path) -> str | None:
             return f"{name} is not listed in checksums.json"
         if not (path / name).exists():
             return f"{name} is missing"
-        if _sha256(path / name) != checksums[name]:
+        if file_sha256(path / name) != checksums[name]:
             return f"{name} does not match its sha256"
     return None
 

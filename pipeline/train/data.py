@@ -18,33 +18,42 @@ so all subwords of a word share a key. Special tokens have key -1 and are never 
 from __future__ import annotations
 
 import itertools
-import posixpath
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import torch
 from tokenizers import Encoding, Tokenizer
 
+from pipeline import storage
 from pipeline.schema import Manifest
+from pipeline.versions import version_dir
 
 NOT_A_WORD = -1
 
 
-def shard_urls(manifest_path: str, manifest: Manifest, split: str) -> list[str]:
-    """URLs of the split's usable shards; quarantined shards are never returned."""
-    base = posixpath.dirname(str(manifest_path))
-    return [posixpath.join(base, shard.path) if base else shard.path for shard in manifest.usable_shards(split)]
+class ShardRef(NamedTuple):
+    url: str
+    sha256: str  # from the manifest: the bytes are checked against it as they are read
 
 
-def iter_record_batches(url: str, start_row: int = 0) -> Iterator[pa.RecordBatch]:
-    """Record batches of one Arrow IPC stream shard, starting at `start_row` (earlier batches are skipped)."""
-    with fsspec.open(url, "rb") as handle:
+def shard_urls(manifest_path: str, manifest: Manifest, split: str) -> list[ShardRef]:
+    """The split's usable shards; quarantined shards are never returned."""
+    base = version_dir(str(manifest_path))
+    return [ShardRef(storage.join(base, shard.path), shard.sha256) for shard in manifest.usable_shards(split)]
+
+
+def iter_record_batches(shard: ShardRef, start_row: int = 0) -> Iterator[pa.RecordBatch]:
+    """Record batches of one shard from `start_row` on (earlier ones are read for the checksum, not yielded).
+
+    A shard whose bytes differ from its manifest's sha256 raises `storage.IntegrityError` when it ends.
+    """
+    with storage.open_arrow(shard.url, shard.sha256) as (_, batches):
         seen = 0
-        for batch in pa.ipc.open_stream(handle):
+        for batch in batches:
             if seen + batch.num_rows > start_row:
                 yield batch.slice(max(0, start_row - seen))
             seen += batch.num_rows
@@ -147,7 +156,7 @@ class PackedStream:
 
     def __init__(
         self,
-        urls: list[str],
+        urls: list[ShardRef],
         tokenizer: Tokenizer,
         layout: PackingLayout,
         seq_len: int,
@@ -192,7 +201,7 @@ class PackedStream:
             self._readers[position] = self._chunks(self.urls[self.shard_order(self.state.epoch)[position]], row)
         return self._readers[position]
 
-    def _chunks(self, url: str, row: int) -> Iterator[pa.RecordBatch]:
+    def _chunks(self, url: ShardRef, row: int) -> Iterator[pa.RecordBatch]:
         for batch in iter_record_batches(url, row):
             for offset in range(0, batch.num_rows, self.chunk_rows):
                 yield batch.slice(offset, self.chunk_rows)

@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from pipeline.config import TaskConfig
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest
 from pipeline.train.data import iter_record_batches, shard_urls
 from pipeline.train.loading import load_pretrained
 from pipeline.train.tasks import SEQUENCE, TaskData, item_text, load_task
@@ -51,10 +51,10 @@ LM_BATCH_SIZE = 16
 # --- tasks ---------------------------------------------------------------------------------------------
 
 
-def evaluate_task(model_dir: Path, task: TaskConfig) -> dict[str, Any]:
+def evaluate_task(model_dir: Path, task: TaskConfig, data: TaskData | None = None) -> dict[str, Any]:
     """Test-split metrics of a fine-tuned model directory, with the baseline and a per-class table."""
     model, tokenizer = load_task_model(model_dir, task)
-    return evaluate_split(model, tokenizer, task, load_task(task), "test")
+    return evaluate_split(model, tokenizer, task, data or load_task(task), "test")
 
 
 def load_task_model(model_dir: Path, task: TaskConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -11,7 +11,6 @@ the figure logged is the figure a downloaded model reproduces.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from transformers import (
 )
 
 from pipeline.config import TaskConfig
-from pipeline.train.evaluate import evaluate_split, input_length, load_task_model
-from pipeline.train.loading import load_pretrained
+from pipeline.train.evaluate import evaluate_split, evaluate_task, input_length
+from pipeline.train.loading import load_pretrained, save_model_dir
 from pipeline.train.tasks import SEQUENCE, TaskData, load_task
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,11 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
         log.info("%s epoch %d: train loss %.4f, %s %.4f", task.name, epoch, train_loss, dev_key, dev_score)
         if dev_score > best_score:
             best_score, best_epoch = dev_score, epoch
-            _save(model, tokenizer, Path(out_dir))
+            save_model_dir(model, tokenizer, Path(out_dir))
         elif epoch - best_epoch >= task.patience:
             log.info("%s: no better dev score for %d epochs, stopping", task.name, task.patience)
             break
-    best_model, best_tokenizer = load_task_model(Path(out_dir), task)
-    evaluation = evaluate_split(best_model, best_tokenizer, task, data, "test")
+    evaluation = evaluate_task(Path(out_dir), task, data)
     return FinetuneResult(
         task=task.name, model_dir=Path(out_dir), metrics=evaluation["metrics"], best_epoch=best_epoch,
         history=history, evaluation=evaluation,
@@ -162,14 +160,3 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1)
-
-
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
-    """Write into a sibling staging folder, then swap it in, so out_dir never holds half a model."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)

@@ -16,10 +16,8 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -41,7 +39,7 @@ from transformers import (
 )
 
 from pipeline.config import ModelConfig, PretrainConfig, TrainConfig
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import (
     PackedStream,
@@ -51,7 +49,7 @@ from pipeline.train.data import (
     mask_for_mlm,
     shard_urls,
 )
-from pipeline.train.loading import MODEL_LOCK
+from pipeline.train.loading import MODEL_LOCK, save_model_dir
 
 LogFn = Callable[[dict[str, Any]], None]
 RESULT_FILE = "result.json"
@@ -365,7 +363,7 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
 
     model_dir = out_dir / "model"
     if runtime.is_main:
-        _save_model(raw_model, tokenizer, model_dir)
+        save_model_dir(raw_model, tokenizer, model_dir)
     if runtime.world > 1:
         dist.barrier()
     tokens_per_s = tokens_seen / train_seconds if train_seconds else 0.0
@@ -405,17 +403,6 @@ def _checkpoint(
         ckpt.save_checkpoint(root, step, model, optimizer, state, keep=config.pretrain.keep_checkpoints)
     if runtime.world > 1:
         dist.barrier()
-
-
-def _save_model(model: PreTrainedModel, tokenizer: Any, model_dir: Path) -> None:
-    """config.json + model.safetensors + tokenizer files, swapped into place in one rename."""
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=model_dir.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    staging.rename(model_dir)
 
 
 # ---------------------------------------------------------------- torchrun launcher

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from datasets import Dataset, load_dataset
 
-from pipeline.config import TaskConfig
+from pipeline.config import ContractsConfig, TaskConfig
+from pipeline.contracts import validate_task_table
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +193,38 @@ def _label_set(task: TaskConfig, train: Dataset) -> list[str]:
     if not labels:
         raise ValueError(f"task {task.name}: the train split has no labelled rows")
     return sorted(labels)
+
+
+# --- contract ------------------------------------------------------------------------------------------
+
+
+class TaskDataRejected(ValueError):
+    """A task's labelled data broke a critical expectation of the tasks contract: training would learn from it."""
+
+
+def check_task_data(task: TaskConfig, contracts_config: ContractsConfig) -> list[dict[str, Any]]:
+    """Every split of the task against the tasks contract, as the corpus shards are; raises on a critical failure.
+
+    A token task is checked token by token (text = the token, label = its tag), so an empty token or a tag
+    outside the train tag set is caught the same way as a bad sentence label.
+    """
+    data = load_task(task)
+    reports = []
+    for split in ("train", "validation", "test"):
+        report = validate_task_table(_contract_rows(getattr(data, split)), data.labels, contracts_config)
+        reports.append({"split": split, **report})
+    failed = [f"{r['split']}: " + ", ".join(f"{e['type']}({e.get('column') or ''})" for e in r["expectations"]
+                                          if not e["success"] and e["severity"] == "critical")
+              for r in reports if r["critical_failed"]]
+    if failed:
+        raise TaskDataRejected(f"task {task.name!r} data breaks the {contracts_config.tasks_suite} contract: "
+                               + "; ".join(failed))
+    return reports
+
+
+def _contract_rows(rows: Dataset) -> pa.Table:
+    if "text" in rows.column_names:
+        return pa.table({"text": pa.array(rows["text"], pa.string()), "label": pa.array(rows["label"], pa.string())})
+    tokens = [token for sentence in rows["tokens"] for token in sentence]
+    tags = [tag for sentence in rows["tags"] for tag in sentence]
+    return pa.table({"text": pa.array(tokens, pa.string()), "label": pa.array(tags, pa.string())})

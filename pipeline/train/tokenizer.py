@@ -30,7 +30,7 @@ from tokenizers import (
 from transformers import PreTrainedTokenizerFast
 
 from pipeline.config import TokenizerConfig
-from pipeline.shards import load_manifest
+from pipeline.versions import load_manifest
 from pipeline.train.data import iter_texts
 
 # Special tokens come first, so ids 0..4 are special and every id from 5 on is an ordinary token.

@@ -37,7 +37,7 @@ def _step(description: str) -> Iterator[None]:
 
 def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
     """Run `module:flow` against the local server; the server must be chosen before Prefect is imported."""
-    from pipeline.servers import use_prefect_server
+    from flows.servers import use_prefect_server
 
     api = use_prefect_server()
     console.print(f"Prefect API: {api.removesuffix('/api')}")
@@ -73,11 +73,24 @@ def inspect(
 
 
 @app.command()
-def verify(manifest: Annotated[str, typer.Argument(help="manifest.json of the version to reproduce")]) -> None:
-    """Rebuild a version in a scratch directory and compare every shard's hash with the manifest."""
+def verify(
+    manifest: Annotated[str, typer.Argument(help="manifest, version directory or dataset directory to check")],
+    rebuild: Annotated[bool, typer.Option(help="after the stored files, rebuild and compare every shard")] = True,
+) -> None:
+    """Check every stored file against the manifest's sha256, then rebuild in a scratch directory and compare."""
     from pipeline.reproduce import compare_manifests, rebuild_config
+    from pipeline.versions import check_stored_files
 
     original = _resolve_manifest(manifest)
+    problems = check_stored_files(original)
+    if problems:
+        console.print(f"[red]corrupt[/red]: {len(problems)} stored file(s) differ from the manifest")
+        for line in problems:
+            console.print(f"  {line}")
+        raise typer.Exit(1)
+    console.print(f"[green]intact[/green]: every stored file of {original} has its manifest sha256")
+    if not rebuild:
+        return
     scratch = Path(tempfile.mkdtemp(prefix="corpusflow-verify-"))
     try:
         config_path = rebuild_config(original, scratch)
@@ -102,7 +115,8 @@ def validate(path: Annotated[Path, typer.Argument(help="a shard (.arrow) or a di
     table = Table("shard", "suite", "rows", "passed", "failed expectations")
     for result in results:
         failed = [f"{e['type']}({e.get('column') or ''})" for e in result["expectations"] if not e["success"]]
-        table.add_row(str(result.get("path", "")), f"{result['suite']} v{result['version']}", str(result["rows"]),
+        failed += [f"unreadable: {result['error']}"] if result.get("error") else []
+        table.add_row(str(result.get("shard", "")), f"{result['suite']} v{result['version']}", str(result["rows"]),
                       "[green]yes[/green]" if result["success"] else "[red]no[/red]", ", ".join(failed))
     console.print(table)
     if any(r["critical_failed"] for r in results):
@@ -191,7 +205,7 @@ def diff(
 @app.command()
 def ui(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Start (or find) the local Prefect server and the MLflow UI and print both URLs."""
-    from pipeline.servers import ensure_mlflow_ui, ensure_prefect_server
+    from flows.servers import ensure_mlflow_ui, ensure_prefect_server
 
     cfg = load_config(config)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -209,33 +223,28 @@ def deploy(config: ConfigOption = Path("configs/demo.yaml")) -> None:
 @app.command()
 def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Run a local worker that executes the scheduled deployments (Ctrl-C stops it)."""
-    from pipeline.servers import use_prefect_server
+    from flows.servers import use_prefect_server
 
     console.print(f"Prefect API: {use_prefect_server()}")
     importlib.import_module("flows.deploy").serve(str(config))
 
 
 def _resolve_manifest(reference: str) -> str:
-    path = Path(reference)
-    if path.is_dir():
-        if (path / "manifest.json").exists():
-            return str(path / "manifest.json")
-        latest = path / "LATEST"
-        if latest.exists():
-            return str(path / latest.read_text().strip() / "manifest.json")
-        console.print(f"[red]{reference}: no manifest.json and no LATEST in this directory[/red]")
-        raise typer.Exit(2)
-    if not path.exists() and "://" not in reference:
-        console.print(f"[red]{reference}: no such manifest[/red]")
-        raise typer.Exit(2)
-    return reference
+    from pipeline.versions import VersionNotFound, resolve_manifest
+
+    try:
+        return resolve_manifest(reference)
+    except VersionNotFound as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _print_manifest(manifest_path: str, samples: int = 0) -> None:
-    from pipeline.shards import load_manifest, read_shard
+    from pipeline.storage import join, read_arrow_table
+    from pipeline.versions import load_manifest, version_dir
 
     manifest = load_manifest(manifest_path)
-    root = manifest_path.rsplit("/", 1)[0]
+    root = version_dir(manifest_path)
     console.print(f"[bold]{manifest.dataset}[/bold] version [bold]{manifest.version}[/bold]  ({manifest_path})")
     ledger = Table("source", "read", "kept", "filtered", "duplicate", "rejected", title="ledger")
     for source, totals in manifest.ledger_by_source.items():
@@ -250,18 +259,18 @@ def _print_manifest(manifest_path: str, samples: int = 0) -> None:
     console.print(shard_table)
     _print_reasons(root, manifest)
     if samples and manifest.shards:
-        documents = read_shard(f"{root}/{manifest.shards[0].path}", ["id", "lang", "title", "text"]).slice(0, samples)
+        shard = manifest.shards[0]
+        documents = read_arrow_table(join(root, shard.path), ["id", "lang", "title", "text"], shard.sha256).slice(0, samples)
         for row in documents.to_pylist():
             console.print(f"[cyan]{row['id']}[/cyan] [{row['lang']}] {row['title'] or ''}\n  {row['text'][:200]}")
 
 
 def _print_reasons(root: str, manifest: Any) -> None:
-    from pipeline.shards import read_shard
+    from pipeline.storage import exists, join, read_arrow_table
 
-    try:
-        ledger = read_shard(f"{root}/ledger.arrow").to_pylist()
-    except FileNotFoundError:
+    if not exists(join(root, "ledger.arrow")):
         return
+    ledger = read_arrow_table(join(root, "ledger.arrow")).to_pylist()
     reasons: dict[tuple[str, str], int] = {}
     for row in ledger:
         if row["outcome"] != "kept":

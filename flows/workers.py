@@ -7,6 +7,7 @@ loop that a fork would copy in an undefined state; each worker loads jieba's dic
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import threading
 from collections.abc import Callable
@@ -27,7 +28,10 @@ def _warm_worker() -> None:
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The pool of `workers` processes, created on first use and kept for later builds in this process."""
     with _lock:
+        if not _pools:
+            atexit.register(shutdown_workers)  # idle workers would otherwise outlive a crashed parent's exit
         if workers not in _pools:
             _pools[workers] = ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker)

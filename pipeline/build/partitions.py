@@ -1,0 +1,128 @@
+"""Process one partition: read, clean, segment, filter and fingerprint its records into a staging directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline import storage
+from pipeline.build.provenance import code_version
+from pipeline.config import CorpusflowConfig, SourceConfig
+from pipeline.dedup import ContentHashStage, MinHashStage
+from pipeline.schema import REJECT_SCHEMA, Ledger
+from pipeline.sources import read_partition
+from pipeline.sources.base import Partition
+from pipeline.stages import Stage, check_chain, run_stages
+from pipeline.text import build_text_stages
+
+# Sections of the config that change what a partition's processing produces: its cache key covers them.
+PARTITION_SECTIONS = ("normalize", "script", "pii", "langid", "segment", "quality", "dedup")
+
+
+def partition_key(config: CorpusflowConfig, source: SourceConfig, partition: Partition) -> str:
+    """Cache key of a partition: its input, the config that touches it and the code version."""
+    payload = {
+        "partition": asdict(partition),
+        "source": source.model_dump(mode="json"),
+        "sections": config.section_hash(*PARTITION_SECTIONS),
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class StagedPartition:
+    """Where a processed partition's kept documents and drops lie, and what happened to its records."""
+
+    source: str
+    name: str
+    directory: str
+    ledger: list[dict]
+    notes: dict[str, int]  # what the stages did to kept rows (e.g. "pii:email"): counts, not outcomes
+
+    @property
+    def documents_path(self) -> Path:
+        return Path(self.directory) / "documents.arrow"
+
+    @property
+    def rejects_path(self) -> Path:
+        return Path(self.directory) / "rejects.arrow"
+
+
+def processing_stages(config: CorpusflowConfig, workers: int = 1) -> list[Stage]:
+    stages = [*build_text_stages(config, workers), ContentHashStage(), MinHashStage(config.dedup)]
+    check_chain(stages)
+    return stages
+
+
+def process_partition(
+    config: CorpusflowConfig, source: SourceConfig, partition: Partition, work_dir: Path
+) -> StagedPartition:
+    """Read, clean, segment, filter and fingerprint one partition into a staging directory.
+
+    The directory appears complete or not at all (built aside, then renamed), so an interrupted build
+    resumes by skipping every partition whose directory exists.
+    """
+    final = Path(work_dir) / "partitions" / f"{partition.name}-{partition_key(config, source, partition)}"
+    if (final / "ledger.json").exists():
+        return _load_staged(source.name, partition.name, final)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ledger = Ledger()
+    notes: Counter = Counter()
+    stages = processing_stages(config)
+    with _StreamFile(tmp / "documents.arrow") as documents, _StreamFile(tmp / "rejects.arrow") as rejects:
+        for read in read_partition(source, partition):
+            ledger.add_rejects(read.rejects)
+            rejects.write(pa.Table.from_batches([read.rejects], REJECT_SCHEMA))
+            chain = run_stages(stages, read.documents, ledger)
+            notes.update(chain.counts)
+            for dropped in chain.rejects:
+                rejects.write(dropped)
+            ledger.add("kept", "", chain.kept.num_rows)
+            documents.write(pa.Table.from_batches([chain.kept]))
+    storage.write_text(str(tmp / "notes.json"), json.dumps(dict(sorted(notes.items()))))
+    storage.write_text(str(tmp / "ledger.json"), json.dumps(ledger.to_rows(source.name, partition.name)))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return _load_staged(source.name, partition.name, final)
+
+
+def _load_staged(source: str, name: str, directory: Path) -> StagedPartition:
+    rows = json.loads((directory / "ledger.json").read_text())
+    notes = json.loads((directory / "notes.json").read_text())
+    return StagedPartition(source=source, name=name, directory=str(directory), ledger=rows, notes=notes)
+
+
+class _StreamFile:
+    """An Arrow IPC stream opened on the first table written, so it takes that table's schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sink: pa.OSFile | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def __enter__(self) -> _StreamFile:
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            self._schema = table.schema
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, self._schema)
+        self._writer.write_table(table if table.schema == self._schema else table.cast(self._schema))
+
+    def __exit__(self, *_: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
