@@ -10,6 +10,7 @@ import importlib
 import shutil
 import sys
 import tempfile
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator
@@ -19,7 +20,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.config import ConfigError, load_config, registered_model_name
+from flows.servers import corpusflow_home
+from pipeline.config import load_config, registered_model_name
+from pipeline.errors import UserError
+from pipeline.versions import resolve_manifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
 console = Console()
@@ -47,18 +51,10 @@ def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> An
         return flow(*args, **kwargs)
 
 
-def _checked_config(path: Path) -> None:
-    try:
-        load_config(path)
-    except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def build(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
-    _checked_config(config)
+    load_config(config)  # a bad config fails here, before a server starts
     manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config))
     _print_manifest(manifest)
 
@@ -69,7 +65,7 @@ def inspect(
     samples: int = 3,
 ) -> None:
     """Summary of a dataset version: shards, ledger, contract results and sample documents."""
-    _print_manifest(_resolve_manifest(dataset), samples=samples)
+    _print_manifest(resolve_manifest(dataset), samples=samples)
 
 
 @app.command()
@@ -81,7 +77,7 @@ def verify(
     from pipeline.reproduce import compare_manifests, rebuild_config
     from pipeline.versions import check_stored_files
 
-    original = _resolve_manifest(manifest)
+    original = resolve_manifest(manifest)
     problems = check_stored_files(original)
     if problems:
         console.print(f"[red]corrupt[/red]: {len(problems)} stored file(s) differ from the manifest")
@@ -129,7 +125,7 @@ def train(
     manifest: Annotated[str | None, typer.Option(help="dataset manifest; default: the newest version")] = None,
 ) -> None:
     """Train tokenizer, pretrain, fine-tune, evaluate and register, from a built dataset version."""
-    _checked_config(config)
+    load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("training models", "flows.train_models:train_models", str(config), manifest_path=manifest,
                        force=True)
     console.print_json(data=result)
@@ -138,7 +134,7 @@ def train(
 @app.command()
 def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False) -> None:
     """The whole chain: build the corpus, then train and register when the dataset version changed."""
-    _checked_config(config)
+    load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
                        force_train=force_train)
     console.print_json(data=result)
@@ -199,7 +195,7 @@ def diff(
     """Documents added, removed and changed between two dataset versions, per source."""
     from pipeline.diff import diff_versions, render_diff
 
-    console.print(render_diff(diff_versions(_resolve_manifest(old), _resolve_manifest(new))))
+    console.print(render_diff(diff_versions(resolve_manifest(old), resolve_manifest(new))))
 
 
 @app.command()
@@ -227,16 +223,6 @@ def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
 
     console.print(f"Prefect API: {use_prefect_server()}")
     importlib.import_module("flows.deploy").serve(str(config))
-
-
-def _resolve_manifest(reference: str) -> str:
-    from pipeline.versions import VersionNotFound, resolve_manifest
-
-    try:
-        return resolve_manifest(reference)
-    except VersionNotFound as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _print_manifest(manifest_path: str, samples: int = 0) -> None:
@@ -283,11 +269,27 @@ def _print_reasons(root: str, manifest: Any) -> None:
 
 
 def main() -> None:
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
     try:
         app()
-    except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+    except UserError as error:
+        if debug:
+            raise
+        _print_user_error(error)
         sys.exit(2)
+
+
+def _print_user_error(error: UserError) -> None:
+    """What failed, where (the message names file, record or setting), what to do, where the whole story is."""
+    log = corpusflow_home() / "logs" / "last-error.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    console.print(f"[bold red]{type(error).__name__}[/bold red]: {error}", highlight=False)
+    console.print(f"[bold]what to do[/bold]: {error.hint}", highlight=False)
+    console.print(f"[dim]traceback: {log} (or run again with --debug); flow runs and their logs: `corpusflow ui`[/dim]",
+                  highlight=False)
 
 
 if __name__ == "__main__":

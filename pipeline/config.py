@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import UserError
+
 Kind = Literal["wiki", "news", "comments"]
 SourceLang = Literal["zh", "en", "auto"]
 Format = Literal["mediawiki", "warc", "jsonl", "csv", "tsv"]
@@ -354,8 +356,10 @@ def registered_model_name(registry: RegistryConfig, task: str) -> str:
     return f"{registry.model_name}-{task}"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file that cannot be used; the message names the file, the key and the reason."""
+
+    hint = "correct the key the message names in the config file; `configs/demo.yaml` shows every section"
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from pipeline import storage, versions
 from pipeline.config import ContractsConfig
+from pipeline.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,7 @@ UNEXPECTED_SAMPLE = 5  # values of failing rows shown in a summary: enough to se
 SAMPLE_CHARS = 80
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """A suite file that cannot be used as written, or a validation that cannot run; names file and cause."""
 
 

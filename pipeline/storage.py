@@ -33,12 +33,17 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.errors import UserError
+
 ARROW_FILE_MAGIC = b"ARROW1"  # the IPC *file* format starts with it; the stream format does not
 READ_BLOCK = 1 << 20
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(UserError, RuntimeError):
     """Stored bytes are not what the manifest recorded: corrupt, truncated or missing."""
+
+    hint = ("restore the file from a copy or build the version again; `corpusflow verify --no-rebuild <version>` "
+            "lists every damaged file")
 
     def __init__(self, uri: str, problem: str, expected: str | None = None, actual: str | None = None) -> None:
         hashes = f" (manifest sha256 {expected}, stored {actual})" if expected and actual else ""

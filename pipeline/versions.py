@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from pipeline import storage
+from pipeline.errors import UserError
 from pipeline.schema import Manifest
 
 MANIFEST = "manifest.json"
@@ -27,8 +28,10 @@ LATEST = "LATEST"
 FAILED = "failed"
 
 
-class VersionNotFound(FileNotFoundError):
+class VersionNotFound(UserError, FileNotFoundError):
     """A reference that names no dataset version."""
+
+    hint = "pass a manifest.json, a version directory or a dataset directory; `corpusflow build` makes one"
 
 
 def load_manifest(uri: str | Path) -> Manifest:

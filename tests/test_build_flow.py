@@ -5,11 +5,13 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import datasets
@@ -192,6 +194,90 @@ def test_cli_inspect_and_verify(demo_build: tuple[Path, str]) -> None:
                             cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "reproduced" in verify.stdout
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_cli_finds_a_flipped_byte_without_rebuilding(demo_build: tuple[Path, str], tmp_path: Path) -> None:
+    _, manifest_path = demo_build
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(manifest_path).parent, copy)
+    shard = copy / load_manifest(manifest_path).shards[0].path
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    shard.write_bytes(bytes(data))
+
+    verify = _cli("verify", str(copy), "--no-rebuild")
+    assert verify.returncode == 1 and "corrupt" in verify.stdout
+    assert shard.relative_to(copy).as_posix() in verify.stdout, verify.stdout
+    validate = _cli("validate", str(copy))
+    assert validate.returncode == 1 and "Traceback" not in validate.stdout + validate.stderr
+    assert "unreadable" in validate.stdout and shard.name in validate.stdout
+    intact = _cli("verify", str(Path(manifest_path).parent), "--no-rebuild")
+    assert intact.returncode == 0 and "intact" in intact.stdout and "reproduced" not in intact.stdout
+
+
+def test_cli_prints_a_user_error_as_a_short_block(tmp_path: Path) -> None:
+    missing = _cli("inspect", str(tmp_path / "nothing-here"))
+    assert missing.returncode == 2
+    assert "VersionNotFound" in missing.stdout and "what to do" in missing.stdout
+    assert "Traceback" not in missing.stdout + missing.stderr and len(missing.stdout.splitlines()) <= 8
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("sources: []\nshards: {max_rowz: 3}\n")
+    config_error = _cli("build", "--config", str(bad_config))
+    assert config_error.returncode == 2 and "max_rowz" in config_error.stdout and "Traceback" not in config_error.stderr
+
+
+def _published_events(api_url: str, dataset: str) -> list[dict]:
+    from flows.events import DATASET_PUBLISHED, dataset_resource_id
+
+    body = {"filter": {"event": {"name": [DATASET_PUBLISHED]}, "resource": {"id": [dataset_resource_id(dataset)]}},
+            "limit": 50}
+    request = urllib.request.Request(f"{api_url}/events/filter", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["events"]
+
+
+def test_build_over_its_contract_limits_publishes_nothing(
+    prefect_api: str, demo_build: tuple[Path, str], tmp_path: Path
+) -> None:
+    from flows.build_corpus import build_corpus
+    from prefect import get_client
+
+    demo_config, _ = demo_build
+    run_dir = load_config(demo_config).run_dir  # its partitions are cached: only the last steps run again
+    good = run_build(write_config(tmp_path, "good", run_dir=run_dir, dataset="limits"))
+    datasets = Path(run_dir) / "datasets" / "limits"
+    assert (datasets / "LATEST").read_text().strip() == load_manifest(good).version
+    deadline = time.monotonic() + 30
+    while not _published_events(prefect_api, "limits") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(_published_events(prefect_api, "limits")) == 1
+
+    strict = tmp_path / "strict_contracts"
+    shutil.copytree(REPO / "data_contracts", strict)
+    suite = json.loads((strict / "documents.v1.json").read_text())
+    suite["expectations"].append({"type": "expect_table_row_count_to_be_between",
+                                  "kwargs": {"min_value": 10**9}, "meta": {"severity": "critical"}})
+    (strict / "documents.v1.json").write_text(json.dumps(suite))
+    config = write_config(tmp_path, "strict", run_dir=run_dir, dataset="limits", contracts__directory=str(strict))
+    state = build_corpus(str(config), return_state=True)
+    assert state.is_failed() and "quarantined, over the limits" in state.message
+
+    assert (datasets / "LATEST").read_text().strip() == load_manifest(good).version
+    (failed,) = (datasets / "failed").iterdir()
+    kept = load_manifest(failed / "manifest.json")
+    assert kept.quarantined and not kept.shards
+    assert len(list((failed / "quarantine").rglob("*.report.json"))) == len(kept.quarantined)
+    time.sleep(3)  # events are sent in the background: give a wrongly sent one time to arrive
+    assert len(_published_events(prefect_api, "limits")) == 1
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state.is_failed()  # what the failure automation (the alert) fires on
 
 
 def test_verify_names_a_tampered_shard(demo_build: tuple[Path, str], tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """pipeline.storage on local disk and on an S3 API served by moto on 127.0.0.1: an Arrow shard written
-through s3fs reads back equal, and a writer that fails leaves no object and no file behind."""
+through s3fs reads back equal, a writer that fails leaves no object and no file behind, and a dataset kept on
+S3 is built, trained from its LATEST, diffed and inspected."""
 
 from __future__ import annotations
 
 import io
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +109,45 @@ def test_arrow_file_format_is_read_too(tmp_path: Path) -> None:
     with pa.ipc.new_file(str(path), _shard().schema) as writer:
         writer.write_table(_shard())
     assert storage.read_arrow_table(str(path)).equals(_shard())
+
+
+@pytest.mark.slow
+def test_build_train_diff_and_inspect_with_the_dataset_on_s3(
+    s3: str, s3_endpoint: str, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path with `output_uri: s3://...`: LATEST, manifests and shards are read through the store."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from flows.build_corpus import build_corpus
+    from flows.train_models import train_models
+    from pipeline.config import load_config
+    from pipeline.diff import diff_versions
+    from pipeline.versions import latest_version, load_manifest, resolve_manifest
+
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", s3_endpoint)  # worker and CLI processes find the store too
+    repo = Path(__file__).resolve().parents[1]
+    data = load_config(repo / "configs" / "demo.yaml").model_dump(mode="json")
+    datasets = f"{s3}/e2e"
+    data.update(run_dir=str(tmp_path / "run"), output_uri=datasets)
+    data["train"]["pretrain"].update(max_steps=6, checkpoint_every=6, log_every=3)
+    data["train"]["tasks"] = [dict(data["train"]["tasks"][0], epochs=1)]
+    config_path = tmp_path / "s3.yaml"
+    config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    manifest_uri = build_corpus(str(config_path))
+    version = load_manifest(manifest_uri).version
+    assert manifest_uri == f"{datasets}/demo/{version}/manifest.json"
+    assert latest_version(datasets, "demo") == version and not (tmp_path / "run" / "datasets").exists()
+
+    trained = train_models(str(config_path))  # no manifest given: LATEST on the object store
+    assert trained["dataset_version"] == version
+
+    latest = resolve_manifest("latest", datasets, "demo")
+    assert diff_versions(latest, manifest_uri)["totals"]["unchanged"] == load_manifest(latest).ledger_totals["kept"]
+    inspect = subprocess.run([sys.executable, "-m", "flows.cli", "inspect", f"{datasets}/demo"], cwd=repo,
+                             capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert inspect.returncode == 0, inspect.stdout + inspect.stderr
+    assert version in inspect.stdout

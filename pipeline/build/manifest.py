@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.build.assembly import AssembledDataset
 from pipeline.build.provenance import code_version, library_versions
 from pipeline.config import ContractsConfig, CorpusflowConfig
+from pipeline.errors import UserError
 from pipeline.schema import InputRecord, Ledger, Manifest, ShardRecord
 from pipeline.shards import quarantine
 
@@ -79,8 +80,11 @@ def check_accounting(manifest: Manifest) -> None:
         )
 
 
-class QuarantineLimitExceeded(RuntimeError):
+class QuarantineLimitExceeded(UserError, RuntimeError):
     """More shards or rows broke their contracts than the config allows."""
+
+    hint = ("nothing was published; read the reports under <dataset>/failed/<version>/quarantine/, fix the data "
+            "or the contract, then build again")
 
 
 def check_limits(contracts: ContractsConfig, manifest: Manifest) -> None:

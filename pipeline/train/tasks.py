@@ -20,6 +20,7 @@ from datasets import Dataset, load_dataset
 
 from pipeline.config import ContractsConfig, TaskConfig
 from pipeline.contracts import validate_task_table
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,10 @@ def _label_set(task: TaskConfig, train: Dataset) -> list[str]:
 # --- contract ------------------------------------------------------------------------------------------
 
 
-class TaskDataRejected(ValueError):
+class TaskDataRejected(UserError, ValueError):
     """A task's labelled data broke a critical expectation of the tasks contract: training would learn from it."""
+
+    hint = "fix the task's files or its `fields`/`labels` in the config's train.tasks section"
 
 
 def check_task_data(task: TaskConfig, contracts_config: ContractsConfig) -> list[dict[str, Any]]:
