@@ -85,7 +85,9 @@ def write_shards(
 
 
 @task(task_run_name="validate-{shard.path}")
-def validate_shard(config: CorpusflowConfig, root: str, shard: ShardRecord, suite: str) -> dict:
+def validate_shard(config: CorpusflowConfig, root: str, shard: ShardRecord, suite: str) -> dict | None:
+    if not config.contracts.enabled:
+        return None
     return contracts.validate_shard(
         Path(root) / shard.path, suite, config.contracts.directory,
         data_docs_dir=Path(config.run_dir) / "data_docs",
@@ -99,7 +101,7 @@ def finalize(
 ) -> str:
     """contracts -> manifest -> limits -> publish -> announce; over the limits nothing is published."""
     assembled = manifests.apply_contracts(assembled, reports, reject_reports)
-    suites = {report["suite"]: report["version"] for report in reports + reject_reports}
+    suites = {report["suite"]: report["version"] for report in reports + reject_reports if report}
     manifest = manifests.build_manifest(config, inputs, assembled, suites)
     manifests.check_accounting(manifest)
     root = Path(assembled.staging)
@@ -174,7 +176,7 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
         for shard in manifest.shards + manifest.quarantined
     ]
     create_table_artifact(validation, key="contract-results", description="Every shard against its contract")
-    docs = sorted({r["data_docs"] for r in reports if r.get("data_docs")})
+    docs = sorted({r["data_docs"] for r in reports if r and r.get("data_docs")})
     totals = manifest.ledger_totals
     create_markdown_artifact(
         "\n".join([

@@ -111,10 +111,13 @@ def validate(path: Annotated[Path, typer.Argument(help="a shard (.arrow) or a di
     table = Table("shard", "suite", "rows", "passed", "failed expectations")
     for result in results:
         failed = [f"{e['type']}({e.get('column') or ''})" for e in result["expectations"] if not e["success"]]
-        failed += [f"unreadable: {result['error']}"] if result.get("error") else []
+        failed += ["unreadable (see below)"] if result.get("error") else []
         table.add_row(str(result.get("shard", "")), f"{result['suite']} v{result['version']}", str(result["rows"]),
                       "[green]yes[/green]" if result["success"] else "[red]no[/red]", ", ".join(failed))
     console.print(table)
+    for result in results:
+        if result.get("error"):
+            console.print(f"[red]unreadable[/red] {result['shard']}: {result['error']}", highlight=False, soft_wrap=True)
     if any(r["critical_failed"] for r in results):
         raise typer.Exit(1)
 

@@ -195,6 +195,7 @@ class DedupConfig(Strict):
 
 
 class ContractsConfig(Strict):
+    enabled: bool = True  # off: shards are published unvalidated (their manifest entry has no contract)
     directory: str = "data_contracts"
     documents_suite: str = "documents.v1"
     rejects_suite: str = "rejects.v1"

@@ -333,3 +333,14 @@ def test_list_columns_reach_gx_as_lengths(clean_documents: pa.Table) -> None:
     assert frame["words"].tolist() == clean_documents.column("n_words").to_pylist()
     assert not any(isinstance(v, list) for v in frame.iloc[0].tolist())
 
+
+
+def test_switched_off_contracts_leave_shards_unvalidated_and_in_place(tmp_path: Path) -> None:
+    from pipeline.build.assembly import AssembledDataset
+    from pipeline.build.manifest import apply_contracts
+    from pipeline.schema import ShardRecord
+
+    shard = ShardRecord(path="data/train/s-zh-00000.arrow", split="train", source="s", lang="zh", rows=1, bytes=1,
+                        sha256="0" * 64)
+    assembled = AssembledDataset(staging=str(tmp_path), shards=[shard], rejects=[], ledger_rows=[], notes_by_source={})
+    assert apply_contracts(assembled, [None], []).shards == [shard]

@@ -17,11 +17,18 @@ from pipeline.schema import InputRecord, Ledger, Manifest, ShardRecord
 from pipeline.shards import quarantine
 
 
-def apply_contracts(assembled: AssembledDataset, reports: list[dict], reject_reports: list[dict]) -> AssembledDataset:
-    """Record each shard's contract result; a shard that broke a critical expectation is quarantined."""
+def apply_contracts(
+    assembled: AssembledDataset, reports: list[dict | None], reject_reports: list[dict | None]
+) -> AssembledDataset:
+    """Record each shard's contract result; a shard that broke a critical expectation is quarantined.
+
+    A report is None when contracts are switched off: the shard keeps no contract entry.
+    """
     root = Path(assembled.staging)
-    checked = [_apply_contract(root, shard, report) for shard, report in zip(assembled.shards, reports)]
-    rejects = [r.model_copy(update={"contract": contract_summary(rep)}) for r, rep in zip(assembled.rejects, reject_reports)]
+    checked = [_apply_contract(root, shard, report) if report else shard
+               for shard, report in zip(assembled.shards, reports, strict=True)]
+    rejects = [r.model_copy(update={"contract": contract_summary(rep)}) if rep else r
+               for r, rep in zip(assembled.rejects, reject_reports, strict=True)]
     return replace(assembled, shards=checked, rejects=rejects)
 
 
