@@ -93,6 +93,10 @@ def test_phones_but_not_inside_longer_digit_runs() -> None:
     assert counts[1] == {}
 
 
+def test_landline_with_chinese_parentheses() -> None:
+    assert redact_one("前台电话（0571）4850477，座机（010） 12345678") == "前台电话<PHONE>，座机<PHONE>"
+
+
 def test_email_ip_and_optional_url() -> None:
     text = "写信给 li.lei+cv@mail.example.com.cn 或 12345678@qq.com，服务器 192.168.1.20 和 2001:db8::8a2e:370:7334，版本 1.2.3.4.5，时间 12:30:45，见 https://example.com/a?b=1。"
     out, counts = redact(text)
@@ -161,18 +165,19 @@ def test_card_near_misses_are_kept() -> None:
         "价格¥4111.11，共6222元，2023-12-31下单，20231231发货，2023年买的",
         "快递单号773012345678，型号RTX4090，编码ABC-1381234",
         f"{grouped(CARD_16)[:9]}-{grouped(CARD_16)[10:]}",  # mixed separators
+        f"子订单{CARD_16_VISA}-01，主单12-{CARD_13}",  # joined to more digits by a hyphen
     ]
     out, counts = redact(*kept)
     assert out == kept
     assert counts == [{}] * len(kept)
 
 
-def test_an_18_digit_run_that_is_no_id_number_may_still_be_a_card() -> None:
+def test_18_digit_cards_but_not_id_shaped_numbers_that_pass_luhn() -> None:
     card = with_check_digit("62284800123456789")  # 18 digits, no birth date inside
     assert redact_one(f"卡{card}") == "卡<BANK_CARD>"
-    id_shaped_card = with_check_digit("43010519900101123")  # ID-shaped, but its check character is wrong
-    assert not valid_id_card(id_shaped_card)
-    assert redact_one(f"卡{id_shaped_card}") == "卡<BANK_CARD>"
+    id_shaped = with_check_digit("43010519900101123")  # region and birth date, but the ID check fails
+    assert not valid_id_card(id_shaped) and luhn_valid(id_shaped)
+    assert redact_one(f"流水号{id_shaped}") == f"流水号{id_shaped}"
 
 
 # QQ numbers and WeChat ids
@@ -200,6 +205,8 @@ def test_an_18_digit_run_that_is_no_id_number_may_still_be_a_card() -> None:
     ("QQ 123456789 有事联系", "QQ <IM_HANDLE> 有事联系"),
     ("有事联系微信lic770", "有事联系微信<IM_HANDLE>"),
     ("QQ/微信：tom_cat_99", "QQ/微信：<IM_HANDLE>"),
+    ("便宜货，加V: xy9988 拿货更便宜", "便宜货，加V: <IM_HANDLE> 拿货更便宜"),
+    ("+v 123456789", "+v <IM_HANDLE>"),
 ])
 def test_im_handles_after_cue_words(text: str, expected: str) -> None:
     out, counts = redact(text)
@@ -219,7 +226,7 @@ def test_im_near_misses_are_kept() -> None:
         "微信 payment 失败，换了 WeChat Pay",  # letters alone after a bare cue
         "QQ 2023年注册的，vx 1234",  # too few digits for a QQ number
         "QQ群 123456789 里有人说",  # a group, not a person
-        "vxabc123 是什么意思",
+        "vxabc123 是什么意思，加VIP8888 又是什么",
         "邮箱 wx_abc123@163.com",  # an e-mail, redacted as one below
     ]
     out, counts = redact(*kept)

@@ -56,7 +56,7 @@ _HANDLE_END = r"(?![0-9A-Za-z_@-])(?!\.[0-9A-Za-z])"
 # Latin cue words only at a word start: "wxWidgets" and "QQbrowser" are not cues.
 _IM_CUE = (
     r"(?P<im_cue>(?<![A-Za-z0-9])(?:QQ|qq|Qq|VX|vx|Vx|vX|WX|wx|Wx|WeChat|wechat|Wechat|WECHAT|weixin)"
-    r"|扣扣|企鹅|微信|[Vv]信|威信|薇信)"
+    r"|扣扣|企鹅|微信|[Vv]信|威信|薇信|(?:加|\+)[Vv](?![A-Za-z]))"
 )
 
 # Listed in matching priority: a URL may hold an e-mail or IP, an e-mail may hold a QQ number, an ID
@@ -69,7 +69,7 @@ _PATTERNS = {
     + r"(?P=id_sep)[0-9]{3}[0-9Xx]"
     + _NOT_BEFORE,
     "bank_card": _NOT_AFTER
-    + r"[0-9]{13,19}"
+    + r"(?<![0-9]-)[0-9]{13,19}(?!-[0-9])"  # digits joined by a hyphen are one code: 6225...874-01
     + _NOT_BEFORE
     + r"|"
     + _NOT_AFTER_GROUPS
@@ -81,7 +81,7 @@ _PATTERNS = {
     "phone": _NOT_AFTER
     + r"(?:"
     + r"(?:(?:\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}"  # mainland mobile, 138 1234 5678
-    + r"|(?:\(0[0-9]{2,3}\) ?|0[0-9]{2,3}[ -])[0-9]{7,8}"  # mainland landline, 010-12345678, (0755)1234567
+    + r"|(?:[(（]0[0-9]{2,3}[)）] ?|0[0-9]{2,3}[ -])[0-9]{7,8}"  # mainland landline, 010-12345678, （0755）1234567
     + r"|\+[1-9][0-9]{0,2}(?:[ -]?\(?[0-9]{1,4}\)?){2,5}"  # international, +44 20 7946 0958
     + r"|\(?[2-9][0-9]{2}\)?[ .-][0-9]{3}[ .-][0-9]{4}"  # North American, (415) 555-2671
     + r")"
@@ -104,7 +104,7 @@ _VALUE_GROUPS = {"im_handle": "im_value", "passport": "passport_value"}
 # Anything that could hold one of the above: an @, a long digit run with separators, colons between hex
 # digits, a scheme or www, a contact cue word. Rows without it skip the Python regex.
 _CANDIDATE = r"@|[0-9][0-9 ().-]{5,}[0-9]|[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:|://|www\."
-_IM_CANDIDATE = r"(?i:qq|扣扣|企鹅|微信|[vw]x|v信|威信|薇信|wechat|weixin)"  # handles of letters only
+_IM_CANDIDATE = r"(?i:qq|扣扣|企鹅|微信|[vw]x|v信|威信|薇信|wechat|weixin|加v|\+v)"  # handles of letters only
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CODES = "10X98765432"
@@ -174,8 +174,8 @@ def _valid_im_handle(match: re.Match[str]) -> bool:
     value, mark = match.group("im_value"), match.group("im_mark")
     if value.isdigit():
         return True  # a QQ number
-    if not mark and match.group("im_cue").isascii():
-        return False  # letters glued to a Latin cue are one word: vxabc123 says nothing sure
+    if not mark and match.group("im_cue")[-1].isascii():
+        return False  # letters glued to a Latin cue are one word: vxabc123, 加VIP888 say nothing sure
     # A word of letters alone after a bare "微信" is too often English ("微信 WeChat", "微信 payment"):
     # it counts as a handle only when 号, ID, a colon, 是 or 为 introduces it.
     return not value.isalpha() or bool(mark.strip())
@@ -200,7 +200,7 @@ class PiiRedactor:
     def __init__(self, types: list[str]) -> None:
         self.types = [t for t in PLACEHOLDERS if t in types]  # priority order, whatever the config order
         self.regex = re.compile("|".join(f"(?P<{t}>{_PATTERNS[t]})" for t in self.types))
-        # each type on its own, to read a value that failed its first reading as another type
+        # each type on its own, to read the value after a cue word as what it would be without the cue
         self.alone = {t: re.compile(f"(?P<{t}>{_PATTERNS[t]})") for t in self.types}
         self.candidate = _CANDIDATE + ("|" + _IM_CANDIDATE if "im_handle" in self.types else "")
 
@@ -234,23 +234,16 @@ class PiiRedactor:
     def _readings(self, kind: str, match: re.Match[str], value: str) -> Iterator[tuple[str, re.Match[str]]]:
         """The types `value` may be, in the order they are tried.
 
-        A value after a cue word is first what it would be on its own (a mobile number after 微信 is a
-        phone); a value that fails its own check may still be a later type (an 18-digit run that is no ID
-        number may be a card).
+        A value after a cue word is first what it would be on its own: a mobile number after 微信 is a
+        phone. Any other candidate is only what its pattern says: an ID-shaped number that fails the ID
+        check is kept, even when it happens to pass the Luhn check (one in ten does).
         """
         if kind in _VALUE_GROUPS:
-            yield from self._alone_readings(value, [t for t in self.types if t not in _VALUE_GROUPS])
-            yield kind, match
-            return
+            for other in self.types:
+                other_match = None if other in _VALUE_GROUPS else self.alone[other].fullmatch(value)
+                if other_match is not None:
+                    yield other, other_match
         yield kind, match
-        later = self.types[self.types.index(kind) + 1:]
-        yield from self._alone_readings(value, [t for t in later if t not in _VALUE_GROUPS])
-
-    def _alone_readings(self, value: str, types: list[str]) -> Iterator[tuple[str, re.Match[str]]]:
-        for kind in types:
-            match = self.alone[kind].fullmatch(value)
-            if match is not None:
-                yield kind, match
 
 
 class RedactPii:
