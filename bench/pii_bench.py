@@ -148,8 +148,7 @@ def _name(rng: random.Random) -> str:
 
 
 def gen_email(rng: random.Random) -> Planted:
-    local = rng.choice([_name(rng) + _digits(rng, rng.randint(0, 4)), _digits(rng, 1).replace("0", "1") + _digits(rng, 8),
-                        rng.choice(GIVEN) + "+shop"])
+    local = rng.choice([_name(rng) + _digits(rng, rng.randint(0, 4)), _qq_number(rng), rng.choice(GIVEN) + "+shop"])
     domain = rng.choice(["qq.com", "163.com", "126.com", "gmail.com", "sina.com", "foxmail.com", "outlook.com",
                          "example.com.cn", "mail.pku.edu.cn", "hotel-group.cn"])
     return Planted("", f"{local}@{domain}")
@@ -322,7 +321,8 @@ def near_ip(rng: random.Random) -> Planted:
     return Planted("", rng.choice([
         f"v{rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}",
         f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}",
-        f"{rng.randint(1, 9)}.{rng.randint(0, 9)}", f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
+        f"{rng.randint(1, 9)}.{rng.randint(0, 9)}",
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
         f"{rng.randint(0, 5)}:{rng.randint(0, 5)}", f"{rng.randint(256, 999)}.{rng.randint(0, 255)}.1.1", "3:2:1"]))
 
 
@@ -392,8 +392,7 @@ def score(sentences: list[Sentence], redactor: PiiRedactor) -> dict:
                 spurious[redaction.kind] += 1
         if sentence.must_redact:
             planted[sentence.kind] += 1
-            exact = [r for r in overlapping if (r.start, r.end, r.kind) == (sentence.start, sentence.end, sentence.kind)]
-            if exact:
+            if (sentence.start, sentence.end, sentence.kind) in overlapping:
                 recalled[sentence.kind] += 1
             else:
                 misses.setdefault(sentence.kind, []).append(sentence.text)

@@ -15,7 +15,15 @@ import pytest
 from pipeline.config import PiiConfig, parse_config
 from pipeline.schema import documents_batch
 from pipeline.text.normalize import Normalize
-from pipeline.text.pii import PLACEHOLDERS, PiiRedactor, RedactPii, luhn_valid, valid_bank_card, valid_id_card
+from pipeline.text.pii import (
+    PLACEHOLDERS,
+    PiiRedactor,
+    RedactPii,
+    luhn_valid,
+    redaction_rows,
+    valid_bank_card,
+    valid_id_card,
+)
 
 CONFIG = parse_config(
     {"sources": [{"name": "s", "kind": "news", "uri": "x.jsonl", "format": "jsonl", "fields": {"text": "t"}}]}
@@ -346,3 +354,10 @@ def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> No
     notes = assembled.notes_by_source["reviews"]
     assert {k: v for k, v in notes.items() if k.startswith("pii:")} == {
         "pii:bank_card": 1, "pii:im_handle": 1, "pii:passport": 1, "pii:phone": 1}
+    assert redaction_rows(assembled.notes_by_source) == [
+        ("reviews", "bank_card", 1), ("reviews", "im_handle", 1), ("reviews", "passport", 1), ("reviews", "phone", 1)]
+
+
+def test_redaction_rows_for_inspect() -> None:
+    notes = {"shop": {"pii:phone": 2, "pii:bank_card": 7, "minhash:x": 3}, "news": {"pii:email": 1}, "wiki": {}}
+    assert redaction_rows(notes) == [("news", "email", 1), ("shop", "bank_card", 7), ("shop", "phone", 2)]

@@ -24,7 +24,7 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -105,6 +105,8 @@ _VALUE_GROUPS = {"im_handle": "im_value", "passport": "passport_value"}
 # digits, a scheme or www, a contact cue word. Rows without it skip the Python regex.
 _CANDIDATE = r"@|[0-9][0-9 ().-]{5,}[0-9]|[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:|://|www\."
 _IM_CANDIDATE = r"(?i:qq|扣扣|企鹅|微信|[vw]x|v信|威信|薇信|wechat|weixin|加v|\+v)"  # handles of letters only
+
+NOTE_PREFIX = "pii:"  # the stage's counts are "pii:<type>", summed per source into the build's notes
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CODES = "10X98765432"
@@ -266,7 +268,7 @@ class RedactPii:
             totals.update(row_counts)
         return StageResult(
             set_column(batch, "pii", pa.array(found, pa.string())),
-            counts={f"pii:{kind}": n for kind, n in sorted(totals.items())},
+            counts={NOTE_PREFIX + kind: n for kind, n in sorted(totals.items())},
         )
 
     def _redact_column(self, texts: pa.Array, counts: list[Counter[str]]) -> pa.Array:
@@ -278,3 +280,12 @@ class RedactPii:
             if is_candidate:
                 values[i] = self.redactor.redact(values[i], counts[i])
         return pa.array(values, pa.string())
+
+
+def redaction_rows(notes_by_source: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str, int]]:
+    """(source, PII type, redactions) from a manifest's notes, most frequent type first in each source."""
+    rows = []
+    for source, notes in sorted(notes_by_source.items()):
+        found = [(kind.removeprefix(NOTE_PREFIX), n) for kind, n in notes.items() if kind.startswith(NOTE_PREFIX)]
+        rows += [(source, kind, n) for kind, n in sorted(found, key=lambda item: (-item[1], item[0]))]
+    return rows
