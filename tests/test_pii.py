@@ -308,6 +308,14 @@ def test_placeholders_are_distinct() -> None:
     assert len(set(PLACEHOLDERS.values())) == len(PLACEHOLDERS)
 
 
+def test_segmentation_keeps_every_placeholder_whole() -> None:
+    from pipeline.text.segment import SegmenterSpec, segment_en, segment_zh
+
+    text = "".join(PLACEHOLDERS.values())
+    assert segment_zh(f"退款到{text}了", SegmenterSpec(hmm=True, user_dicts=())) == ["退款", "到", *PLACEHOLDERS.values(), "了"]
+    assert segment_en(f"card {text}") == ["card", *PLACEHOLDERS.values()]
+
+
 def test_find_gives_spans_of_values_only() -> None:
     text = f"微信号：abc_123，卡{CARD_16}"
     spans = PiiRedactor(list(PLACEHOLDERS)).find(text)

@@ -104,7 +104,8 @@ _VALUE_GROUPS = {"im_handle": "im_value", "passport": "passport_value"}
 # Anything that could hold one of the above: an @, a long digit run with separators, colons between hex
 # digits, a scheme or www, a contact cue word. Rows without it skip the Python regex.
 _CANDIDATE = r"@|[0-9][0-9 ().-]{5,}[0-9]|[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:|://|www\."
-_IM_CANDIDATE = r"(?i:qq|扣扣|企鹅|微信|[vw]x|v信|威信|薇信|wechat|weixin|加v|\+v)"  # handles of letters only
+# Handles of letters have no digit run to catch them; a passport number always has one.
+_IM_CANDIDATE = r"(?i:qq|扣扣|企鹅|微信|[vw]x|v信|威信|薇信|wechat|weixin|加v|\+v)"
 
 NOTE_PREFIX = "pii:"  # the stage's counts are "pii:<type>", summed per source into the build's notes
 
@@ -203,7 +204,7 @@ class PiiRedactor:
         self.types = [t for t in PLACEHOLDERS if t in types]  # priority order, whatever the config order
         self.regex = re.compile("|".join(f"(?P<{t}>{_PATTERNS[t]})" for t in self.types))
         # each type on its own, to read the value after a cue word as what it would be without the cue
-        self.alone = {t: re.compile(f"(?P<{t}>{_PATTERNS[t]})") for t in self.types}
+        self.alone = {t: re.compile(f"(?P<{t}>{_PATTERNS[t]})") for t in self.types if t not in _VALUE_GROUPS}
         self.candidate = _CANDIDATE + ("|" + _IM_CANDIDATE if "im_handle" in self.types else "")
 
     def find(self, text: str) -> list[Redaction]:
@@ -241,8 +242,8 @@ class PiiRedactor:
         check is kept, even when it happens to pass the Luhn check (one in ten does).
         """
         if kind in _VALUE_GROUPS:
-            for other in self.types:
-                other_match = None if other in _VALUE_GROUPS else self.alone[other].fullmatch(value)
+            for other, pattern in self.alone.items():
+                other_match = pattern.fullmatch(value)
                 if other_match is not None:
                     yield other, other_match
         yield kind, match
