@@ -73,9 +73,13 @@ class ScriptConfig(Strict):
     opencc_config: str = "t2s"  # OpenCC conversion applied to zh documents
 
 
+PiiType = Literal["email", "phone", "id_card", "ip", "url", "bank_card", "im_handle", "passport"]
+
+
 class PiiConfig(Strict):
     enabled: bool = True
-    types: list[Literal["email", "phone", "id_card", "ip", "url"]] = ["email", "phone", "id_card", "ip"]
+    # URLs stay by default: links to shops and articles are content, not personal data
+    types: list[PiiType] = ["email", "phone", "id_card", "ip", "bank_card", "im_handle", "passport"]
 
 
 class LangIdConfig(Strict):

@@ -1,19 +1,16 @@
-"""Text stages 1-6 on hand-written cases, including the nasty ones."""
+"""Text stages 1-6 on hand-written cases, including the nasty ones (PII: tests/test_pii.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pyarrow as pa
 import pytest
 
-from pipeline.config import PiiConfig, QualityConfig, QualityRules, parse_config
+from pipeline.config import QualityConfig, QualityRules, parse_config
 from pipeline.schema import DOCUMENT_SCHEMA, documents_batch
 from pipeline.stages import check_chain
 from pipeline.text import build_text_stages
 from pipeline.text.langid import IdentifyLanguage
 from pipeline.text.normalize import Normalize
-from pipeline.text.pii import RedactPii, valid_id_card
 from pipeline.text.quality import QualityFilter, QualitySignals
 from pipeline.text.script import ConvertScript
 from pipeline.text.segment import Segment, chunk_bounds, shutdown_segment_pools
@@ -68,55 +65,6 @@ def test_script_converts_traditional_in_chinese_documents_only() -> None:
     assert out[2] == "English text 後來"  # not mostly Han
     assert texts_after(stage, batch_of("後來", lang="en")) == ["後來"]  # declared en: untouched
     assert texts_after(stage, batch_of("後來", lang="zh")) == ["后来"]
-
-
-# pii
-
-def _id_with_checksum(first17: str) -> str:
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights)) % 11]
-
-
-def redact(*texts: str, types: list[str] | None = None) -> tuple[list[str], list[dict]]:
-    config = PiiConfig(types=types) if types else CONFIG.pii
-    result = RedactPii(config)(batch_of(*texts)).batch
-    return result.column("text").to_pylist(), [json.loads(p) for p in result.column("pii").to_pylist()]
-
-
-def test_id_card_checksum_and_birth_date() -> None:
-    good = _id_with_checksum("11010519491231002")
-    assert valid_id_card(good)
-    wrong_check = good[:17] + ("0" if good[17] != "0" else "1")
-    assert not valid_id_card(wrong_check)
-    assert not valid_id_card(_id_with_checksum("11010519490231002"))  # 31 Feb does not exist
-    out, counts = redact(f"身份证{good}，订单号{wrong_check}")
-    assert out == [f"身份证<ID_CARD>，订单号{wrong_check}"]
-    assert counts == [{"id_card": 1}]
-
-
-def test_phones_but_not_inside_longer_digit_runs() -> None:
-    out, counts = redact(
-        "手机13812345678，座机010-12345678和(0755)1234567，国际+1 415-555-2671，+86 138 1234 5678",
-        "订单20231381234567890，运单SF13812345678，价格13812345678901",
-    )
-    assert out[0] == "手机<PHONE>，座机<PHONE>和<PHONE>，国际<PHONE>，<PHONE>"
-    assert counts[0] == {"phone": 5}
-    assert out[1] == "订单20231381234567890，运单SF13812345678，价格13812345678901"
-    assert counts[1] == {}
-
-
-def test_email_ip_and_optional_url() -> None:
-    text = "写信给 li.lei+cv@mail.example.com.cn 或 12345678@qq.com，服务器 192.168.1.20 和 2001:db8::8a2e:370:7334，版本 1.2.3.4.5，时间 12:30:45，见 https://example.com/a?b=1。"
-    out, counts = redact(text)
-    assert out == ["写信给 <EMAIL> 或 <EMAIL>，服务器 <IP> 和 <IP>，版本 1.2.3.4.5，时间 12:30:45，见 https://example.com/a?b=1。"]
-    assert counts == [{"email": 2, "ip": 2}]
-    out, counts = redact("见 https://example.com/a?b=1。", types=["url"])
-    assert out == ["见 <URL>。"] and counts == [{"url": 1}]
-
-
-def test_pii_disabled_still_adds_empty_counts() -> None:
-    result = RedactPii(PiiConfig(enabled=False))(batch_of("a@b.cn")).batch
-    assert result.column("text").to_pylist() == ["a@b.cn"] and result.column("pii").to_pylist() == ["{}"]
 
 
 # language id
