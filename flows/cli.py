@@ -241,6 +241,7 @@ def _print_manifest(manifest_path: str, samples: int = 0) -> None:
     t = manifest.ledger_totals
     ledger.add_row("[bold]all[/bold]", *(str(t[k]) for k in ("read", "kept", "filtered", "duplicate", "rejected")))
     console.print(ledger)
+    _print_notes(manifest.notes_by_source)
     shard_table = Table("shard", "rows", "bytes", "contract", title="shards")
     for shard in manifest.shards + manifest.quarantined:
         passed = "[green]passed[/green]" if shard.usable else "[red]quarantined[/red]"
@@ -252,6 +253,23 @@ def _print_manifest(manifest_path: str, samples: int = 0) -> None:
         documents = read_arrow_table(join(root, shard.path), ["id", "lang", "title", "text"], shard.sha256).slice(0, samples)
         for row in documents.to_pylist():
             console.print(f"[cyan]{row['id']}[/cyan] [{row['lang']}] {row['title'] or ''}\n  {row['text'][:200]}")
+
+
+def _print_notes(notes_by_source: dict[str, dict[str, int]]) -> None:
+    """What the stages did to kept records without dropping them: PII redactions per type, then the rest."""
+    from pipeline.text.pii import NOTE_PREFIX, redaction_rows
+
+    redactions = Table("source", "PII type", "redactions", title="PII redactions by source")
+    for source, kind, count in redaction_rows(notes_by_source):
+        redactions.add_row(source, kind, str(count))
+    others = Table("source", "note", "count", title="other notes by source")
+    for source, notes in sorted(notes_by_source.items()):
+        for note, count in sorted(notes.items()):
+            if not note.startswith(NOTE_PREFIX):
+                others.add_row(source, note, str(count))
+    for table in (redactions, others):
+        if table.row_count:
+            console.print(table)
 
 
 def _print_reasons(root: str, manifest: Any) -> None:

@@ -190,6 +190,7 @@ def test_cli_inspect_and_verify(demo_build: tuple[Path, str]) -> None:
                              cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert inspect.returncode == 0, inspect.stderr
     assert load_manifest(manifest_path).version in inspect.stdout and "redirect" in inspect.stdout
+    assert "PII redactions by source" in inspect.stdout and "email" in inspect.stdout
     verify = subprocess.run([sys.executable, "-m", "flows.cli", "verify", manifest_path],
                             cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert verify.returncode == 0, verify.stdout + verify.stderr
