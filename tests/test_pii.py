@@ -340,7 +340,8 @@ def test_pii_disabled_adds_empty_counts() -> None:
 
 
 def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> None:
-    from pipeline.build import assemble, process_partition
+    from pipeline.build.assembly import assemble
+    from pipeline.build.partitions import process_partition
     from pipeline.sources import plan_partitions
 
     lines = [
