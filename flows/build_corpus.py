@@ -25,6 +25,7 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
+from flows.retries import transient_only
 from flows.runners import task_runner_for
 from flows.workers import run_in_worker
 from pipeline import contracts, plots, reproduce, shards, sources, storage, versions
@@ -35,7 +36,8 @@ from pipeline.sources.base import Partition
 from pipeline.sources.fetch import fetch
 
 
-@task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+@task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+      retry_condition_fn=transient_only)
 def fetch_input(url: str, cache_dir: str) -> str:
     return str(fetch(url, Path(cache_dir)))
 
@@ -59,7 +61,8 @@ def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | Non
 
 
 @task(
-    retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), cache_key_fn=_partition_cache_key,
+    retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=transient_only,
+    cache_key_fn=_partition_cache_key,
     persist_result=True, cache_result_in_memory=False, task_run_name="process-{partition.name}",
 )
 def process_partition(config: CorpusflowConfig, partition: Partition) -> partitions.StagedPartition:

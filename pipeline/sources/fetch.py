@@ -17,6 +17,8 @@ from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pipeline.errors import UserError
+
 _CHUNK = 1 << 20
 
 
@@ -24,8 +26,10 @@ class FetchError(RuntimeError):
     """A download failed in a way that may pass on retry; a partial download is kept to resume from."""
 
 
-class FetchRefused(RuntimeError):
+class FetchRefused(UserError, RuntimeError):
     """The server refused the URL (4xx): retrying will not help."""
+
+    hint = "check the source's uri (and any credentials it needs); the server answered that it will not serve it"
 
 
 def fetch(url: str, cache_dir: Path, timeout: float = 60) -> Path:
