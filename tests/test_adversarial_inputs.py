@@ -8,8 +8,11 @@ read = kept + filtered + duplicate + rejected.
 
 from __future__ import annotations
 
+import errno
+import gzip
 import io
 import json
+import pickle
 import random
 import unicodedata
 import zipfile
@@ -36,8 +39,10 @@ from pipeline.sources import (
     check_bad_inputs,
     expand_uri,
     input_records,
+    is_transient,
     plan_partitions,
 )
+from pipeline.sources.fetch import FetchError, FetchRefused
 from tests.source_fixtures import read_rows
 
 # ---- a build without the orchestrator: plan, process every partition, dedup across all, account ----------
@@ -399,6 +404,21 @@ def test_an_empty_file_and_a_header_only_file_are_zero_records(tmp_path: Path) -
     assert [(Path(r.uri).name, r.status) for r in outcome.inputs] == [("a.csv", "empty"), ("b.csv", "read"),
                                                                         ("c.csv", "read")]
     assert outcome.totals["read"] == 1 and outcome.texts() == ["干净整洁，服务周到"]
+
+
+def test_only_storage_and_network_failures_are_worth_a_retry(tmp_path: Path) -> None:
+    unreadable = SourceUnreadable("a.csv", "binary", "binary data")
+    crossed = pickle.loads(pickle.dumps(unreadable))  # as it comes back from a worker process
+    assert (crossed.file, crossed.reason, str(crossed)) == ("a.csv", "binary", "a.csv: binary data")
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(b"not gzip at all")
+    with pytest.raises(OSError) as decompressing:
+        gzip.open(corrupt).read()
+    deterministic = [unreadable, SourceMappingError("a.csv", "missing_columns", "x"), decompressing.value, EOFError(),
+                     FetchRefused("HTTP 404"), TooManyBadInputs("3 of 4"), RepeatedIdError("x")]
+    transient = [OSError(errno.EIO, "I/O error"), FetchError("HTTP 503"), TimeoutError(), ConnectionResetError()]
+    assert [is_transient(e) for e in deterministic] == [False] * len(deterministic)
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
 
 
 # ---- headerless CSV / TSV ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from fsspec.core import split_protocol, url_to_fs
 
 from pipeline.config import SourceConfig
-from pipeline.sources.base import Partition, ReadBatch, SourceMappingError, SourceUnreadable
+from pipeline.sources.base import Partition, ReadBatch, SourceMappingError, SourceUnreadable, is_transient
 from pipeline.sources.comments import read_comments
 from pipeline.sources.inputs import (
     TooManyBadInputs,
@@ -44,6 +44,7 @@ __all__ = [
     "fingerprint",
     "input_records",
     "is_remote",
+    "is_transient",
     "plan_partitions",
     "read_partition",
 ]

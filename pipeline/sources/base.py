@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.schema import documents_batch, rejects_batch
+from pipeline.sources.fetch import FetchError, FetchRefused
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,19 @@ class SourceUnreadable(RuntimeError):
 
 class SourceMappingError(SourceUnreadable):
     """No input of a source has the columns its `fields` name: the mapping is wrong, not one file."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure may pass on retry: storage and network errors, a worker process that died.
+
+    What is wrong with the bytes (SourceUnreadable) or the config is not, nor is a refused download. An
+    OSError raised by a decompressor for corrupt data has no errno; one from the system has.
+    """
+    if isinstance(error, SourceUnreadable | FetchRefused):
+        return False
+    if isinstance(error, FetchError | TimeoutError | ConnectionError | BrokenProcessPool):
+        return True
+    return isinstance(error, OSError) and error.errno is not None
 
 
 class RecordBatcher:

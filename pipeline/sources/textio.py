@@ -15,7 +15,7 @@ from typing import BinaryIO
 import charset_normalizer
 import fsspec
 
-from pipeline.sources.base import SourceUnreadable
+from pipeline.sources.base import SourceUnreadable, is_transient
 from pipeline.sources.charsets import MIN_SCORE, best_cjk_encoding
 
 ENCODING_SAMPLE_BYTES = 64 * 1024
@@ -186,17 +186,9 @@ def read_sample(member: Member) -> bytes:
         try:
             return stream.read(ENCODING_SAMPLE_BYTES)
         except (OSError, EOFError, zlib.error) as error:
-            if is_io_error(error):
+            if is_transient(error):
                 raise
             raise SourceUnreadable(member.label, "unreadable", f"cannot decompress: {error}") from None
-
-
-def is_io_error(error: BaseException) -> bool:
-    """An error of the storage or the network (may pass on retry), not of the bytes' content.
-
-    Decompressors raise OSError without an errno for corrupt data; the system sets errno for I/O failures.
-    """
-    return isinstance(error, OSError) and error.errno is not None
 
 
 @dataclass(frozen=True)
