@@ -159,3 +159,16 @@ def test_repeated_ids_are_settled_whatever_the_order_of_the_keys() -> None:
         shuffled = deduplicate(table.take(order), CONFIG)
         assert shuffled.duplicates.equals(result.duplicates) and shuffled.renamed.sort_by("partition").equals(
             result.renamed.sort_by("partition"))
+
+
+def test_repeated_ids_with_a_previous_version() -> None:
+    other = "另一篇完全不同的文章，讲的是城市图书馆延长开放时间的消息，市民可以在晚上借书和自习。"
+    current = keys([("u", "crawl", other, 0), ("u", "crawl", ZH_100.replace("滇池", "洱海"), 0), ("z", "crawl", ZH_100, 0)])
+    current = current.append_column("partition", pa.array(["crawl-00000", "crawl-00001", "crawl-00001"]))
+    current = current.append_column("row", pa.array([0, 0, 1], pa.int64()))
+    previous = keys([("u", "v1", other, -1), ("w", "v1", ZH_100, -1)])
+    result = deduplicate(current, CONFIG, previous=previous)
+    renamed = result.renamed.column("new_id").to_pylist()
+    # the previous "u" is this build's own document; "z" repeats the previous "w"; the second "u" is a near
+    # duplicate of the previous "w" under its new id
+    assert as_dict(result.duplicates) == {"z": ("w", "exact"), renamed[0]: ("w", "near")}

@@ -72,14 +72,22 @@ class DedupResult:
     repeated_by_source: dict[str, int]  # per source, documents that arrived with an id already taken
 
 
-def deduplicate(keys: pa.Table, config: DedupConfig) -> DedupResult:
+def deduplicate(keys: pa.Table, config: DedupConfig, previous: pa.Table | None = None) -> DedupResult:
     """Settle repeated ids, then find duplicates; works with exact and near dedup both off (renames only).
 
-    A document that repeats an earlier one's id and text is an exact duplicate pointing at the first
-    one's representative; one with other text is kept under a derived id (see ids.py).
+    `keys` are this build's (with the locator columns partition and row when ids may repeat);
+    `previous` an earlier version's keys (rank PREVIOUS_RANK), of which those whose id this build holds
+    are left out. A document that repeats an earlier one's id and text is an exact duplicate pointing at
+    the first one's representative; one with other text is kept under a derived id (see ids.py).
     """
     resolved = resolve_repeated_ids(keys, keep_same_text=not config.exact)
-    found = find_duplicates(resolved.keys, config) if resolved.keys.num_rows else DUPLICATES_SCHEMA.empty_table()
+    current = resolved.keys
+    if previous is not None and previous.num_rows:
+        previous = previous.filter(pc.invert(pc.is_in(previous.column("id"), value_set=current.column("id"))))
+        current = pa.concat_tables([current.select(list(KEY_COLUMNS)),
+                                    previous.select(list(KEY_COLUMNS)).cast(current.select(list(KEY_COLUMNS)).schema)])
+    run = current.num_rows and (config.exact or config.near)
+    found = find_duplicates(current, config) if run else DUPLICATES_SCHEMA.empty_table()
     representative = dict(zip(found.column("id").to_pylist(), found.column("duplicate_of").to_pylist()))
     firsts = resolved.repeats.column("first").to_pylist()
     repeats = pa.table(
