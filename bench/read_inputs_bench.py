@@ -62,7 +62,8 @@ def measure(specs: list[dict], rounds: int = 3) -> dict[str, float]:
 
 
 def run_in(library: Path, specs: list[dict]) -> dict[str, float]:
-    code = "import json, sys; from bench.read_inputs_bench import measure; print(json.dumps(measure(json.loads(sys.argv[1]))))"
+    code = ("import json, sys; from bench.read_inputs_bench import measure; "
+            "print(json.dumps(measure(json.loads(sys.argv[1]))))")
     env = {**os.environ, "PYTHONPATH": f"{library}{os.pathsep}{Path(__file__).parents[1]}"}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(specs)], env=env, check=True,
                          capture_output=True, text=True, cwd=Path(__file__).parents[1])

@@ -73,8 +73,9 @@ def build_sources(tmp_path: Path, *sources: SourceConfig, exact: bool = True, ne
         staged += [build.process_partition(config, source, p, tmp_path / "work") for p in planned]
     keys = _located_keys(config, staged)
     result = deduplicate(keys, config.dedup)
-    duplicate_of = dict(zip(result.duplicates.column("id").to_pylist(), result.duplicates.column("duplicate_of").to_pylist()))
-    kind = dict(zip(result.duplicates.column("id").to_pylist(), result.duplicates.column("kind").to_pylist()))
+    duplicate_ids = result.duplicates.column("id").to_pylist()
+    duplicate_of = dict(zip(duplicate_ids, result.duplicates.column("duplicate_of").to_pylist()))
+    kind = dict(zip(duplicate_ids, result.duplicates.column("kind").to_pylist()))
     ledger, kept, drops = Ledger(), [], []
     for part in staged:
         part_ledger = Ledger.from_rows(part.ledger)
@@ -216,7 +217,8 @@ def test_an_export_repeating_its_id_column(tmp_path: Path, exact: bool) -> None:
 
 def test_ids_repeated_across_sources_never_collide() -> None:
     keys = pa.table({"id": ["x", "x"], "source": ["a", "b"], "lang": ["zh", "zh"], "content_hash": ["h1", "h2"],
-                     "minhash": pa.array([None, None], pa.list_(pa.uint32(), 128)), "rank": pa.array([0, 1], pa.int32())})
+                     "minhash": pa.array([None, None], pa.list_(pa.uint32(), 128)),
+                     "rank": pa.array([0, 1], pa.int32())})
     with pytest.raises(RepeatedIdError, match=r"x \(source a, b\)"):
         find_duplicates(keys, CorpusflowConfig(sources=[source("x")]).dedup)
     with pytest.raises(RepeatedIdError, match="lack"):
@@ -308,9 +310,11 @@ def write_good_files(directory: Path, count: int) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     records = 0
     for number in range(count):
-        rows = [f"{number % 2},第{number}号房客说：{GOOD_REVIEWS[(number + k) % 6]}，编号{number * 10 + k}" for k in range(2)]
+        rows = [f"{number % 2},第{number}号房客说：{GOOD_REVIEWS[(number + k) % 6]}，编号{number * 10 + k}"
+                for k in range(2)]
         encoding = "gbk" if number % 3 == 0 else "utf-8"
-        (directory / f"reviews-{number:03d}.csv").write_bytes(("label,review\n" + "\n".join(rows) + "\n").encode(encoding))
+        text = "label,review\n" + "\n".join(rows) + "\n"
+        (directory / f"reviews-{number:03d}.csv").write_bytes(text.encode(encoding))
         records += len(rows)
     return records
 
@@ -334,7 +338,7 @@ def zip_bytes() -> bytes:
 
 def test_a_glob_of_good_files_and_bad_ones_skips_only_the_bad(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    good_records = write_good_files(data, 30)
+    good_records = write_good_files(data, 50)
     expected = write_bad_files(data)
     outcome = build_sources(tmp_path, source(data / "reviews-*.csv", fields={"text": "review", "label": "label"}))
     status = {Path(r.uri).name: (r.status, r.reason) for r in outcome.inputs}
@@ -347,7 +351,7 @@ def test_a_glob_of_good_files_and_bad_ones_skips_only_the_bad(tmp_path: Path) ->
     assert len(outcome.kept) == good_records, "every record of the good files is kept"
     assert outcome.totals["read"] == good_records + 3, "a skipped input is one rejected record"
     assert check_bad_inputs(CorpusflowConfig(sources=[source("x")], max_bad_inputs=3), outcome.inputs)
-    with pytest.raises(TooManyBadInputs, match=r"(?s)3 of 34 inputs .*reviews-image.csv: input:binary"):
+    with pytest.raises(TooManyBadInputs, match=r"(?s)3 of 54 inputs .*reviews-image.csv: input:binary"):
         check_bad_inputs(CorpusflowConfig(sources=[source("x")], max_bad_inputs=0.05), outcome.inputs)
 
 

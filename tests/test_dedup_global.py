@@ -147,7 +147,8 @@ def test_repeated_ids_are_settled_whatever_the_order_of_the_keys() -> None:
         ("u", "crawl", "另一篇完全不同的文章，讲的是城市图书馆延长开放时间的消息。", 0),  # other text: kept
         ("v", "crawl", ZH_100, 0),  # another id, same text as u: an ordinary exact duplicate
     ]
-    table = keys(docs).append_column("partition", pa.array(["crawl-00000", "crawl-00001", "crawl-00002", "crawl-00003"]))
+    partitions = ["crawl-00000", "crawl-00001", "crawl-00002", "crawl-00003"]
+    table = keys(docs).append_column("partition", pa.array(partitions))
     table = table.append_column("row", pa.array([0, 0, 0, 0], pa.int64()))
     result = deduplicate(table, CONFIG)
     new_ids = dict(zip(result.renamed.column("partition").to_pylist(), result.renamed.column("new_id").to_pylist()))

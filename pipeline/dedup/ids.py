@@ -162,6 +162,7 @@ def apply_renames(documents: pa.Table, renamed: pa.Table, partition: str) -> pa.
     mine = mine.sort_by("row")
     mask = np.zeros(documents.num_rows, dtype=bool)
     mask[mine.column("row").to_numpy()] = True
-    ids = pc.replace_with_mask(documents.column("id").combine_chunks(), pa.array(mask), mine.column("new_id").combine_chunks())
+    new_ids = mine.column("new_id").combine_chunks()
+    ids = pc.replace_with_mask(documents.column("id").combine_chunks(), pa.array(mask), new_ids)
     index = documents.schema.get_field_index("id")
     return documents.set_column(index, documents.schema.field(index), ids)
