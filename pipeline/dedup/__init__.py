@@ -82,7 +82,7 @@ def deduplicate(keys: pa.Table, config: DedupConfig, previous: pa.Table | None =
     """
     resolved = resolve_repeated_ids(keys, keep_same_text=not config.exact)
     current = resolved.keys
-    if previous is not None and previous.num_rows:
+    if previous is not None and previous.num_rows and current.num_rows:  # alone, previous documents stay
         previous = previous.filter(pc.invert(pc.is_in(previous.column("id"), value_set=current.column("id"))))
         current = pa.concat_tables([current.select(list(KEY_COLUMNS)),
                                     previous.select(list(KEY_COLUMNS)).cast(current.select(list(KEY_COLUMNS)).schema)])
