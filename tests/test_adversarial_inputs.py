@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import errno
 import gzip
-import io
 import json
 import pickle
 import random
 import unicodedata
-import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
 
 from pipeline import build
 from pipeline.config import CorpusflowConfig, SourceConfig
 from pipeline.dedup import LOCATOR_COLUMNS, RepeatedIdError, apply_renames, deduplicate, find_duplicates
-from pipeline.schema import Ledger, rejects_from_documents
+from pipeline.schema import Ledger, document_id, rejects_from_documents
 from pipeline.shards import read_shard
 from pipeline.sources import (
     SourceMappingError,
@@ -43,6 +39,15 @@ from pipeline.sources import (
     plan_partitions,
 )
 from pipeline.sources.fetch import FetchError, FetchRefused
+from tests.input_fixtures import (
+    PAGE_A,
+    PAGE_B,
+    PAGE_C,
+    page,
+    write_bad_files,
+    write_good_files,
+    write_warc,
+)
 from tests.source_fixtures import read_rows
 
 # ---- a build without the orchestrator: plan, process every partition, dedup across all, account ----------
@@ -133,30 +138,6 @@ def source(path: Path | str, **settings: Any) -> SourceConfig:
 
 # ---- ids ----------------------------------------------------------------------------------------------
 
-PAGE_A = ("The harbour reopened on Friday after two weeks of repairs to the main quay, the port authority "
-          "said in a statement that thanked residents for their patience during the works.")
-PAGE_B = ("Ferries to the islands will run a reduced timetable until the end of the month while the crews "
-          "finish painting the new berths and testing the lights along the breakwater.")
-PAGE_C = ("Fishermen welcomed the news but asked the council for compensation for the days when they could "
-          "not land their catch, and a meeting has been planned for next Tuesday evening.")
-
-
-def page(*paragraphs: str) -> bytes:
-    body = "".join(f"<p>{p}</p>" for p in paragraphs)
-    return f"<html><head><title>Harbour</title></head><body><article>{body}</article></body></html>".encode()
-
-
-def write_warc(path: Path, records: list[tuple[str, bytes]]) -> Path:
-    buffer = io.BytesIO()
-    writer = WARCWriter(buffer, gzip=True)
-    for url, payload in records:
-        headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-        writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(payload),
-                                                      http_headers=headers))
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
 def warc_source(path: Path | str, **settings: Any) -> SourceConfig:
     return SourceConfig(name="crawl", kind="news", lang="en", format="warc", uri=str(path), **settings)
 
@@ -170,7 +151,7 @@ def test_a_page_crawled_in_two_warc_files_keeps_both_texts_and_drops_the_same_te
     by_url = Counter(row["url"] for row in outcome.kept)
     assert by_url == {url: 2, "http://example.com/other": 1}, "both versions of the page are kept"
     first = next(r for r in outcome.kept if r["url"] == url and "crawl-01" in r["meta"]["file"])
-    assert first["id"] == build_id("crawl", url), "the first occurrence keeps the id of its URL"
+    assert first["id"] == document_id("crawl", url), "the first occurrence keeps the id of its URL"
     duplicate = next(r for r in outcome.drops if r["outcome"] == "duplicate")
     assert (duplicate["reason"], duplicate["duplicate_of"]) == ("exact", first["id"])
     assert "crawl-03" in duplicate["file"]
@@ -186,12 +167,6 @@ def test_repeated_ids_get_the_same_derived_ids_in_every_build(tmp_path: Path) ->
     again = build_sources(tmp_path / "two", warc_source(tmp_path / "*.warc.gz"))
     assert sorted(r["id"] for r in once.kept) == sorted(r["id"] for r in again.kept)
     assert len(once.kept) == 2
-
-
-def build_id(source_name: str, native_id: str) -> str:
-    from pipeline.schema import document_id
-
-    return document_id(source_name, native_id)
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -210,7 +185,7 @@ def test_an_export_repeating_its_id_column(tmp_path: Path, exact: bool) -> None:
     if exact:
         assert sorted(outcome.texts()) == sorted({line["content"] for line in lines})
         duplicate = next(r for r in outcome.drops if r["outcome"] == "duplicate")
-        assert duplicate["duplicate_of"] == build_id("field", "7") and duplicate["position"] == "2"
+        assert duplicate["duplicate_of"] == document_id("field", "7") and duplicate["position"] == "2"
     else:
         assert len(outcome.kept) == 4 and len({r["id"] for r in outcome.kept}) == 4
 
@@ -300,41 +275,6 @@ def test_utf16_with_a_damaged_record_rejects_only_that_record(tmp_path: Path) ->
 
 
 # ---- bad files: one bad file is one skipped input ----------------------------------------------------
-
-GOOD_REVIEWS = ["房间很干净，早餐也丰富", "位置方便，离地铁站很近", "服务员态度热情，办理入住很快",
-                "隔音不太好，晚上有点吵", "床很舒服，睡得很好", "性价比高，下次还会再来"]
-
-
-def write_good_files(directory: Path, count: int) -> int:
-    """`count` small CSV files of distinct reviews, in UTF-8 and GBK; returns how many records they hold."""
-    directory.mkdir(parents=True, exist_ok=True)
-    records = 0
-    for number in range(count):
-        rows = [f"{number % 2},第{number}号房客说：{GOOD_REVIEWS[(number + k) % 6]}，编号{number * 10 + k}"
-                for k in range(2)]
-        encoding = "gbk" if number % 3 == 0 else "utf-8"
-        text = "label,review\n" + "\n".join(rows) + "\n"
-        (directory / f"reviews-{number:03d}.csv").write_bytes(text.encode(encoding))
-        records += len(rows)
-    return records
-
-
-def write_bad_files(directory: Path) -> dict[str, str]:
-    """An empty file, a binary one and one without the mapped column; returns name -> expected status/reason."""
-    (directory / "reviews-empty.csv").write_bytes(b"")
-    (directory / "reviews-image.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + random.Random(3).randbytes(3000))
-    (directory / "reviews-other.csv").write_text("user,comment\nann,不错\n", encoding="utf-8")
-    (directory / "reviews-zip.csv").write_bytes(zip_bytes())
-    return {"reviews-empty.csv": "empty", "reviews-image.csv": "input:binary",
-            "reviews-other.csv": "input:missing_columns", "reviews-zip.csv": "input:binary"}
-
-
-def zip_bytes() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as packed:
-        packed.writestr("a.txt", random.Random(5).randbytes(2000))
-    return buffer.getvalue()
-
 
 def test_a_glob_of_good_files_and_bad_ones_skips_only_the_bad(tmp_path: Path) -> None:
     data = tmp_path / "data"
