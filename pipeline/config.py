@@ -35,13 +35,26 @@ class SourceConfig(Strict):
     uri: str
     format: Format
     fields: dict[str, str] = Field(default_factory=dict)
-    encoding: str | None = None  # None: detected with charset-normalizer
+    # csv/tsv: false for files without a header row; `fields` then names column positions ({text: 0, label: 1})
+    header: bool = True
+    encoding: str | None = None  # None: detected per file (byte-order mark, UTF-8, scored CJK candidates)
+    # An input that cannot be read at all (binary, not the format, lacking the mapped columns): `skip`
+    # records it as one rejected input and goes on; `fail` stops the build.
+    on_bad_input: Literal["skip", "fail"] = "skip"
     label_map: dict[str, str] = Field(default_factory=dict)  # raw label -> label name, e.g. {"1": "positive"}
     pages_per_partition: int = Field(default=5000, gt=0)  # wiki dumps split into page ranges of this size
     rows_per_partition: int = Field(default=200_000, gt=0)  # large CSV/JSONL files split by rows
     # a record (line, page, WARC payload) above this many bytes is rejected as record_too_large, so one
     # runaway line cannot take a worker's memory with it
     max_record_bytes: int = Field(default=1_000_000, gt=0)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _positions_as_names(cls, fields: Any) -> Any:
+        # YAML reads `text: 0` as an integer; a column position is named by its digits
+        if isinstance(fields, dict):
+            return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in fields.items()}
+        return fields
 
     @field_validator("fields")
     @classmethod
@@ -57,6 +70,12 @@ class SourceConfig(Strict):
             raise ValueError("format 'mediawiki' goes with kind 'wiki' and only with it")
         if self.format in ("jsonl", "csv", "tsv") and "text" not in self.fields:
             raise ValueError(f"format {self.format!r} needs fields.text naming the column that holds the text")
+        if not self.header:
+            if self.format not in ("csv", "tsv"):
+                raise ValueError("header: false applies to formats 'csv' and 'tsv' only")
+            named = {k: v for k, v in self.fields.items() if not v.isdigit()}
+            if named:
+                raise ValueError(f"without a header, fields name column positions (0, 1, ...), got {named}")
         return self
 
 
@@ -318,6 +337,9 @@ class CorpusflowConfig(Strict):
     run_dir: str = "runs/demo"
     output_uri: str | None = None  # where shards land (any fsspec URL); None: <run_dir>/datasets
     sources: list[SourceConfig]
+    # Inputs skipped as unreadable (see a source's on_bad_input) that a build tolerates: an integer is a
+    # count, a number below 1 a fraction of the build's inputs. Past it the build fails, naming them.
+    max_bad_inputs: int | float = Field(default=0.1, ge=0)
     normalize: NormalizeConfig = NormalizeConfig()
     script: ScriptConfig = ScriptConfig()
     pii: PiiConfig = PiiConfig()
@@ -341,6 +363,13 @@ class CorpusflowConfig(Strict):
         if not sources:
             raise ValueError("at least one source is needed")
         return sources
+
+    @field_validator("max_bad_inputs")
+    @classmethod
+    def _count_or_fraction(cls, limit: int | float) -> int | float:
+        if isinstance(limit, float) and limit >= 1:
+            raise ValueError("a fraction of inputs is below 1 (e.g. 0.1); a count is a whole number (e.g. 5)")
+        return limit
 
     @property
     def datasets_uri(self) -> str:

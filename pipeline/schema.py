@@ -151,10 +151,21 @@ class Ledger(Counter):
         return ledger
 
 
+InputStatus = Literal["read", "empty", "skipped"]
+
+
 class InputRecord(BaseModel):
     source: str
     uri: str
     fingerprint: str
+    encoding: str | None = None  # the codec a text input was decoded with
+    status: InputStatus = "read"  # empty: zero bytes, zero records; skipped: unreadable, one rejected record
+    reason: str | None = None  # why it was skipped: "input:<code>: what was wrong"
+
+    def content(self) -> dict[str, Any]:
+        """What identifies the input in the version id; fields at their default are left out, so versions
+        built before they existed keep their id."""
+        return self.model_dump(mode="json", exclude_defaults=True)
 
 
 class ShardRecord(BaseModel):
@@ -192,6 +203,7 @@ class Manifest(BaseModel):
         if not self.notes_by_source:  # versions built before notes existed keep their id
             excluded.add("notes_by_source")
         content = self.model_dump(mode="json", exclude=excluded)
+        content["inputs"] = [record.content() for record in self.inputs]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def usable_shards(self, split: str | None = None) -> list[ShardRecord]:

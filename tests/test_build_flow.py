@@ -357,14 +357,14 @@ def test_remote_source_is_fetched_with_retries(prefect_api: str, tmp_path: Path)
 
 
 def test_unreadable_source_fails_the_flow_naming_the_file(prefect_api: str, tmp_path: Path) -> None:
-    empty = tmp_path / "empty.jsonl"
-    empty.write_bytes(b"")
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 20)
     config = {"run_dir": str(tmp_path / "run"), "sources": [
-        {"name": "broken", "kind": "news", "lang": "zh", "uri": str(empty), "format": "jsonl",
-         "fields": {"text": "sentence"}}]}
+        {"name": "broken", "kind": "news", "lang": "zh", "uri": str(binary), "format": "jsonl",
+         "fields": {"text": "sentence"}, "on_bad_input": "fail"}]}
     config_path = tmp_path / "broken.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    with pytest.raises(Exception, match="empty.jsonl"):
+    with pytest.raises(Exception, match="binary.jsonl"):
         run_build(config_path)
 
 

@@ -24,6 +24,11 @@ def test_demo_config_loads_with_defaults() -> None:
         ({"sources": [SOURCE], "dedup": {"treshold": 0.5}}, "dedup.treshold", "Extra inputs"),
         ({"sources": [SOURCE], "shards": {"splits": {"train": 0.5, "test": 0.2}}}, "shards.splits", "sum to 1"),
         ({"sources": [{**SOURCE, "kind": "wiki"}]}, "sources.0", "mediawiki"),
+        ({"sources": [{**SOURCE, "header": False}]}, "sources.0", "'csv' and 'tsv' only"),
+        ({"sources": [{**SOURCE, "format": "tsv", "header": False}]}, "sources.0", "name column positions"),
+        ({"sources": [{**SOURCE, "on_bad_input": "ignore"}]}, "sources.0.on_bad_input", "'skip' or 'fail'"),
+        ({"sources": [SOURCE], "max_bad_inputs": 1.5}, "max_bad_inputs", "fraction of inputs is below 1"),
+        ({"sources": [SOURCE], "max_bad_inputs": -1}, "max_bad_inputs", "greater than or equal to 0"),
     ],
 )
 def test_wrong_config_names_key_and_reason(data: dict, key: str, reason: str) -> None:
@@ -50,3 +55,20 @@ def test_config_hash_ignores_where_output_goes() -> None:
     c = parse_config({"sources": [SOURCE], "dedup": {"threshold": 0.7}})
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert a.section_hash("dedup") != c.section_hash("dedup") and a.section_hash("pii") == c.section_hash("pii")
+
+
+def test_bad_input_handling_and_headerless_positions_from_yaml(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "max_bad_inputs: 3\n"
+        "sources:\n"
+        "  - {name: yelp, kind: comments, lang: en, uri: y.txt, format: tsv, header: false,\n"
+        "     fields: {text: 0, label: 1}, on_bad_input: fail}\n"
+        "  - {name: news, kind: news, uri: n.jsonl, format: jsonl, fields: {text: sentence}}\n"
+    )
+    config = load_config(tmp_path / "c.yaml")
+    yelp, news = config.sources
+    assert (yelp.header, yelp.fields, yelp.on_bad_input) == (False, {"text": "0", "label": "1"}, "fail")
+    assert (news.header, news.on_bad_input) == (True, "skip")
+    assert config.max_bad_inputs == 3 and isinstance(config.max_bad_inputs, int)
+    assert parse_config({"sources": [SOURCE]}).max_bad_inputs == pytest.approx(0.1)
+    assert parse_config({"sources": [SOURCE], "max_bad_inputs": 0.25}).max_bad_inputs == pytest.approx(0.25)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import DedupConfig
-from pipeline.dedup import DUPLICATES_SCHEMA, ContentHashStage, MinHashStage, find_duplicates
+from pipeline.dedup import DUPLICATES_SCHEMA, ContentHashStage, MinHashStage, deduplicate, find_duplicates
 
 CONFIG = DedupConfig()
 ZH_100 = (
@@ -138,3 +138,38 @@ def test_switches_and_bad_input() -> None:
         find_duplicates(table.drop_columns(["rank"]), CONFIG)
     with pytest.raises(ValueError, match="num_perm"):
         find_duplicates(table, DedupConfig(num_perm=64))
+
+
+def test_repeated_ids_are_settled_whatever_the_order_of_the_keys() -> None:
+    docs = [
+        ("u", "crawl", ZH_100, 0),  # first of id u: keeps it
+        ("u", "crawl", ZH_100 + "。", 0),  # the same text again (canonically): duplicate of the first
+        ("u", "crawl", "另一篇完全不同的文章，讲的是城市图书馆延长开放时间的消息。", 0),  # other text: kept
+        ("v", "crawl", ZH_100, 0),  # another id, same text as u: an ordinary exact duplicate
+    ]
+    partitions = ["crawl-00000", "crawl-00001", "crawl-00002", "crawl-00003"]
+    table = keys(docs).append_column("partition", pa.array(partitions))
+    table = table.append_column("row", pa.array([0, 0, 0, 0], pa.int64()))
+    result = deduplicate(table, CONFIG)
+    new_ids = dict(zip(result.renamed.column("partition").to_pylist(), result.renamed.column("new_id").to_pylist()))
+    assert sorted(new_ids) == ["crawl-00001", "crawl-00002"] and result.repeated_by_source == {"crawl": 2}
+    assert as_dict(result.duplicates) == {new_ids["crawl-00001"]: ("u", "exact"), "v": ("u", "exact")}
+    for seed in range(3):
+        order = list(range(4))
+        random.Random(seed).shuffle(order)
+        shuffled = deduplicate(table.take(order), CONFIG)
+        assert shuffled.duplicates.equals(result.duplicates) and shuffled.renamed.sort_by("partition").equals(
+            result.renamed.sort_by("partition"))
+
+
+def test_repeated_ids_with_a_previous_version() -> None:
+    other = "另一篇完全不同的文章，讲的是城市图书馆延长开放时间的消息，市民可以在晚上借书和自习。"
+    current = keys([("u", "crawl", other, 0), ("u", "crawl", ZH_100.replace("滇池", "洱海"), 0), ("z", "crawl", ZH_100, 0)])
+    current = current.append_column("partition", pa.array(["crawl-00000", "crawl-00001", "crawl-00001"]))
+    current = current.append_column("row", pa.array([0, 0, 1], pa.int64()))
+    previous = keys([("u", "v1", other, -1), ("w", "v1", ZH_100, -1)])
+    result = deduplicate(current, CONFIG, previous=previous)
+    renamed = result.renamed.column("new_id").to_pylist()
+    # the previous "u" is this build's own document; "z" repeats the previous "w"; the second "u" is a near
+    # duplicate of the previous "w" under its new id
+    assert as_dict(result.duplicates) == {"z": ("w", "exact"), renamed[0]: ("w", "near")}

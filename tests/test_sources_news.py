@@ -55,8 +55,8 @@ CRAWL = [
 ]
 
 
-def news_source(path: Path):
-    return source_for(path, kind="news", lang="en", format="warc")
+def news_source(path: Path, **settings):
+    return source_for(path, kind="news", lang="en", format="warc", **settings)
 
 
 def test_articles_are_extracted_and_other_records_rejected_with_a_reason(tmp_path: Path) -> None:
@@ -89,4 +89,6 @@ def test_a_file_that_is_not_a_warc_is_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "notes.warc.gz"
     path.write_bytes(b"these are notes, not a web archive\n" * 20)
     with pytest.raises(SourceUnreadable, match="notes.warc.gz"):
-        read_rows(news_source(path))
+        read_rows(news_source(path, on_bad_input="fail"))
+    documents, rejects = read_rows(news_source(path))
+    assert documents == [] and [(r["reason"], r["file"]) for r in rejects] == [("input:not_format", str(path))]

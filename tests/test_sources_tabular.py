@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sources import expand_uri, plan_partitions
-from pipeline.sources.base import SourceUnreadable
+from pipeline.sources.base import SourceMappingError, SourceUnreadable
 from tests.source_fixtures import read_rows, reasons, source_for
 
 REVIEWS = [
@@ -82,26 +82,26 @@ def test_missing_text_empty_text_and_bad_rows(tmp_path: Path) -> None:
     assert len(documents) + len(rejects) == 5
 
 
-def test_csv_without_the_mapped_text_column_is_unreadable(tmp_path: Path) -> None:
+def test_csv_without_the_mapped_text_column_is_a_mapping_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "reviews.csv", csv_text(REVIEWS), "utf-8")
-    with pytest.raises(SourceUnreadable, match="lacks the mapped column") as raised:
+    with pytest.raises(SourceMappingError, match="lacks the mapped column") as raised:
         read_rows(source_for(path, fields={"text": "comment"}))
-    assert str(path) in str(raised.value) and "comment" in str(raised.value)
+    assert str(path) in str(raised.value) and "comment" in str(raised.value) and "'review'" in str(raised.value)
 
 
-def test_empty_file_is_unreadable(tmp_path: Path) -> None:
+def test_empty_file_is_zero_records(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
-    with pytest.raises(SourceUnreadable, match="empty file") as raised:
-        read_rows(source_for(path, format="jsonl"))
-    assert str(path) in str(raised.value)
+    assert read_rows(source_for(path, format="jsonl")) == ([], [])
 
 
-def test_binary_garbage_file_is_unreadable(tmp_path: Path) -> None:
+def test_binary_garbage_file_is_one_skipped_input(tmp_path: Path) -> None:
     path = tmp_path / "garbage.csv"
     path.write_bytes(random.Random(7).randbytes(20_000))
     with pytest.raises(SourceUnreadable, match="garbage.csv"):
-        read_rows(source_for(path, fields={"text": "review"}))
+        read_rows(source_for(path, fields={"text": "review"}, on_bad_input="fail"))
+    documents, rejects = read_rows(source_for(path, fields={"text": "review"}))
+    assert documents == [] and [(r["reason"], r["file"]) for r in rejects] == [("input:binary", str(path))]
 
 
 def test_jsonl_broken_lines_are_rejected_and_the_rest_read(tmp_path: Path) -> None:

@@ -143,21 +143,29 @@ def test_invalid_utf8_costs_only_its_page(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "cause"),
-    [(b"", "empty"), (b"\x00\x01\x02garbage" * 50, "not a readable MediaWiki"), (b"just text", "not a readable")],
+    [(b"\x00\x01\x02garbage" * 50, "not a readable MediaWiki"), (b"just text", "not a readable")],
 )
 def test_unreadable_dumps_name_the_file(tmp_path: Path, content: bytes, cause: str) -> None:
     path = tmp_path / "broken.xml"
     path.write_bytes(content)
     with pytest.raises(SourceUnreadable, match=cause) as raised:
-        read_rows(wiki_source(path))
+        read_rows(wiki_source(path, on_bad_input="fail"))
     assert str(path) in str(raised.value)
+    documents, rejects = read_rows(wiki_source(path))
+    assert documents == [] and [(r["reason"], r["file"]) for r in rejects] == [("input:not_format", str(path))]
+
+
+def test_an_empty_dump_is_zero_records(tmp_path: Path) -> None:
+    path = tmp_path / "empty.xml"
+    path.write_bytes(b"")
+    assert read_rows(wiki_source(path)) == ([], [])
 
 
 def test_a_bz2_that_is_not_bz2_is_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "fake.xml.bz2"
     path.write_text(export(articles(2)), encoding="utf-8")
     with pytest.raises(SourceUnreadable, match="fake.xml.bz2"):
-        read_rows(wiki_source(path))
+        read_rows(wiki_source(path, on_bad_input="fail"))
 
 
 def test_oversized_page_is_rejected(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Deduplication: per-partition stages that add keys, and one global step over the keys of the whole build.
 
 Stages (run in the workers, per partition): `ContentHashStage` adds `content_hash`, `MinHashStage` adds
-`minhash`. The global step `find_duplicates` then sees only those keys (no text) of every kept document of
-every source, and of the previous dataset version when deduplicating against it.
+`minhash`. The global step `deduplicate` then sees only those keys (no text) of every kept document of
+every source, and of the previous dataset version when deduplicating against it: it first settles
+documents that arrived under an id another already has (ids.py), then finds duplicates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataclasses import dataclass
+
 from pipeline.config import DedupConfig
+from pipeline.dedup.ids import (
+    LOCATOR_COLUMNS,
+    RENAMED_SCHEMA,
+    REPEATED_ID_NOTE,
+    RepeatedIdError,
+    apply_renames,
+    describe_repeated,
+    repeated_ids,
+    resolve_repeated_ids,
+)
 from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes, exact_representatives
 from pipeline.dedup.minhash import (
     MinHasher,
@@ -24,12 +37,19 @@ from pipeline.dedup.minhash import (
 
 __all__ = [
     "DUPLICATES_SCHEMA",
+    "LOCATOR_COLUMNS",
     "PREVIOUS_RANK",
+    "RENAMED_SCHEMA",
+    "REPEATED_ID_NOTE",
     "ContentHashStage",
+    "DedupResult",
     "MinHashStage",
     "MinHasher",
+    "RepeatedIdError",
+    "apply_renames",
     "canonical_texts",
     "content_hashes",
+    "deduplicate",
     "find_duplicates",
 ]
 
@@ -43,6 +63,44 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
     ]
 )
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    duplicates: pa.Table  # DUPLICATES_SCHEMA, by id as renamed
+    renamed: pa.Table  # RENAMED_SCHEMA: (partition, row) -> new id of documents whose id was taken
+    repeated_by_source: dict[str, int]  # per source, documents that arrived with an id already taken
+
+
+def deduplicate(keys: pa.Table, config: DedupConfig, previous: pa.Table | None = None) -> DedupResult:
+    """Settle repeated ids, then find duplicates; works with exact and near dedup both off (renames only).
+
+    `keys` are this build's (with the locator columns partition and row when ids may repeat);
+    `previous` an earlier version's keys (rank PREVIOUS_RANK), of which those whose id this build holds
+    are left out. A document that repeats an earlier one's id and text is an exact duplicate pointing at
+    the first one's representative; one with other text is kept under a derived id (see ids.py).
+    """
+    resolved = resolve_repeated_ids(keys, keep_same_text=not config.exact)
+    current = resolved.keys
+    if previous is not None and previous.num_rows and current.num_rows:  # alone, previous documents stay
+        previous = previous.filter(pc.invert(pc.is_in(previous.column("id"), value_set=current.column("id"))))
+        current = pa.concat_tables([current.select(list(KEY_COLUMNS)),
+                                    previous.select(list(KEY_COLUMNS)).cast(current.select(list(KEY_COLUMNS)).schema)])
+    run = current.num_rows and (config.exact or config.near)
+    found = find_duplicates(current, config) if run else DUPLICATES_SCHEMA.empty_table()
+    representative = dict(zip(found.column("id").to_pylist(), found.column("duplicate_of").to_pylist()))
+    firsts = resolved.repeats.column("first").to_pylist()
+    repeats = pa.table(
+        {
+            "id": resolved.repeats.column("id"),
+            "duplicate_of": pa.array([representative.get(first, first) for first in firsts], pa.string()),
+            "kind": pa.array(["exact"] * len(firsts), pa.string()),
+            "similarity": pa.array([1.0] * len(firsts), pa.float32()),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    duplicates = pa.concat_tables([found, repeats]).sort_by("id")
+    return DedupResult(duplicates, resolved.renamed, resolved.repeated_by_source())
 
 
 def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
@@ -60,9 +118,10 @@ def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
     if missing:
         raise ValueError(f"dedup keys lack column(s) {missing}; expected {list(KEY_COLUMNS)}")
     keys = keys.select(list(KEY_COLUMNS)).sort_by([("rank", "ascending"), ("id", "ascending")])
+    repeated = repeated_ids(keys)
+    if repeated is not None:
+        raise RepeatedIdError(f"dedup keys: {describe_repeated(keys, repeated)}; settle them with deduplicate()")
     ids = keys.column("id").combine_chunks()
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ValueError("dedup keys hold a document id more than once")
     hashes = keys.column("content_hash").combine_chunks()
     exact = exact_representatives(hashes) if config.exact else np.arange(len(ids), dtype=np.int64)
     signatures, has_signature = signature_matrix(keys.column("minhash"), config.num_perm)

@@ -1,8 +1,13 @@
 """Sources: where input files are found, how they split into partitions, and how a partition is read.
 
 A source expands into files (local paths, globs, fsspec URLs; http(s) URLs are fetched into a cache by the
-flow first), each file is fingerprinted and split into partitions, and a partition is read as a stream of
-Arrow batches of documents and reject rows, with memory independent of the input's size.
+flow first), each file is fingerprinted, probed and split into partitions, and a partition is read as a
+stream of Arrow batches of documents and reject rows, with memory independent of the input's size.
+
+A bad input is one input. Planning reads the head of every file (encoding, header, format) so a wrong
+mapping fails before any partition runs; a file that cannot be read at all becomes, when its source skips
+bad inputs, a partition that reads as a single rejected record (`input:<reason>`, naming the file), so the
+ledger still accounts for it and `read = kept + filtered + duplicate + rejected` holds.
 """
 
 from __future__ import annotations
@@ -15,20 +20,31 @@ from collections.abc import Iterator
 from fsspec.core import split_protocol, url_to_fs
 
 from pipeline.config import SourceConfig
-from pipeline.sources.base import Partition, ReadBatch, SourceUnreadable
+from pipeline.sources.base import Partition, ReadBatch, SourceMappingError, SourceUnreadable, is_transient
 from pipeline.sources.comments import read_comments
-from pipeline.sources.news import read_news
-from pipeline.sources.tabular import count_records
+from pipeline.sources.inputs import (
+    TooManyBadInputs,
+    check_bad_inputs,
+    input_records,
+    skipped_input_batch,
+)
+from pipeline.sources.news import probe_warc, read_news
+from pipeline.sources.tabular import count_records, probe_input
 from pipeline.sources.textio import compression_of
 from pipeline.sources.wiki import count_pages, read_wiki
 
 __all__ = [
     "Partition",
     "ReadBatch",
+    "SourceMappingError",
     "SourceUnreadable",
+    "TooManyBadInputs",
+    "check_bad_inputs",
     "expand_uri",
     "fingerprint",
+    "input_records",
     "is_remote",
+    "is_transient",
     "plan_partitions",
     "read_partition",
 ]
@@ -49,7 +65,7 @@ def expand_uri(source: SourceConfig) -> list[str]:
     protocol, _ = split_protocol(uri)
     files = _local_files(uri) if protocol in (None, "file") else _fsspec_files(uri)
     if not files:
-        raise SourceUnreadable(f"source {source.name!r}: {uri} matches no file")
+        raise SourceUnreadable(uri, "no_files", f"source {source.name!r}: the uri matches no file")
     return files
 
 
@@ -81,8 +97,6 @@ def fingerprint(path: str) -> str:
     fs, inner = url_to_fs(path)
     info = fs.info(inner)
     size = int(info.get("size") or 0)
-    if size == 0:
-        raise SourceUnreadable(f"{path}: empty file")
     etag = info.get("ETag") or info.get("etag")
     if etag:
         return f"size:{size}:etag:{str(etag).strip(chr(34))}"
@@ -97,14 +111,48 @@ def plan_partitions(source: SourceConfig, files: list[str]) -> list[Partition]:
     """Partitions of a source, numbered from 0 across its files in sorted order.
 
     A wiki dump splits into ranges of `pages_per_partition` pages and a CSV/JSONL file into ranges of
-    `rows_per_partition` records, so several tasks share one large file; a WARC is one partition.
+    `rows_per_partition` records, so several tasks share one large file; a WARC is one partition. An
+    input that cannot be read raises SourceUnreadable when the source says `on_bad_input: fail`, and is
+    otherwise one partition marked `skipped`. When no input of a source fits its mapping, the mapping is
+    what is wrong: SourceMappingError, whatever `on_bad_input` says.
     """
     partitions: list[Partition] = []
+    mapped, unmapped = 0, []
     for path in sorted(files):
         file_fingerprint = fingerprint(path)
-        for start, stop in _record_ranges(source, path):
-            partitions.append(Partition(source.name, path, file_fingerprint, len(partitions), start, stop))
+        if file_fingerprint.startswith("size:0:"):
+            partitions.append(Partition(source.name, path, file_fingerprint, len(partitions)))
+            continue
+        try:
+            encoding = _probe(source, path)
+            ranges = _record_ranges(source, path)
+        except SourceUnreadable as error:
+            if source.on_bad_input == "fail":
+                raise
+            unmapped += [error] if error.reason == "missing_columns" else []
+            partitions.append(Partition(source.name, path, file_fingerprint, len(partitions),
+                                        skipped=f"input:{error.reason}", skip_detail=error.detail))
+            continue
+        mapped += 1
+        for start, stop in ranges:
+            partitions.append(
+                Partition(source.name, path, file_fingerprint, len(partitions), start, stop, encoding=encoding))
+    if unmapped and not mapped:
+        raise SourceMappingError(
+            unmapped[0].file, "missing_columns",
+            f"{unmapped[0].detail}; no input of source {source.name!r} has them, so the mapping is wrong",
+        )
     return partitions
+
+
+def _probe(source: SourceConfig, path: str) -> str | None:
+    """Read the head of an input as its reader will; returns the text codec(s) used, if any."""
+    if source.format == "warc":
+        probe_warc(path)
+        return None
+    if source.format == "mediawiki":
+        return "utf-8"  # MediaWiki exports are UTF-8 XML; count_pages parses the file while planning
+    return probe_input(source, path)
 
 
 def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None]]:
@@ -131,7 +179,26 @@ def _ranges(count: int, size: int) -> list[tuple[int, int | None]]:
 
 
 def read_partition(source: SourceConfig, partition: Partition, batch_size: int = 1000) -> Iterator[ReadBatch]:
-    """Documents and reject rows of one partition, `batch_size` rows at a time."""
+    """Documents and reject rows of one partition, `batch_size` rows at a time.
+
+    A skipped input reads as one rejected record. An input that turns out unreadable only now (it changed
+    since planning) is skipped the same way, once, by the partition that starts the file.
+    """
+    if partition.empty:
+        return
+    if partition.skipped:
+        yield skipped_input_batch(source, partition.path, partition.skipped, partition.skip_detail or "")
+        return
+    try:
+        yield from _read(source, partition, batch_size)
+    except SourceUnreadable as error:
+        if source.on_bad_input == "fail":
+            raise
+        if partition.start == 0:
+            yield skipped_input_batch(source, partition.path, f"input:{error.reason}", error.detail)
+
+
+def _read(source: SourceConfig, partition: Partition, batch_size: int) -> Iterator[ReadBatch]:
     if source.format == "mediawiki":
         yield from read_wiki(source, partition, batch_size)
     elif source.format == "warc" or source.kind == "news":

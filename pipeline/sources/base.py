@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.schema import documents_batch, rejects_batch
+from pipeline.sources.fetch import FetchError, FetchRefused
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,20 @@ class Partition:
     start: int = 0  # first record (page or row) of the range, inclusive
     stop: int | None = None  # exclusive; None reads to the end of the file
     origin: str | None = None  # the URL a fetched input came from; the manifest names inputs by it
+    encoding: str | None = None  # text inputs: the codec chosen when planning ("member:codec; ..." for a zip)
+    # Set when the whole input cannot be read and its source skips bad inputs: the partition then reads
+    # as one rejected record with this reason ("input:binary", ...) so the input stays in the ledger.
+    skipped: str | None = None
+    skip_detail: str | None = None  # what was wrong with it, for the reject row and the manifest
 
     @property
     def name(self) -> str:
         return f"{self.source}-{self.index:05d}"
+
+    @property
+    def empty(self) -> bool:
+        """A zero-byte input: zero records, whatever its format would demand of a header or a root element."""
+        return self.fingerprint.startswith("size:0:")
 
 
 @dataclass
@@ -35,7 +47,36 @@ class ReadBatch:
 
 
 class SourceUnreadable(RuntimeError):
-    """The whole source cannot be read (missing, empty, not the declared format); names the file and cause."""
+    """A whole input cannot be read: not text, not the declared format, lacking the mapped columns.
+
+    Deterministic: reading the same bytes again fails the same way, so it is never worth a retry. `reason`
+    is a short code (binary, not_format, missing_columns, unreadable, no_files) that becomes the ledger
+    reason `input:<reason>` when the input is skipped.
+    """
+
+    def __init__(self, file: str, reason: str, detail: str) -> None:
+        super().__init__(f"{file}: {detail}")
+        self.file, self.reason, self.detail = file, reason, detail
+
+    def __reduce__(self) -> tuple:  # keeps the fields when it crosses a process boundary
+        return type(self), (self.file, self.reason, self.detail)
+
+
+class SourceMappingError(SourceUnreadable):
+    """No input of a source has the columns its `fields` name: the mapping is wrong, not one file."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure may pass on retry: storage and network errors, a worker process that died.
+
+    What is wrong with the bytes (SourceUnreadable) or the config is not, nor is a refused download. An
+    OSError raised by a decompressor for corrupt data has no errno; one from the system has.
+    """
+    if isinstance(error, SourceUnreadable | FetchRefused):
+        return False
+    if isinstance(error, FetchError | TimeoutError | ConnectionError | BrokenProcessPool):
+        return True
+    return isinstance(error, OSError) and error.errno is not None
 
 
 class RecordBatcher:

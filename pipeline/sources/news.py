@@ -35,6 +35,17 @@ def read_news(source: SourceConfig, partition: Partition, batch_size: int) -> It
     yield from RecordBatcher(batch_size).drain(_warc_rows(source, partition.path))
 
 
+def probe_warc(path: str) -> None:
+    """Raise SourceUnreadable unless the file starts with a readable WARC record."""
+    with open_binary(path, decompress=False) as stream:
+        try:
+            first = next(iter(ArchiveIterator(stream)), None)
+        except (ArchiveLoadFailed, OSError, EOFError, zlib.error) as error:
+            raise SourceUnreadable(path, "not_format", f"not a readable WARC file: {error}") from None
+    if first is not None and first.format != "warc":
+        raise SourceUnreadable(path, "not_format", "not a WARC file: its first record is not a WARC record")
+
+
 def news_extras(columns: dict[str, Any]) -> dict[str, Any]:
     """Unmapped columns for meta; comma-separated keywords become a list."""
     extras = dict(columns)
@@ -66,7 +77,7 @@ def _warc_rows(source: SourceConfig, path: str) -> Iterator[RowOut]:
                     yield _warc_row(source, path, record, payload, offset)
         except (ArchiveLoadFailed, OSError, EOFError, zlib.error) as error:
             if end == 0:
-                raise SourceUnreadable(f"{path}: not a readable WARC file: {error}") from None
+                raise SourceUnreadable(path, "not_format", f"not a readable WARC file: {error}") from None
             yield _truncated(source, path, end, f"{type(error).__name__}: {error}")
             return
         # a gzip member cut short ends the iteration quietly; bytes left after the last record say so

@@ -1,7 +1,8 @@
 """CSV, TSV and JSON-lines records through the source's field mapping, shared by news and comments.
 
 A record's position is the 1-based line where it starts (editors show that line); partition ranges
-count records from 0 in file order, blank lines and the CSV header excluded.
+count records from 0 in file order, blank lines and the CSV header excluded. A CSV/TSV file without a
+header (`header: false`) has its columns named by position, "0" for the first, and `fields` names those.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 from pipeline.config import SourceConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
 from pipeline.sources.rows import document_row, read_date, reject_row, strip_bom, undecodable_reason
-from pipeline.sources.textio import Line, Member, capped_lines, detect_encoding, members, read_sample
+from pipeline.sources.textio import Line, Member, capped_lines, detect_encoding, members, open_lines_as, read_sample
+
+# A JSON-lines file none of whose first records is a JSON object is not JSON lines (a CSV, a log, HTML).
+JSONL_PROBE_LINES = 20
 
 # Columns a reader leaves unmapped go to meta; a kind may rename or reshape them there.
 Extras = Callable[[dict[str, Any]], dict[str, Any]]
@@ -55,18 +59,83 @@ def _in_range(records: Iterator[RawRecord], partition: Partition) -> Iterator[Ra
 def iter_records(source: SourceConfig, path: str) -> Iterator[RawRecord]:
     index = 0
     for member in members(path):
-        encoding = source.encoding or detect_encoding(read_sample(member), member.label)
+        encoding = member_encoding(source, member)
         parse = _jsonl_records if source.format == "jsonl" else _csv_records
         for record in parse(source, member, encoding, index):
             yield record
             index = record.index + 1
 
 
+def member_encoding(source: SourceConfig, member: Member) -> str:
+    """The codec a data file is read with: the source's own setting, else the one its bytes point to."""
+    return source.encoding or detect_encoding(read_sample(member), member.label, source.lang)
+
+
+def probe_input(source: SourceConfig, path: str) -> str | None:
+    """Check that a CSV/TSV/JSON-lines input can be read with the source's mapping, before any work.
+
+    Reads only the head of each data file: its encoding, its header (or first row, or first JSON
+    objects). Raises SourceUnreadable naming the file and what is wrong; returns the codec(s) used, as
+    "codec" or, for a zip whose members differ, "member:codec; ...". None when there is no data file.
+    """
+    found = [(member, member_encoding(source, member)) for member in members(path)]
+    for member, encoding in found:
+        if source.format == "jsonl":
+            _probe_jsonl(source, member, encoding)
+        else:
+            _probe_csv(source, member, encoding)
+    codecs_used = {encoding for _, encoding in found}
+    if len(codecs_used) <= 1:
+        return next(iter(codecs_used), None)
+    return "; ".join(f"{member.key}:{encoding}" for member, encoding in found)
+
+
+def _probe_csv(source: SourceConfig, member: Member, encoding: str) -> None:
+    with open_lines_as(member, encoding) as (stream, line_codec):
+        feed = _LineFeed(capped_lines(stream, source.max_record_bytes), line_codec)
+        reader = csv.reader(feed, delimiter=_delimiter(source))
+        if source.header:
+            _read_header(source, member, reader)
+        else:
+            _first_row(source, member, reader)
+
+
+def _probe_jsonl(source: SourceConfig, member: Member, encoding: str) -> None:
+    keys: set[str] = set()
+    objects = lines = 0
+    with open_lines_as(member, encoding) as (stream, line_codec):
+        for line in capped_lines(stream, source.max_record_bytes):
+            text = line.data.decode(line_codec, "surrogateescape")
+            if line.oversize or not text.strip():
+                continue
+            columns, _ = _parse_json_line(text, line, encoding)
+            lines += 1
+            if columns is not None:
+                objects += 1
+                keys.update(columns)
+            if lines >= JSONL_PROBE_LINES:
+                break
+    if lines and not objects:
+        raise SourceUnreadable(
+            member.label, "not_format", f"not JSON lines: none of its first {lines} lines is a JSON object"
+        )
+    text_key = source.fields["text"]
+    if objects and text_key not in keys:
+        raise SourceUnreadable(
+            member.label, "missing_columns",
+            f"its records have the keys {sorted(keys)[:20]} and lack the mapped key {text_key!r} (fields.text)",
+        )
+
+
+def _delimiter(source: SourceConfig) -> str:
+    return "\t" if source.format == "tsv" else ","
+
+
 def _jsonl_records(source: SourceConfig, member: Member, encoding: str, first: int) -> Iterator[RawRecord]:
     index = first
-    with member.open() as stream:
+    with open_lines_as(member, encoding) as (stream, line_codec):
         for line_no, line in enumerate(capped_lines(stream, source.max_record_bytes), start=1):
-            text = line.data.decode(encoding, "surrogateescape")
+            text = line.data.decode(line_codec, "surrogateescape")
             if not line.oversize and not text.strip():
                 continue
             columns, reason = _parse_json_line(text, line, encoding)
@@ -122,10 +191,14 @@ def _csv_records(source: SourceConfig, member: Member, encoding: str, first: int
     # csv's field limit is process-wide; it is raised to the record cap so fields up to the cap parse,
     # and a quoted field growing past it over many lines becomes a csv.Error, not unbounded memory.
     csv.field_size_limit(max(csv.field_size_limit(), source.max_record_bytes))
-    with member.open() as stream:
-        feed = _LineFeed(capped_lines(stream, source.max_record_bytes), encoding)
-        reader = csv.reader(feed, delimiter="\t" if source.format == "tsv" else ",")
-        header = _read_header(source, member, reader)
+    with open_lines_as(member, encoding) as (stream, line_codec):
+        feed = _LineFeed(capped_lines(stream, source.max_record_bytes), line_codec)
+        reader = csv.reader(feed, delimiter=_delimiter(source))
+        header = _read_header(source, member, reader) if source.header else None
+        if source.header and header is None:
+            return  # no row at all: zero records
+        width = len(header) if header is not None else None
+        text_at = header.index(source.fields["text"]) if header is not None else int(source.fields["text"])
         index = first
         while True:
             position = feed.start_record()
@@ -138,39 +211,58 @@ def _csv_records(source: SourceConfig, member: Member, encoding: str, first: int
             else:
                 if not row:
                     continue
-                reason = _csv_row_problem(source, header, row, feed, encoding)
-            columns = dict(zip(header, (strip_bom(v) for v in row))) if row and not reason else None
+                width = width if width is not None else len(row)  # a headerless file: its first row's
+                reason = _csv_row_problem(width, text_at, row, feed, encoding)
+            names = header if header is not None else [str(i) for i in range(len(row or ()))]
+            columns = dict(zip(names, (strip_bom(v) for v in row))) if row and not reason else None
             yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
             index += 1
 
 
-def _read_header(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> list[str]:
+def _read_header(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> list[str] | None:
+    """The header row (None for a file without any row), checked against the mapped columns."""
     try:
-        header = [strip_bom(name).strip() for name in next(reader)]
-    except StopIteration:
-        raise SourceUnreadable(f"{member.label}: empty file, no header") from None
+        header = next((row for row in reader if row), None)
     except csv.Error as error:
-        raise SourceUnreadable(f"{member.label}: unreadable CSV header: {error}") from None
+        raise SourceUnreadable(member.label, "unreadable", f"unreadable CSV header: {error}") from None
+    if header is None:
+        return None
+    header = [strip_bom(name).strip() for name in header]
     missing = sorted(column for column in source.fields.values() if column not in header)
     if missing:
         raise SourceUnreadable(
-            f"{member.label}: header {header[:20]} lacks the mapped column(s) {missing} "
-            f"(fields: {source.fields})"
+            member.label, "missing_columns",
+            f"its header {header[:20]} lacks the mapped column(s) {missing} (fields: {dict(source.fields)})",
         )
     return header
 
 
-def _csv_row_problem(
-    source: SourceConfig, header: list[str], row: list[str], feed: _LineFeed, encoding: str
-) -> str | None:
+def _first_row(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> None:
+    """A headerless file's first row must reach every column position the mapping names."""
+    try:
+        row = next((row for row in reader if row), None)
+    except csv.Error as error:
+        raise SourceUnreadable(member.label, "unreadable", f"unreadable first row: {error}") from None
+    if row is None:
+        return
+    beyond = sorted(column for column in source.fields.values() if int(column) >= len(row))
+    if beyond:
+        raise SourceUnreadable(
+            member.label, "missing_columns",
+            f"its first row has {len(row)} column(s) (0 to {len(row) - 1}) and lacks the mapped "
+            f"position(s) {beyond} (fields: {dict(source.fields)})",
+        )
+
+
+def _csv_row_problem(width: int, text_at: int, row: list[str], feed: _LineFeed, encoding: str) -> str | None:
     if feed.oversize:
         return "record_too_large"
     reason = undecodable_reason("".join(row), encoding)
     if reason:
         return reason
-    if len(row) < len(header) and header.index(source.fields["text"]) >= len(row):
+    if len(row) < width and text_at >= len(row):
         return "missing_text"
-    if len(row) != len(header):
+    if len(row) != width:
         return "bad_csv_row"
     return None
 

@@ -105,7 +105,7 @@ class DumpReader:
 
     def _broken(self, error: Exception) -> BrokenPage:
         if self._next_ordinal == 0 and not self._in_page:
-            raise SourceUnreadable(f"{self.path}: not a readable MediaWiki XML export: {error}") from None
+            raise SourceUnreadable(self.path, "not_format", f"not a readable MediaWiki XML export: {error}") from None
         return BrokenPage(self._next_ordinal, self._page_title, f"{type(error).__name__}: {error}")
 
     def _pages_from(self, parser: ET.XMLPullParser) -> Iterator[RawPage]:
