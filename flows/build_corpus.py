@@ -19,7 +19,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
@@ -52,6 +52,20 @@ def plan_source(config: CorpusflowConfig, source_name: str) -> list[Partition]:
     return [replace(p, origin=origins[p.path]) for p in sources.plan_partitions(source, list(origins))]
 
 
+@task
+def check_inputs(config: CorpusflowConfig, partitions: list[Partition]) -> list[InputRecord]:
+    """Every input as the manifest lists it; skipped ones are shown in the run, too many fail it before any work."""
+    inputs = sources.input_records(partitions)
+    skipped = [record for record in inputs if record.status == "skipped"]
+    if skipped:
+        get_run_logger().warning("%d input(s) skipped as unreadable: %s", len(skipped),
+                                 "; ".join(f"{r.uri} ({r.reason})" for r in skipped[:10]))
+        create_table_artifact([{"source": r.source, "input": r.uri, "reason": r.reason} for r in skipped],
+                              key="skipped-inputs", description="Inputs skipped as unreadable (one rejected record each)")
+    sources.check_bad_inputs(config, inputs)
+    return inputs
+
+
 def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     config, partition = parameters["config"], parameters["partition"]
     key = partitions.partition_key(config, _source(config, partition.source), partition)
@@ -73,16 +87,17 @@ def process_partition(config: CorpusflowConfig, partition: Partition) -> partiti
 
 
 @task
-def deduplicate(config: CorpusflowConfig, staged: list[partitions.StagedPartition]) -> str:
-    return str(dedup_step.write_duplicates(config, staged, Path(config.run_dir) / "work"))
+def deduplicate(config: CorpusflowConfig, staged: list[partitions.StagedPartition]) -> dedup_step.DedupFiles:
+    return dedup_step.write_duplicates(config, staged, Path(config.run_dir) / "work")
 
 
 @task
 def write_shards(
-    config: CorpusflowConfig, staged: list[partitions.StagedPartition], duplicates_path: str
+    config: CorpusflowConfig, staged: list[partitions.StagedPartition], decided: dedup_step.DedupFiles
 ) -> assembly.AssembledDataset:
     staging = shards.new_staging_dir(Path(config.run_dir) / "work")
-    assembled = assembly.assemble(config, staged, storage.read_arrow_table(duplicates_path), staging)
+    assembled = assembly.assemble(config, staged, storage.read_arrow_table(decided.duplicates),
+                                  storage.read_arrow_table(decided.renamed), decided.repeated_by_source, staging)
     assembly.write_ledger(staging, assembled.ledger_rows)
     return assembled
 
@@ -134,6 +149,7 @@ def build_corpus(config_path: str) -> str:
 def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     partitions = [p for future in planned for p in future.result()]
+    inputs = check_inputs(config, partitions)
     staged = process_partition.map(unmapped(config), partitions).result()
     duplicates = deduplicate(config, staged)
     assembled = write_shards(config, staged, duplicates)
@@ -142,7 +158,7 @@ def build_dataset(config: CorpusflowConfig) -> str:
         unmapped(config), root, assembled.shards, unmapped(config.contracts.documents_suite))
     reject_reports = validate_shard.map(
         unmapped(config), root, assembled.rejects, unmapped(config.contracts.rejects_suite))
-    manifest_uri = finalize(config, assembled, _inputs_of(partitions), reports.result(), reject_reports.result())
+    manifest_uri = finalize(config, assembled, inputs, reports.result(), reject_reports.result())
     plot_version(manifest_uri)
     return manifest_uri
 
@@ -165,9 +181,6 @@ def _source(config: CorpusflowConfig, name: str):
     return next(s for s in config.sources if s.name == name)
 
 
-def _inputs_of(partitions: list[Partition]) -> list[InputRecord]:
-    unique = {(p.source, p.origin or p.path): p.fingerprint for p in partitions}
-    return [InputRecord(source=s, uri=u, fingerprint=f) for (s, u), f in unique.items()]
 
 
 def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict], published: bool) -> None:

@@ -1,7 +1,7 @@
 """Data as it comes from the field, through the pipeline's own steps: every class of bad input has an outcome.
 
-Each test plans a source, processes every partition with `build.process_partition`, settles repeated ids
-and duplicates with the global dedup step, and checks what became of every record (kept, filtered,
+Each test plans a source, processes every partition, settles repeated ids and duplicates with the build's
+global dedup step, assembles the shards, and checks what became of every record (kept, filtered,
 duplicate, rejected with which reason, skipped input with which reason) and that
 read = kept + filtered + duplicate + rejected.
 """
@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
-from pipeline import build
+from pipeline.build import assembly, dedup_step, partitions
 from pipeline.config import CorpusflowConfig, SourceConfig
-from pipeline.dedup import LOCATOR_COLUMNS, RepeatedIdError, apply_renames, deduplicate, find_duplicates
-from pipeline.schema import Ledger, document_id, rejects_from_documents
-from pipeline.shards import read_shard
+from pipeline.dedup import RepeatedIdError, deduplicate, find_duplicates
+from pipeline.schema import Ledger, document_id
+from pipeline.storage import read_arrow_table
 from pipeline.sources import (
     SourceMappingError,
     SourceUnreadable,
@@ -69,57 +68,26 @@ class Outcome:
 
 
 def build_sources(tmp_path: Path, *sources: SourceConfig, exact: bool = True, near: bool = True) -> Outcome:
+    """Plan and process every partition, then the build's global steps: dedup (with repeated ids) and assembly."""
     config = CorpusflowConfig(sources=list(sources), dedup={"exact": exact, "near": near},
                               runner={"workers": 1}, run_dir=str(tmp_path / "run"))
-    staged, partitions = [], []
+    staged, planned = [], []
     for source in config.sources:
-        planned = plan_partitions(source, expand_uri(source))
-        partitions += planned
-        staged += [build.process_partition(config, source, p, tmp_path / "work") for p in planned]
-    keys = _located_keys(config, staged)
-    result = deduplicate(keys, config.dedup)
-    duplicate_ids = result.duplicates.column("id").to_pylist()
-    duplicate_of = dict(zip(duplicate_ids, result.duplicates.column("duplicate_of").to_pylist()))
-    kind = dict(zip(duplicate_ids, result.duplicates.column("kind").to_pylist()))
-    ledger, kept, drops = Ledger(), [], []
-    for part in staged:
-        part_ledger = Ledger.from_rows(part.ledger)
-        if part.rejects_path.exists():
-            drops += read_shard(part.rejects_path).to_pylist()
-        if part.documents_path.exists():
-            documents = apply_renames(read_shard(part.documents_path), result.renamed, part.name)
-            is_duplicate = pc.is_in(documents.column("id"), value_set=pa.array(list(duplicate_of), pa.string()))
-            dropped = documents.filter(is_duplicate)
-            ids = dropped.column("id").to_pylist()
-            dedup_rejects = rejects_from_documents(dropped, outcome="duplicate", reasons=[kind[i] for i in ids],
-                                                   stage="dedup", duplicate_of=[duplicate_of[i] for i in ids])
-            part_ledger.add("kept", "", -dropped.num_rows)
-            part_ledger.add_rejects(dedup_rejects)
-            drops += dedup_rejects.to_pylist()
-            kept += documents.filter(pc.invert(is_duplicate)).to_pylist()
-        ledger.update(part_ledger)
+        source_partitions = plan_partitions(source, expand_uri(source))
+        planned += source_partitions
+        staged += [partitions.process_partition(config, source, p, tmp_path / "work") for p in source_partitions]
+    decided = dedup_step.write_duplicates(config, staged, tmp_path / "work")
+    assembled = assembly.assemble(config, staged, read_arrow_table(decided.duplicates),
+                                  read_arrow_table(decided.renamed), decided.repeated_by_source, tmp_path / "staging")
+    root = Path(assembled.staging)
+    kept = [row for shard in assembled.shards for row in read_arrow_table(root / shard.path).to_pylist()]
+    drops = [row for shard in assembled.rejects for row in read_arrow_table(root / shard.path).to_pylist()]
     for row in kept + drops:
         row["meta"] = json.loads(row["meta"]) if row.get("meta") else {}
-    outcome = Outcome(kept, drops, ledger.totals(), input_records(partitions), result.repeated_by_source)
+    totals = Ledger.from_rows(assembled.ledger_rows).totals()
+    outcome = Outcome(kept, drops, totals, input_records(planned), decided.repeated_by_source)
     assert_accounted(outcome)
     return outcome
-
-
-def _located_keys(config: CorpusflowConfig, staged: list[build.StagedPartition]) -> pa.Table:
-    """The dedup keys with each document's (partition, row): what the global step needs to rename."""
-    rank_of = {source.name: rank for rank, source in enumerate(config.sources)}
-    tables = []
-    for part in staged:
-        if part.documents_path.exists():
-            keys = read_shard(part.documents_path, ["id", "source", "lang", "content_hash", "minhash"])
-            n = keys.num_rows
-            keys = keys.append_column("rank", pa.array([rank_of[part.source]] * n, pa.int32()))
-            keys = keys.append_column(LOCATOR_COLUMNS[0], pa.array([part.name] * n, pa.string()))
-            tables.append(keys.append_column(LOCATOR_COLUMNS[1], pa.array(range(n), pa.int64())))
-    return pa.concat_tables(tables) if tables else pa.table({
-        "id": pa.array([], pa.string()), "source": pa.array([], pa.string()), "lang": pa.array([], pa.string()),
-        "content_hash": pa.array([], pa.string()), "minhash": pa.array([], pa.list_(pa.uint64())),
-        "rank": pa.array([], pa.int32()), "partition": pa.array([], pa.string()), "row": pa.array([], pa.int64())})
 
 
 def assert_accounted(outcome: Outcome) -> None:

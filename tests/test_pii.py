@@ -341,6 +341,7 @@ def test_pii_disabled_adds_empty_counts() -> None:
 
 def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> None:
     from pipeline.build.assembly import assemble
+    from pipeline.dedup import DUPLICATES_SCHEMA, RENAMED_SCHEMA
     from pipeline.build.partitions import process_partition
     from pipeline.sources import plan_partitions
 
@@ -357,9 +358,8 @@ def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> No
     source = config.sources[0]
     staged = [process_partition(config, source, p, tmp_path / "work")
               for p in plan_partitions(source, [str(path)])]
-    no_duplicates = pa.table({"id": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string()),
-                              "kind": pa.array([], pa.string())})
-    assembled = assemble(config, staged, no_duplicates, tmp_path / "staging")
+    assembled = assemble(config, staged, DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {},
+                         tmp_path / "staging")
     notes = assembled.notes_by_source["reviews"]
     assert {k: v for k, v in notes.items() if k.startswith("pii:")} == {
         "pii:bank_card": 1, "pii:im_handle": 1, "pii:passport": 1, "pii:phone": 1}

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from pipeline import storage
 from pipeline.build.partitions import StagedPartition
 from pipeline.config import CorpusflowConfig
+from pipeline.dedup import REPEATED_ID_NOTE, apply_renames
 from pipeline.schema import LEDGER_SCHEMA, Ledger, ShardRecord, rejects_from_documents
 from pipeline.shards import ShardSink, shard_record, split_of, write_shard
 
@@ -29,9 +30,13 @@ class AssembledDataset:
 
 
 def assemble(
-    config: CorpusflowConfig, staged: Sequence[StagedPartition], duplicates: pa.Table, staging: Path
+    config: CorpusflowConfig, staged: Sequence[StagedPartition], duplicates: pa.Table, renamed: pa.Table,
+    repeated_by_source: dict[str, int], staging: Path,
 ) -> AssembledDataset:
     """Write the kept documents into split/source/lang shards and every drop into rejects shards.
+
+    `duplicates` and `renamed` are the global step's decisions: documents that arrived under an id another
+    already had take their new id first, then duplicates are set apart by id.
 
     Order is the partitions' order (sorted by source, then partition index) and the rows' order inside
     each, which do not depend on how many workers ran, so the shards are byte-identical across runs.
@@ -41,7 +46,7 @@ def assemble(
     data_sinks: dict[tuple[str, str, str], ShardSink] = {}
     reject_sinks: dict[str, ShardSink] = {}
     ledger_rows: list[dict] = []
-    notes: dict[str, Counter] = {}
+    notes: dict[str, Counter] = {source: Counter({REPEATED_ID_NOTE: n}) for source, n in repeated_by_source.items() if n}
     for part in sorted(staged, key=lambda p: p.name):
         notes.setdefault(part.source, Counter()).update(part.notes)
         ledger = Ledger.from_rows(part.ledger)
@@ -50,6 +55,7 @@ def assemble(
         if part.rejects_path.exists():
             reject_sink.add(storage.read_arrow_table(str(part.rejects_path)))
         for documents in _documents_of(part):
+            documents = apply_renames(documents, renamed, part.name)
             kept, dropped = _split_duplicates(documents, duplicate_of, duplicate_kind)
             if dropped.num_rows:
                 ledger.add("kept", "", -dropped.num_rows)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.errors import UserError
 from pipeline.schema import documents_batch, rejects_batch
 from pipeline.sources.fetch import FetchError, FetchRefused
 
@@ -46,7 +47,7 @@ class ReadBatch:
     rejects: pa.RecordBatch  # REJECT_SCHEMA: records dropped while reading (rejected, or filtered e.g. redirect)
 
 
-class SourceUnreadable(RuntimeError):
+class SourceUnreadable(UserError, RuntimeError):
     """A whole input cannot be read: not text, not the declared format, lacking the mapped columns.
 
     Deterministic: reading the same bytes again fails the same way, so it is never worth a retry. `reason`
@@ -57,6 +58,9 @@ class SourceUnreadable(RuntimeError):
     def __init__(self, file: str, reason: str, detail: str) -> None:
         super().__init__(f"{file}: {detail}")
         self.file, self.reason, self.detail = file, reason, detail
+
+    hint = ("fix or remove the file, or set the source's `on_bad_input: skip` to build without it; for a wrong "
+            "mapping, correct the source's `fields` (and `header`)")
 
     def __reduce__(self) -> tuple:  # keeps the fields when it crosses a process boundary
         return type(self), (self.file, self.reason, self.detail)

@@ -14,13 +14,16 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from pipeline.config import CorpusflowConfig, SourceConfig
+from pipeline.errors import UserError
 from pipeline.schema import InputRecord, documents_batch, rejects_batch
 from pipeline.sources.base import Partition, ReadBatch
 from pipeline.sources.rows import reject_row
 
 
-class TooManyBadInputs(RuntimeError):
+class TooManyBadInputs(UserError, RuntimeError):
     """More inputs were skipped as unreadable than `max_bad_inputs` allows; names each and why."""
+
+    hint = "fix or remove the files listed, or raise max_bad_inputs to build without them"
 
 
 def skipped_input_batch(source: SourceConfig, path: str, reason: str, detail: str) -> ReadBatch:
@@ -61,7 +64,6 @@ def check_bad_inputs(config: CorpusflowConfig, inputs: Sequence[InputRecord]) ->
         shown = "\n".join(f"  {record.source}: {record.uri}: {record.reason}" for record in skipped[:20])
         more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
         raise TooManyBadInputs(
-            f"{len(skipped)} of {len(inputs)} inputs are unreadable, over max_bad_inputs={limit}:\n{shown}{more}\n"
-            "Fix or remove those files, or raise max_bad_inputs to build without them."
+            f"{len(skipped)} of {len(inputs)} inputs are unreadable, over max_bad_inputs={limit}:\n{shown}{more}"
         )
     return skipped
