@@ -95,7 +95,7 @@ def deduplicate(config: CorpusflowConfig, staged: list[partitions.StagedPartitio
 def write_shards(
     config: CorpusflowConfig, staged: list[partitions.StagedPartition], decided: dedup_step.DedupFiles
 ) -> assembly.AssembledDataset:
-    staging = shards.new_staging_dir(Path(config.run_dir) / "work")
+    staging = shards.fresh_staging_dir(Path(config.run_dir) / "work", partitions.staged_key(staged))
     assembled = assembly.assemble(config, staged, storage.read_arrow_table(decided.duplicates),
                                   storage.read_arrow_table(decided.renamed), decided.repeated_by_source, staging)
     assembly.write_ledger(staging, assembled.ledger_rows)

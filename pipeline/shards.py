@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +95,9 @@ def quarantine(root: Path, record: ShardRecord, report: dict) -> ShardRecord:
     return record.model_copy(update={"path": target.relative_to(root).as_posix(), "usable": False})
 
 
-def new_staging_dir(work_dir: Path) -> Path:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="build-", dir=work_dir))
+def fresh_staging_dir(work_dir: Path, key: str) -> Path:
+    """An empty `build-<key>` directory: a build killed while assembling leaves one that the rerun replaces."""
+    staging = work_dir / f"build-{key}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging

@@ -152,36 +152,83 @@ def test_refresh_with_unchanged_inputs_recomputes_no_partition(demo_build: tuple
     assert {p: p.stat().st_mtime_ns for p in staged} == before
 
 
-def test_interrupted_build_resumes_to_the_same_result(prefect_api: str, tmp_path: Path) -> None:
-    # Many small partitions make the build long enough to be killed in the middle of it.
+@pytest.fixture(scope="module")
+def small_partitions(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """A config of many small partitions (long enough to kill mid-way) and its uninterrupted manifest."""
+    tmp_path = tmp_path_factory.mktemp("small-partitions")
     config = load_config(REPO / "configs" / "demo.yaml").model_dump(mode="json")
     for source in config["sources"]:
         source["rows_per_partition"] = 5
         source["pages_per_partition"] = 2
     config["runner"]["workers"] = 1
-    config_path = tmp_path / "small-partitions.yaml"
-    config["run_dir"] = str(tmp_path / "killed")
+    config["run_dir"] = str(tmp_path / "uninterrupted")
+    config_path = tmp_path / "uninterrupted.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    partitions = tmp_path / "killed" / "work" / "partitions"
+    return config, run_build(config_path)
+
+
+def _partitions_written(run_dir: Path) -> bool:
+    return len(list((run_dir / "work" / "partitions").glob("*/ledger.json"))) >= 2
+
+
+def _assembling(run_dir: Path) -> bool:
+    return any((run_dir / "work").glob("build-*/data"))
+
+
+@pytest.mark.parametrize("moment", [_partitions_written, _assembling], ids=["partitions", "assembly"])
+def test_build_killed_mid_way_resumes_to_the_same_result(small_partitions: tuple[dict, str], tmp_path: Path,
+                                                         moment) -> None:
+    config, uninterrupted = small_partitions
+    run_dir = tmp_path / "killed"
+    config_path = tmp_path / "killed.yaml"
+    config_path.write_text(yaml.safe_dump({**config, "run_dir": str(run_dir)}, allow_unicode=True))
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--config", str(config_path)],
                                cwd=REPO, env=os.environ.copy(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and len(list(partitions.glob("*/ledger.json"))) < 2:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not moment(run_dir):
         assert process.poll() is None, "the build ended before it could be interrupted"
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the CLI, the flow and every worker process at once
     process.wait()
-    datasets_dir = tmp_path / "killed" / "datasets"
-    assert not list(datasets_dir.rglob("*.arrow")), "no shard is visible before its version is complete"
+    datasets_dir = run_dir / "datasets"
+    assert not list(datasets_dir.rglob("*.arrow")) and not (datasets_dir / "demo" / "LATEST").exists(), \
+        "nothing is visible to a reader before its version is complete"
 
     resumed = run_build(config_path)
-    config["run_dir"] = str(tmp_path / "uninterrupted")
-    config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    uninterrupted = run_build(config_path)
     a, b = load_manifest(resumed), load_manifest(uninterrupted)
     assert a.version == b.version
     assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
+    work = run_dir / "work"
+    assert not list(work.glob("partitions/*.tmp")) and len(list(work.glob("build-*"))) == 0, \
+        "no partial partition or staging directory is left behind"
+
+
+def test_glob_of_good_and_bad_files_skips_the_bad_and_accounts_the_good(prefect_api: str, tmp_path: Path) -> None:
+    from tests.input_fixtures import write_bad_files, write_good_files
+
+    inputs = tmp_path / "reviews"
+    good_records = write_good_files(inputs, 50)
+    expected = write_bad_files(inputs)
+    config_path = tmp_path / "glob.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"), "runner": {"workers": 2},
+        "sources": [{"name": "reviews", "kind": "comments", "lang": "zh", "uri": str(inputs / "*.csv"),
+                     "format": "csv", "fields": {"text": "review", "label": "label"}}]}, allow_unicode=True))
+    manifest_path = Path(run_build(config_path))
+    manifest = load_manifest(manifest_path)
+    outcome = {Path(i.uri).name: i.reason.split(": ")[0] if i.status == "skipped" else i.status
+               for i in manifest.inputs}
+    assert {name: outcome[name] for name in expected} == expected
+    skipped = [i for i in manifest.inputs if i.status == "skipped"]
+    assert len(skipped) == len([r for r in expected.values() if r.startswith("input:")])
+    assert sum(1 for i in manifest.inputs if i.status == "read") == 50
+    totals = manifest.ledger_totals
+    assert totals["read"] == good_records + len(skipped)
+    assert totals["rejected"] >= len(skipped) and totals["read"] == sum(totals[o] for o in OUTCOMES)
+    rejects = [row for s in manifest.rejects for row in read_arrow_table(manifest_path.parent / s.path).to_pylist()]
+    skipped_rows = {Path(row["file"]).name: row["reason"] for row in rejects if row["reason"].startswith("input:")}
+    assert skipped_rows == {n: r for n, r in expected.items() if r.startswith("input:")}
 
 
 def test_cli_inspect_and_verify(demo_build: tuple[Path, str]) -> None:
@@ -364,8 +411,14 @@ def test_unreadable_source_fails_the_flow_naming_the_file(prefect_api: str, tmp_
          "fields": {"text": "sentence"}, "on_bad_input": "fail"}]}
     config_path = tmp_path / "broken.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    with pytest.raises(Exception, match="binary.jsonl"):
+    from pipeline.sources import SourceUnreadable
+
+    with pytest.raises(SourceUnreadable, match="binary.jsonl"):
         run_build(config_path)
+    shown = _cli("build", "--config", str(config_path))
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    block = shown.stdout[shown.stdout.index("SourceUnreadable"):]
+    assert "binary.jsonl" in block and "what to do" in block and "Traceback" not in block
 
 
 @pytest.mark.shared_data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage, versions
-from pipeline.build.partitions import StagedPartition
+from pipeline.build.partitions import StagedPartition, staged_key
 from pipeline.config import CorpusflowConfig
 from pipeline.dedup import DUPLICATES_SCHEMA, PREVIOUS_RANK, RENAMED_SCHEMA, MinHashStage, deduplicate
 from pipeline.shards import write_shard
@@ -73,7 +72,7 @@ def write_duplicates(config: CorpusflowConfig, staged: Sequence[StagedPartition]
         duplicates, renamed, repeated = result.duplicates, result.renamed, result.repeated_by_source
     else:
         duplicates, renamed, repeated = DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {}
-    covered = hashlib.sha256("\n".join(sorted(p.directory for p in staged)).encode()).hexdigest()[:16]
+    covered = staged_key(staged)
     directory = Path(work_dir) / "dedup"
     return DedupFiles(
         duplicates=str(write_shard(duplicates, directory / f"duplicates-{covered}.arrow").path),

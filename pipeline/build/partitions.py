@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def process_partition(
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return _load_staged(source.name, partition.name, final)
+
+
+def staged_key(staged: Sequence[StagedPartition]) -> str:
+    """Names what the global steps derive from these partitions (dedup files, the assembly's staging dir)."""
+    return hashlib.sha256("\n".join(sorted(p.directory for p in staged)).encode()).hexdigest()[:16]
 
 
 def _load_staged(source: str, name: str, directory: Path) -> StagedPartition:
