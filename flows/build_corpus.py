@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -69,9 +70,11 @@ def check_inputs(config: CorpusflowConfig, partitions: list[Partition]) -> list[
 def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     config, partition = parameters["config"], parameters["partition"]
     key = partitions.partition_key(config, _source(config, partition.source), partition)
-    staged = Path(config.run_dir) / "work" / "partitions" / f"{partition.name}-{key}" / "ledger.json"
-    # A cache entry pointing at staged files that were deleted would hand back paths to nothing.
-    return f"partition-{key}" if staged.exists() else None
+    staged = (Path(config.run_dir) / "work" / "partitions" / f"{partition.name}-{key}").resolve()
+    # The cached result is the staged directory's path: keyed by that path, so another run directory's
+    # entry for the same input is never handed back; none once the files are gone (it would point at nothing).
+    where = hashlib.sha256(str(staged).encode()).hexdigest()[:20]
+    return f"partition-{where}" if (staged / "ledger.json").exists() else None
 
 
 @task(
