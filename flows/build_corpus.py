@@ -17,8 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
@@ -28,13 +30,15 @@ from prefect.tasks import exponential_backoff
 from flows.events import announce_dataset_version
 from flows.retries import transient_only
 from flows.runners import task_runner_for
-from flows.workers import run_in_worker
+from flows.workers import run_in_worker, start_workers
 from pipeline import contracts, plots, reproduce, shards, sources, storage, versions
 from pipeline.build import assembly, dedup_step, manifest as manifests, partitions
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest, ShardRecord
 from pipeline.sources.base import Partition
 from pipeline.sources.fetch import fetch
+
+T = TypeVar("T")
 
 
 @task(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
@@ -83,10 +87,8 @@ def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | Non
     persist_result=True, cache_result_in_memory=False, task_run_name="process-{partition.name}",
 )
 def process_partition(config: CorpusflowConfig, partition: Partition) -> partitions.StagedPartition:
-    args = (config, _source(config, partition.source), partition, Path(config.run_dir) / "work")
-    if config.runner.kind == "local":
-        return run_in_worker(config.runner.workers, partitions.process_partition, *args)
-    return partitions.process_partition(*args)  # on Ray the task already runs in a worker process
+    source = _source(config, partition.source)
+    return _on_worker(config, partitions.process_partition, config, source, partition, Path(config.run_dir) / "work")
 
 
 @task
@@ -109,10 +111,9 @@ def write_shards(
 def validate_shard(config: CorpusflowConfig, root: str, shard: ShardRecord, suite: str) -> dict | None:
     if not config.contracts.enabled:
         return None
-    return contracts.validate_shard(
-        Path(root) / shard.path, suite, config.contracts.directory,
-        data_docs_dir=Path(config.run_dir) / "data_docs",
-    )
+    # In a worker process: Great Expectations is CPU-bound Python, so threads would take turns on one core.
+    return _on_worker(config, contracts.validate_shard, Path(root) / shard.path, suite, config.contracts.directory,
+                      Path(config.run_dir) / "data_docs")
 
 
 @task
@@ -150,6 +151,8 @@ def build_corpus(config_path: str) -> str:
 
 @flow(name="build-dataset")
 def build_dataset(config: CorpusflowConfig) -> str:
+    if config.runner.kind == "local":
+        start_workers(config.runner.workers)
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     partitions = [p for future in planned for p in future.result()]
     inputs = check_inputs(config, partitions)
@@ -178,6 +181,12 @@ def plot_version(manifest_uri: str) -> list[str]:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
+
+def _on_worker(config: CorpusflowConfig, fn: Callable[..., T], *args: object) -> T:
+    if config.runner.kind == "local":
+        return run_in_worker(config.runner.workers, fn, *args)
+    return fn(*args)  # on Ray the task already runs in a worker process
 
 
 def _source(config: CorpusflowConfig, name: str):

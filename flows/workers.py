@@ -38,6 +38,13 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
         return _pools[workers]
 
 
+def start_workers(workers: int) -> None:
+    """Spawn the pool's processes now, so they load jieba while the flow is still planning its partitions."""
+    pool = worker_pool(workers)
+    for _ in range(workers):
+        pool.submit(int)
+
+
 def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
     """Run fn(*args) in the shared pool of `workers` processes and wait for its result."""
     return worker_pool(workers).submit(fn, *args).result()
