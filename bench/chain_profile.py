@@ -6,7 +6,8 @@ For each data set (the online-shopping reviews, a zipped CSV; the TNEWS headline
 process and one core: the reader is timed over the first `--limit` records, raw `jieba.lcut` (jieba's
 global tokenizer, HMM on, as shipped) over the texts read, then every stage of the partition chain
 (`pipeline.build.processing_stages` with one worker: normalize .. quality filter, content hash, MinHash).
-Models, dictionaries and lookup tables are loaded before timing, as a build loads them once per process.
+Models (jieba's dictionary, py3langid's model), OpenCC's dictionaries and lookup tables are loaded before
+timing: a build loads them once per worker process.
 
 Each figure is printed as seconds and as a ratio to raw jieba's seconds; "chain per core" is raw jieba's
 time over the time of reading plus every stage (1.0 = as fast as jieba alone). The targets: segment stage
@@ -38,6 +39,7 @@ from pipeline.schema import REJECT_SCHEMA, Ledger
 from pipeline.sources import read_partition
 from pipeline.sources.base import Partition
 from pipeline.stages import Stage, StageResult, run_stages
+from pipeline.text.langid import identifier as language_model
 
 RESULTS = Path(__file__).parent / "results"
 DIGESTS = RESULTS / "chain_output_digests.json"
@@ -101,6 +103,7 @@ def profile_run(stages: list[Stage], source: SourceConfig, limit: int | None) ->
         if read is None:
             break
         if not kept:  # load models, dictionaries and tables before the first batch is timed
+            language_model()
             run_stages(stages, read.documents.slice(0, WARM_ROWS), Ledger())
         documents += read.documents.num_rows
         seconds["raw_jieba"] += time_raw_jieba(read.documents.column("text").to_pylist())
