@@ -68,8 +68,11 @@ def document_id(source: str, native_id: str) -> str:
     return hashlib.sha256(f"{source}\x1f{native_id}".encode()).hexdigest()[:32]
 
 
+_META_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)  # one per record: reuse it
+
+
 def dumps_meta(meta: Mapping[str, Any]) -> str:
-    return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)
+    return _META_ENCODER.encode(meta)
 
 
 def documents_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
