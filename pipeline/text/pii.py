@@ -136,7 +136,7 @@ class RedactPii:
         if self.redactor is not None:
             for column in ("text", "title"):
                 batch = set_column(batch, column, self._redact_column(batch.column(column), counts))
-        found = [json.dumps(dict(sorted(c.items())), separators=(",", ":")) for c in counts]
+        found = [json.dumps(dict(sorted(c.items())), separators=(",", ":")) if c else "{}" for c in counts]
         return StageResult(set_column(batch, "pii", pa.array(found, pa.string())))
 
     def _redact_column(self, texts: pa.Array, counts: list[Counter[str]]) -> pa.Array:
