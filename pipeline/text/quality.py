@@ -71,7 +71,7 @@ def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     non_space = n_chars - charclass.count(texts, _SPACE)
     return {
         "n_chars": n_chars,
-        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN, dense=True), non_space),
+        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN), non_space),
         "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
