@@ -38,7 +38,7 @@ from pipeline.text import charclass
 
 DUP_NGRAM = 5
 _SPACE = r"\s\p{Z}"
-_WORD_CHAR = r"[\p{L}\p{N}]"
+_WORD_CHAR = r"\p{L}\p{N}"  # a word holds one of these
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
 _TERMINAL_LINE = r"[.!?。！？…\"'”’」』)）]$"
 _STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__).with_name("stopwords_en.txt"))
@@ -121,7 +121,7 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
     flat = pc.list_flatten(words)
     parents = pc.list_parent_indices(words).to_numpy()
     lengths = pc.utf8_length(flat).to_numpy(zero_copy_only=False).astype(np.float64)
-    is_word = _mask(flat, _WORD_CHAR)
+    is_word = charclass.count(flat, _WORD_CHAR) > 0
     is_stop = pc.is_in(flat, value_set=stop_words).to_numpy(zero_copy_only=False) & is_word
     n_word = _doc_sums(parents[is_word], None, n_docs)
     n_stop = _doc_sums(parents[is_stop], None, n_docs)
