@@ -11,11 +11,12 @@ import zipfile
 from pathlib import Path
 
 import jieba
+import jieba.finalseg
 import pytest
 
 from pipeline.config import ConfigError, parse_config
 from pipeline.schema import documents_batch
-from pipeline.text.precise_cut import PreciseCutter
+from pipeline.text.precise_cut import PreciseCutter, hmm_cut
 from pipeline.text.segment import Segment, SegmenterSpec, jieba_tokenizer
 
 SOURCES = [{"name": "s", "kind": "news", "uri": "x.jsonl", "format": "jsonl", "fields": {"text": "t"}}]
@@ -125,3 +126,8 @@ def test_rjieba_engine_without_the_package_names_the_extra(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "rjieba", None)  # how Python marks a module that cannot be imported
     with pytest.raises(ConfigError, match=r"segment\.engine.*corpusflow\[fast\]"):
         Segment(config_with({"engine": "rjieba"}).segment, workers=1)
+
+
+@pytest.mark.parametrize("run", ["", "嫪毐吕不韦", "片儿川a1好", "王小明李晓华张伟", "啊", "Abc123中文%3.5混合"])
+def test_hmm_cut_gives_finalsegs_words(run: str) -> None:
+    assert hmm_cut(run) == list(jieba.finalseg.cut(run))

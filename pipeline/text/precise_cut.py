@@ -3,8 +3,8 @@
 `jieba.Tokenizer.cut` spends most of its time in two passes over every block of Han text: `get_DAG` lists the
 dictionary words starting at each character, then `calc` picks the most probable route backwards, calling
 `log` for every candidate. Here both passes are one backward loop over a table of log probabilities computed
-once per tokenizer, and the HMM that joins runs of unknown single characters (jieba.finalseg) is asked once
-per distinct run. The dictionary, the regexes, the HMM and the arithmetic are jieba's own, in the same order,
+once per tokenizer, and the HMM that joins runs of unknown single characters (jieba.finalseg's model) runs
+once per distinct run, its viterbi keeping back pointers instead of copying every path at every step. The dictionary, the regexes, the HMM and the arithmetic are jieba's own, in the same order,
 so the words are the same as `Tokenizer.lcut(text, HMM=True)`: tests compare both on the shared data.
 """
 
@@ -13,11 +13,16 @@ from __future__ import annotations
 from math import log
 
 import jieba
-import jieba.finalseg
+from jieba import finalseg
 
 _BLOCK = jieba.re_han_default  # runs of Han, ASCII letters and digits: the blocks the route is computed on
 _SKIP = jieba.re_skip_default  # between blocks: line breaks and whitespace are tokens, anything else a char
 _MAX_CACHED_RUNS = 1 << 17
+_HMM_BLOCK = finalseg.re_han  # what the HMM tags: Han runs
+_HMM_SKIP = finalseg.re_skip
+_TAGS = "BMES"
+_PREVIOUS = finalseg.PrevStatus  # the two tags that may precede each tag
+_MIN_FLOAT = finalseg.MIN_FLOAT
 
 
 class PreciseCutter:
@@ -105,5 +110,66 @@ class PreciseCutter:
         if found is None:
             if len(self._hmm_runs) >= _MAX_CACHED_RUNS:
                 self._hmm_runs.clear()
-            found = self._hmm_runs[run] = list(jieba.finalseg.cut(run))
+            found = self._hmm_runs[run] = hmm_cut(run)
         return found
+
+
+def hmm_cut(text: str) -> list[str]:
+    """jieba.finalseg.cut: Han runs by the BMES HMM, letters and numbers kept whole, the rest as it is."""
+    words: list[str] = []
+    for block in _HMM_BLOCK.split(text):
+        if _HMM_BLOCK.match(block):
+            for word in _hmm_words(block):
+                if word in finalseg.Force_Split_Words:
+                    words.extend(word)
+                else:
+                    words.append(word)
+        else:
+            words.extend(part for part in _HMM_SKIP.split(block) if part)
+    return words
+
+
+def _hmm_words(text: str) -> list[str]:
+    """Words of a Han run from its most probable BMES tags (finalseg's viterbi and its reading of the tags)."""
+    tags = _viterbi(text)
+    words: list[str] = []
+    begin = next_start = 0
+    for i, tag in enumerate(tags):
+        if tag == "B":
+            begin = i
+        elif tag == "E":
+            words.append(text[begin : i + 1])
+            next_start = i + 1
+        elif tag == "S":
+            words.append(text[i])
+            next_start = i + 1
+    if next_start < len(text):
+        words.append(text[next_start:])
+    return words
+
+
+def _viterbi(text: str) -> list[str]:
+    """finalseg.viterbi with back pointers instead of copied paths; the same sums in the same order, and
+    ties broken the same way (max over (probability, previous tag) tuples)."""
+    emit, trans = finalseg.emit_P, finalseg.trans_P
+    scores = {tag: finalseg.start_P[tag] + emit[tag].get(text[0], _MIN_FLOAT) for tag in _TAGS}
+    pointers: list[dict[str, str]] = []
+    for char in text[1:]:
+        step_scores, step_pointers = {}, {}
+        for tag in _TAGS:
+            emission = emit[tag].get(char, _MIN_FLOAT)
+            first, second = _PREVIOUS[tag]
+            via_first = scores[first] + trans[first].get(tag, _MIN_FLOAT) + emission
+            via_second = scores[second] + trans[second].get(tag, _MIN_FLOAT) + emission
+            if (via_first, first) > (via_second, second):
+                step_scores[tag], step_pointers[tag] = via_first, first
+            else:
+                step_scores[tag], step_pointers[tag] = via_second, second
+        scores = step_scores
+        pointers.append(step_pointers)
+    tag = max((scores[tag], tag) for tag in "ES")[1]
+    tags = [tag]
+    for step_pointers in reversed(pointers):
+        tag = step_pointers[tag]
+        tags.append(tag)
+    return tags[::-1]
