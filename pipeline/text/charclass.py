@@ -2,7 +2,7 @@
 
 Running an RE2 character class over every text costs about as much as segmenting headlines with jieba
 when the class is large (\\p{L}) and several classes are counted per batch. Instead a batch's texts are
-decoded once into code points (numpy over the UTF-8 buffer), each distinct code point not seen before is classified by the same RE2
+decoded once into code points (straight from the column's UTF-8 buffer), each distinct code point not seen before is classified by the same RE2
 class (pyarrow's regex kernel over single-character strings), and the verdicts are kept in a table per
 class: the counts are exactly those of the regex, at the price of a table lookup per character.
 """
@@ -40,35 +40,28 @@ class _Decoded:
 _last = threading.local()
 
 
-def _decoded(texts: pa.Array) -> _Decoded:
+def code_points(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The texts' code points concatenated (uint32; a null text has none), and where each text ends in them.
+
+    Remembered for the column asked last in this thread, which is usually asked again for the next class.
+    """
     last = getattr(_last, "decoded", None)
-    if last is not None and last.texts is texts:
-        return last
-    codes, ends = utf8_code_points(pc.fill_null(texts, "") if texts.null_count else texts)
-    _last.decoded = _Decoded(texts, codes, ends)
-    return _last.decoded
+    if last is None or last.texts is not texts:
+        last = _last.decoded = _Decoded(texts, *_utf8_code_points(texts))
+    return last.codes, last.ends
 
 
-def utf8_code_points(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The code points of a string array without nulls, decoded from its UTF-8 buffer with numpy (no Python
-    string per row), and the number of code points up to the end of each text."""
+def _utf8_code_points(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")  # a null slot then holds no bytes
+    lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
     _, offset_buffer, data_buffer = texts.buffers()
-    offsets = np.frombuffer(offset_buffer, np.int32)[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
-    if data_buffer is None or len(offsets) < 2 or offsets[-1] == offsets[0]:
-        return np.zeros(0, np.uint32), np.zeros(len(texts), np.int64)
-    data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
-    is_lead = (data & 0xC0) != 0x80
-    starts = np.flatnonzero(is_lead)
-    padded = np.concatenate([data, np.zeros(3, np.uint8)]).astype(np.uint32)
-    first = padded[starts]
-    b1, b2, b3 = (padded[starts + k] & 0x3F for k in (1, 2, 3))
-    codes = np.select(
-        [first < 0x80, first < 0xE0, first < 0xF0],
-        [first, ((first & 0x1F) << 6) | b1, ((first & 0x0F) << 12) | (b1 << 6) | b2],
-        ((first & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3,
-    ).astype(np.uint32)
-    leads_before = np.concatenate([[0], np.cumsum(is_lead, dtype=np.int64)])
-    return codes, leads_before[offsets[1:] - offsets[0]]
+    if data_buffer is None or not lengths.any():
+        return np.zeros(0, np.uint32), np.cumsum(lengths)
+    offsets = np.frombuffer(offset_buffer, np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    data = memoryview(data_buffer)[offsets[0] : offsets[-1]]
+    codes = np.frombuffer(bytes(data).decode("utf-8").encode("utf-32-le"), "<u4")
+    return codes, np.cumsum(lengths)
 
 
 @lru_cache(maxsize=None)
@@ -97,9 +90,9 @@ def _members(codes: np.ndarray, char_class: str) -> np.ndarray:
 
 def count(texts: pa.Array, char_class: str) -> np.ndarray:
     """Characters of `char_class` per text, as int64 (null text counts 0)."""
-    decoded = _decoded(texts)
-    in_class = np.concatenate([[0], np.cumsum(_members(decoded.codes, char_class), dtype=np.int64)])
-    return in_class[decoded.ends] - in_class[np.concatenate([[0], decoded.ends[:-1]])]
+    codes, ends = code_points(texts)
+    in_class = np.concatenate([[0], np.cumsum(_members(codes, char_class), dtype=np.int64)])
+    return in_class[ends] - in_class[np.concatenate([[0], ends[:-1]])]
 
 
 def share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:

@@ -85,7 +85,7 @@ def longest_runs(texts: pa.Array) -> np.ndarray:
     longest = np.zeros(len(lengths), np.int64)
     if not lengths.any():
         return longest
-    codes, _ = charclass.utf8_code_points(pc.fill_null(texts, "") if texts.null_count else texts)
+    codes, _ = charclass.code_points(texts)
     starts = (np.cumsum(lengths) - lengths)[lengths > 0]
     run_start = np.ones(len(codes), bool)
     run_start[1:] = codes[1:] != codes[:-1]
