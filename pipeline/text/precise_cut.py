@@ -18,6 +18,7 @@ from jieba import finalseg
 _BLOCK = jieba.re_han_default  # runs of Han, ASCII letters and digits: the blocks the route is computed on
 _SKIP = jieba.re_skip_default  # between blocks: line breaks and whitespace are tokens, anything else a char
 _MAX_CACHED_RUNS = 1 << 17
+_ABSENT = object()  # not even a prefix of a dictionary word: the scan for longer words stops
 _HMM_BLOCK = finalseg.re_han  # what the HMM tags: Han runs
 _HMM_SKIP = finalseg.re_skip
 _TAGS = "BMES"
@@ -32,8 +33,10 @@ class PreciseCutter:
         tokenizer.check_initialized()
         self.freq = tokenizer.FREQ
         log_total = log(tokenizer.total)
-        # jieba scores a word as log(freq or 1) - log(total); a character outside the dictionary as log(1) - ..
-        self.log_prob = {word: log(count or 1) - log_total for word, count in self.freq.items()}
+        # jieba scores a word as log(freq) - log(total) and a character outside the dictionary as
+        # log(1) - log(total). The dictionary also holds every prefix of a word, with frequency 0: those
+        # continue the scan for longer words but are no candidates themselves (None here).
+        self.log_prob = {word: log(count) - log_total if count else None for word, count in self.freq.items()}
         self.unknown_log_prob = log(1) - log_total
         self._hmm_runs: dict[str, list[str]] = {}
 
@@ -60,15 +63,15 @@ class PreciseCutter:
         or k alone when there is none.
         """
         n = len(block)
-        freq, log_prob = self.freq, self.log_prob
+        log_prob = self.log_prob.get
         score = [0.0] * (n + 1)
         ends = [0] * n
         for k in range(n - 1, -1, -1):
             best_score, best_end = 0.0, -1
             i, fragment = k, block[k]
-            while fragment in freq:
-                if freq[fragment]:
-                    candidate = log_prob[fragment] + score[i + 1]
+            while (word_log_prob := log_prob(fragment, _ABSENT)) is not _ABSENT:
+                if word_log_prob is not None:
+                    candidate = word_log_prob + score[i + 1]
                     if best_end < 0 or candidate >= best_score:
                         best_score, best_end = candidate, i
                 i += 1
