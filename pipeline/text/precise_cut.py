@@ -42,12 +42,13 @@ class PreciseCutter:
 
     def cut(self, text: str) -> list[str]:
         words: list[str] = []
-        for block in _BLOCK.split(text):
-            if not block:
-                continue
-            if _BLOCK.match(block):
+        # split() on the pattern's one group alternates: text between blocks at even positions, blocks at odd
+        for position, block in enumerate(_BLOCK.split(text)):
+            if position % 2:
                 self._cut_block(block, words)
-            else:
+            elif len(block) == 1:
+                words.append(block)  # one character, whitespace or not, is one token
+            elif block:
                 for part in _SKIP.split(block):
                     if _SKIP.match(part):
                         words.append(part)
