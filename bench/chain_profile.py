@@ -97,6 +97,7 @@ def profile_run(stages: list[Stage], source: SourceConfig, limit: int | None) ->
     kept: list[pa.RecordBatch] = []
     rejects: list[pa.Table] = []
     reads = read_partition(source, Partition(source.name, source.uri, "bench", 0, 0, limit))
+    pa.RecordBatch.from_pylist([{"warm": 1}])  # pyarrow imports pandas on its first rows-to-batch: once per process
     documents = 0
     while True:
         start = time.process_time()
