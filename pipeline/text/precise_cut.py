@@ -4,8 +4,9 @@
 dictionary words starting at each character, then `calc` picks the most probable route backwards, calling
 `log` for every candidate. Here both passes are one backward loop over a table of log probabilities computed
 once per tokenizer, and the HMM that joins runs of unknown single characters (jieba.finalseg's model) runs
-once per distinct run, its viterbi keeping back pointers instead of copying every path at every step. The dictionary, the regexes, the HMM and the arithmetic are jieba's own, in the same order,
-so the words are the same as `Tokenizer.lcut(text, HMM=True)`: tests compare both on the shared data.
+once per distinct run, its viterbi keeping back pointers instead of copying every path at every step.
+The dictionary, the regexes, the HMM and the arithmetic are jieba's own, in the same order, so the words are
+the same as `Tokenizer.lcut(text, HMM=True)`: tests compare both on the shared data.
 """
 
 from __future__ import annotations
