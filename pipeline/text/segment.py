@@ -3,8 +3,10 @@
 jieba is the hot spot of the whole chain (about 1 MB/s per core). With HMM on (the default) its precise
 mode runs through pipeline.text.precise_cut, which gives jieba's words in about half its time; with HMM off
 jieba itself cuts. `segment.engine: rjieba` opts into rjieba (jieba-rs), faster still, whose words differ
-from jieba's in a few percent of documents; user dictionaries are read the way jieba reads them. Segmentation runs in a process pool: each
-worker loads the dictionary once (its initializer), chunks of documents balanced by bytes are sent to it,
+from jieba's in a few percent of documents; user dictionaries are read the way jieba reads them.
+
+Segmentation runs in a process pool: each worker loads the dictionary once (its initializer), chunks of
+documents balanced by bytes are sent to it,
 and the pool is created lazily and reused by every later call with the same (workers, segment config).
 `jieba.enable_parallel` would not help: it splits one text by lines across processes, and our texts are
 short. Workers are started with 'spawn': the flow calls stages from threads, and forking a process that
