@@ -147,8 +147,8 @@ class MinHasher:
             for p in range(self.num_perm):
                 np.multiply(block, a[p], out=permuted)
                 np.add(permuted, b[p], out=permuted)
-                np.right_shift(permuted, np.uint64(32), out=permuted)
-                result[first:last, p] = np.minimum.reduceat(permuted, starts)
+                # the shift keeps order, so it is applied to the minima rather than to every shingle
+                result[first:last, p] = np.minimum.reduceat(permuted, starts) >> np.uint64(32)
         return result
 
 
