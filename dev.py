@@ -48,7 +48,7 @@ def ensure_environment() -> None:
         return
     print("installing dependencies into .venv (once)", flush=True)
     pip("-q", TORCH)
-    pip("-q", "-c", "constraints.txt", "-e", ".[dev,ray]")
+    pip("-q", "-c", "constraints.txt", "-e", ".[dev,ray,fast]")
     STAMP.write_text(wanted_stamp())
 
 

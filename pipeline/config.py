@@ -114,6 +114,9 @@ class LangIdConfig(Strict):
 
 
 class SegmentConfig(Strict):
+    # jieba (the reference) or rjieba, a Rust port of it several times faster whose words differ from
+    # jieba's in a few percent of documents (bench/segment_engines.py); rjieba needs the `fast` extra
+    engine: Literal["jieba", "rjieba"] = "jieba"
     hmm: bool = True
     user_dicts: list[str] = Field(default_factory=list)
     stop_words: str | None = None  # a file with one stop word per line; None: the built-in lists

@@ -7,7 +7,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("pyarrow", "jieba", "opencc", "py3langid", "mwparserfromhell", "trafilatura",
+LIBRARIES = ("pyarrow", "jieba", "rjieba", "opencc", "py3langid", "mwparserfromhell", "trafilatura",
              "great-expectations", "prefect")
 
 

@@ -69,14 +69,22 @@ def _polynomial(tokens: np.ndarray, width: int) -> np.ndarray:
     return hashes
 
 
-def _shingle_hashes(docs: Sequence[np.ndarray], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shingle hashes of all docs concatenated, and each doc's start offset in them.
+def _padded(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """The token runs codes[start:start + length] concatenated as uint64, each padded with zero tokens to at
+    least `ngram`; and the padded lengths."""
+    padded_lengths = np.maximum(lengths, ngram)
+    out_starts = np.cumsum(padded_lengths) - padded_lengths
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tokens = np.zeros(padded_lengths.sum(), dtype=np.uint64)
+    tokens[np.repeat(out_starts, lengths) + within] = codes[np.repeat(starts, lengths) + within]
+    return tokens, padded_lengths
 
-    A doc shorter than `ngram` tokens is padded with zero tokens, so it is one shingle of all its tokens.
-    """
-    padded = [d if len(d) >= ngram else np.pad(d, (0, ngram - len(d))) for d in docs]
-    lengths = np.array([len(d) for d in padded], dtype=np.int64)
-    windows = _polynomial(np.concatenate(padded), ngram)  # also spans doc boundaries; those are skipped below
+
+def _shingle_hashes(tokens: np.ndarray, lengths: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of docs whose tokens lie concatenated in `tokens` (each at least `ngram` long, padded
+    with zero tokens when shorter, so that it is one shingle of all its tokens), and each doc's start offset
+    in the hashes."""
+    windows = _polynomial(tokens, ngram)  # also spans doc boundaries; those are skipped below
     counts = lengths - ngram + 1
     doc_starts = np.cumsum(lengths) - lengths
     offsets = np.cumsum(counts) - counts
@@ -107,19 +115,23 @@ class MinHasher:
         codes, offsets = canonical_codepoints(texts)
         long_enough = np.diff(offsets) >= max(self.min_chars, 1)
         is_en = np.array([lang == "en" for lang in langs], dtype=bool)
-        tokens: dict[int, np.ndarray] = {}
-        for row in np.flatnonzero(long_enough & ~is_en).tolist():
-            tokens[row] = codes[offsets[row] : offsets[row + 1]].astype(np.uint64)
-        for row in np.flatnonzero(long_enough & is_en).tolist():
-            if len(words := _word_tokens(texts[row])):
-                tokens[row] = words
         signatures = np.zeros((len(texts), self.num_perm), dtype=np.uint32)
         has_signature = np.zeros(len(texts), dtype=bool)
-        for en, ngram in ((False, self.zh_char_ngram), (True, self.en_word_ngram)):
-            rows = [row for row in tokens if is_en[row] == en]
-            if rows:
-                signatures[rows] = self._min_hashes(*_shingle_hashes([tokens[r] for r in rows], ngram))
-                has_signature[rows] = True
+        chars = np.flatnonzero(long_enough & ~is_en)
+        if len(chars):
+            starts = offsets[chars]
+            tokens, lengths = _padded(codes, starts, offsets[chars + 1] - starts, self.zh_char_ngram)
+            signatures[chars] = self._min_hashes(*_shingle_hashes(tokens, lengths, self.zh_char_ngram))
+            has_signature[chars] = True
+        words = {row: _word_tokens(texts[row]) for row in np.flatnonzero(long_enough & is_en).tolist()}
+        words = {row: tokens for row, tokens in words.items() if len(tokens)}
+        if words:
+            rows = list(words)
+            joined = np.concatenate(list(words.values()))
+            lengths = np.array([len(t) for t in words.values()], dtype=np.int64)
+            tokens, lengths = _padded(joined, np.cumsum(lengths) - lengths, lengths, self.en_word_ngram)
+            signatures[rows] = self._min_hashes(*_shingle_hashes(tokens, lengths, self.en_word_ngram))
+            has_signature[rows] = True
         return signatures, has_signature
 
     def _min_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -135,8 +147,8 @@ class MinHasher:
             for p in range(self.num_perm):
                 np.multiply(block, a[p], out=permuted)
                 np.add(permuted, b[p], out=permuted)
-                np.right_shift(permuted, np.uint64(32), out=permuted)
-                result[first:last, p] = np.minimum.reduceat(permuted, starts)
+                # the shift keeps order, so it is applied to the minima rather than to every shingle
+                result[first:last, p] = np.minimum.reduceat(permuted, starts) >> np.uint64(32)
         return result
 
 

@@ -51,7 +51,7 @@ def news_extras(columns: dict[str, Any]) -> dict[str, Any]:
     extras = dict(columns)
     keywords = extras.get("keywords")
     if isinstance(keywords, str):
-        extras["keywords"] = [word.strip() for word in keywords.split(",") if word.strip()]
+        extras["keywords"] = [word for word in map(str.strip, keywords.split(",")) if word]
     return extras
 
 

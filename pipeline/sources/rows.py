@@ -18,6 +18,7 @@ REJECT_TEXT_CHARS = 4000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Lone surrogates are how undecodable bytes survive decoding with errors="surrogateescape".
 _ESCAPED_BYTE = re.compile(r"[\udc80-\udcff]")
+_SUSPECT = re.compile(f"{_CONTROL.pattern}|{_ESCAPED_BYTE.pattern}")  # almost no record has either
 _BINARY_FRACTION = 0.3  # random bytes decoded as UTF-8 come out about half escaped
 
 
@@ -87,6 +88,8 @@ def undecodable_reason(text: str, encoding: str) -> str | None:
     Mostly undecodable or control characters means the bytes were never text; a few means text with
     damaged bytes, named after the encoding that failed.
     """
+    if not _SUSPECT.search(text):
+        return None
     bad = len(_ESCAPED_BYTE.findall(text))
     controls = len(_CONTROL.findall(text))
     if controls or bad:

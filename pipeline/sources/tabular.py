@@ -24,6 +24,7 @@ JSONL_PROBE_LINES = 20
 # Columns a reader leaves unmapped go to meta; a kind may rename or reshape them there.
 Extras = Callable[[dict[str, Any]], dict[str, Any]]
 RowOut = tuple[str, dict[str, Any]]  # ("document" | "reject", row)
+_SCALAR = (str, int, float)  # what a text field may hold (bool excepted)
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def to_row(source: SourceConfig, record: RawRecord, extras: Extras) -> RowOut:
     mapped = {field: columns.pop(column, None) for field, column in source.fields.items()}
     native_id = _text_or_none(mapped.get("id")) or fallback_id
     text = mapped.get("text")
-    if not isinstance(text, str | int | float) or isinstance(text, bool):
+    if not isinstance(text, _SCALAR) or isinstance(text, bool):
         return "reject", reject_row(source, native_id, "missing_text", record.raw, meta)
     text = str(text).strip()
     if not text:

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
@@ -63,7 +64,7 @@ class Member:
     label: str
     open: Callable[[], AbstractContextManager[BinaryIO]]
 
-    @property
+    @cached_property  # asked for once per record
     def key(self) -> str:
         """The file's name without its directory: part of record ids, so they survive moving the data."""
         archive, _, member = self.label.partition("!")

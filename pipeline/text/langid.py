@@ -62,30 +62,31 @@ class IdentifyLanguage:
 
     def __call__(self, batch: pa.RecordBatch) -> StageResult:
         texts = batch.column("text")
-        declared = batch.column("lang").to_pylist()
+        declared = batch.column("lang")
         han, kana_hangul, letters = han_letter_share(texts)
         by_script = chinese_by_script(
             han, kana_hangul, self.config.cjk_ratio_for_zh, self.config.max_kana_hangul_for_zh
         )
-        prefixes = pc.utf8_slice_codeunits(texts, 0, self.config.max_chars).to_pylist()
+        stated = declared.to_numpy(zero_copy_only=False)
+        open_or_zh = pc.fill_null(pc.equal(declared, "zh"), True).to_numpy(zero_copy_only=False)
+        zh_by_script = by_script & open_or_zh
+        stated_other = ~open_or_zh  # declared, and not zh: kept as declared, scored by the model
+        no_letters = ~zh_by_script & ~stated_other & (letters == 0)  # digits, punctuation, emoji
 
-        langs: list[str] = []
-        scores = np.zeros(batch.num_rows, np.float32)
-        reasons: list[str | None] = []
-        for i, stated in enumerate(declared):
-            if by_script[i] and stated in (None, "zh"):
-                lang, score = "zh", float(han[i])
-            elif stated is not None and stated != "zh":
-                lang, score = stated, model_scores(prefixes[i] or "").get(stated, 0.0)
-            elif letters[i] == 0:
-                lang, score = "other", 0.0  # digits, punctuation, emoji: no language to tell
+        langs = np.where(zh_by_script, "zh", np.where(no_letters, "other", stated)).astype(object)
+        scores = np.where(zh_by_script, han, 0.0).astype(np.float32)
+        # The model reads only the rows the script and the declaration leave open: usually a few.
+        asked = np.flatnonzero(~zh_by_script & ~no_letters)
+        prefixes = pc.utf8_slice_codeunits(texts.take(pa.array(asked, pa.int64())), 0, self.config.max_chars)
+        for i, prefix in zip(asked.tolist(), prefixes.to_pylist()):
+            if stated_other[i]:
+                langs[i], scores[i] = stated[i], model_scores(prefix or "").get(stated[i], 0.0)
             else:
-                lang, score = self._identify(prefixes[i] or "")
-            langs.append(lang)
-            scores[i] = score
-            reasons.append(None if lang in self.config.keep_langs else f"lang:{lang}")
+                langs[i], scores[i] = self._identify(prefix or "")
 
-        batch = set_column(batch, "lang", pa.array(langs, pa.string()))
+        keep = np.isin(langs, list(self.config.keep_langs))
+        reasons = [None if kept else f"lang:{lang}" for lang, kept in zip(langs.tolist(), keep.tolist())]
+        batch = set_column(batch, "lang", pa.array(langs.tolist(), pa.string()))
         batch = set_column(batch, "lang_score", pa.array(scores, pa.float32()))
         return StageResult(batch, pa.array(reasons, pa.string()))
 

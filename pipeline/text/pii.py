@@ -263,7 +263,7 @@ class RedactPii:
         if self.redactor is not None:
             for column in ("text", "title"):
                 batch = set_column(batch, column, self._redact_column(batch.column(column), counts))
-        found = [json.dumps(dict(sorted(c.items())), separators=(",", ":")) for c in counts]
+        found = [json.dumps(dict(sorted(c.items())), separators=(",", ":")) if c else "{}" for c in counts]
         totals: Counter[str] = Counter()
         for row_counts in counts:
             totals.update(row_counts)

@@ -2,8 +2,8 @@
 (`QualityFilter`), so thresholds can be retuned on finished shards without recomputing anything.
 
 Every signal is computed column-wise: RE2 counts for character classes, pyarrow list kernels plus numpy
-for word and line signals (n-grams are hashed per word id, duplicates found with np.unique). The one
-Python loop per document is the longest run of one character, a backreference RE2 cannot express.
+for word and line signals (n-grams are hashed per word id, duplicates found with np.unique). The longest
+run of one character, a backreference RE2 cannot express, is found on the code points of the whole batch.
 
 Signals (all per document):
   n_chars                   characters of the text (int32)
@@ -23,7 +23,6 @@ Signals (all per document):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,10 +38,9 @@ from pipeline.text import charclass
 
 DUP_NGRAM = 5
 _SPACE = r"\s\p{Z}"
-_WORD_CHAR = r"[\p{L}\p{N}]"
+_WORD_CHAR = r"\p{L}\p{N}"  # a word holds one of these
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
 _TERMINAL_LINE = r"[.!?。！？…\"'”’」』)）]$"
-_CHAR_RUN = re.compile(r"(.)\1+", re.S)
 _STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__).with_name("stopwords_en.txt"))
 
 FLOAT_SIGNALS = (
@@ -73,18 +71,29 @@ def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     non_space = n_chars - charclass.count(texts, _SPACE)
     return {
         "n_chars": n_chars,
-        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN, dense=True), non_space),
+        "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN), non_space),
         "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
-        "max_char_run": np.array([_longest_run(t) for t in texts.to_pylist()], np.int64),
+        "max_char_run": longest_runs(texts),
     }
 
 
-def _longest_run(text: str | None) -> int:
-    if not text:
-        return 0
-    return max((m.end() - m.start() for m in _CHAR_RUN.finditer(text)), default=1)
+def longest_runs(texts: pa.Array) -> np.ndarray:
+    """Per text, the longest run of one repeated character (0 for an empty text), over all code points at once."""
+    lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    longest = np.zeros(len(lengths), np.int64)
+    if not lengths.any():
+        return longest
+    codes, _ = charclass.code_points(texts)
+    starts = (np.cumsum(lengths) - lengths)[lengths > 0]
+    run_start = np.ones(len(codes), bool)
+    run_start[1:] = codes[1:] != codes[:-1]
+    run_start[starts] = True  # a run never continues into the next text
+    run_starts = np.flatnonzero(run_start)
+    run_lengths = np.diff(np.append(run_starts, len(codes)))
+    longest[lengths > 0] = np.maximum.reduceat(run_lengths, np.searchsorted(run_starts, starts))
+    return longest
 
 
 def line_signals(texts: pa.Array) -> dict[str, np.ndarray]:
@@ -112,7 +121,7 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
     flat = pc.list_flatten(words)
     parents = pc.list_parent_indices(words).to_numpy()
     lengths = pc.utf8_length(flat).to_numpy(zero_copy_only=False).astype(np.float64)
-    is_word = _mask(flat, _WORD_CHAR)
+    is_word = charclass.count(flat, _WORD_CHAR) > 0
     is_stop = pc.is_in(flat, value_set=stop_words).to_numpy(zero_copy_only=False) & is_word
     n_word = _doc_sums(parents[is_word], None, n_docs)
     n_stop = _doc_sums(parents[is_stop], None, n_docs)

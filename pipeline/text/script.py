@@ -49,12 +49,14 @@ class ConvertScript:
 
     def chinese_rows(self, batch: pa.RecordBatch) -> np.ndarray:
         lang = batch.column("lang")
-        declared_zh = pc.fill_null(pc.equal(lang, "zh"), False).to_numpy(zero_copy_only=False)
-        undeclared = pc.is_null(lang).to_numpy(zero_copy_only=False)
-        by_script = looks_chinese(
-            batch.column("text"), self.langid.cjk_ratio_for_zh, self.langid.max_kana_hangul_for_zh
-        )
-        return declared_zh | (undeclared & by_script)
+        chinese = pc.fill_null(pc.equal(lang, "zh"), False).to_numpy(zero_copy_only=False)
+        undeclared = np.flatnonzero(pc.is_null(lang).to_numpy(zero_copy_only=False))
+        if len(undeclared):  # the script decides for undeclared rows only, so only they pay for it
+            texts = batch.column("text").take(pa.array(undeclared))
+            chinese[undeclared] = looks_chinese(
+                texts, self.langid.cjk_ratio_for_zh, self.langid.max_kana_hangul_for_zh
+            )
+        return chinese
 
     def convert(self, texts: pa.Array, rows: np.ndarray) -> pa.Array:
         values = texts.to_pylist()
