@@ -308,11 +308,13 @@ def test_placeholders_are_distinct() -> None:
     assert len(set(PLACEHOLDERS.values())) == len(PLACEHOLDERS)
 
 
-def test_segmentation_keeps_every_placeholder_whole() -> None:
-    from pipeline.text.segment import SegmenterSpec, segment_en, segment_zh
+@pytest.mark.parametrize("engine", ["jieba", "rjieba"])
+def test_segmentation_keeps_every_placeholder_whole(engine: str) -> None:
+    from pipeline.text.segment import SegmenterSpec, segment_en, segment_zh, zh_cutter
 
     text = "".join(PLACEHOLDERS.values())
-    assert segment_zh(f"退款到{text}了", SegmenterSpec(hmm=True, user_dicts=())) == ["退款", "到", *PLACEHOLDERS.values(), "了"]
+    spec = SegmenterSpec(hmm=True, user_dicts=(), engine=engine)
+    assert segment_zh(f"退款到{text}了", zh_cutter(spec)) == ["退款", "到", *PLACEHOLDERS.values(), "了"]
     assert segment_en(f"card {text}") == ["card", *PLACEHOLDERS.values()]
 
 
