@@ -19,6 +19,11 @@ Signals (all per document):
   bullet_line_frac          lines starting with a bullet / non-empty lines (Gopher)
   terminal_punct_line_frac  lines ending in terminal punctuation / non-empty lines (C4, FineWeb)
   max_char_run              the longest run of one repeated character ("好好好好好好", "!!!!!!")
+  repeat_frac               how much of the text is one thing repeated: the larger of the longest run of
+                            one character / non-space characters, and the characters of the most frequent
+                            word 1-, 2- or 3-gram / characters of all words ("很好很好很好" is 很 好 很 好..);
+                            either counts only from REPEAT_MIN repeats on, so emphasis, which normalisation
+                            cuts to 3, never reaches it
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from pipeline.stages import StageResult, set_column
 from pipeline.text import charclass
 
 DUP_NGRAM = 5
+REPEAT_MIN = 4
+REPEAT_NGRAMS = (1, 2, 3)
 _SPACE = r"\s\p{Z}"
 _WORD_CHAR = r"[\p{L}\p{N}]"
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
@@ -47,7 +54,7 @@ _STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__)
 
 FLOAT_SIGNALS = (
     "cjk_ratio", "punct_ratio", "symbol_ratio", "digit_ratio", "mean_word_len", "stop_word_ratio",
-    "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac",
+    "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac", "repeat_frac",
 )
 INT_SIGNALS = ("n_chars", "n_stop_words", "max_char_run")
 
@@ -71,13 +78,15 @@ def _mask(values: pa.Array, pattern: str) -> np.ndarray:
 def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     n_chars = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     non_space = n_chars - charclass.count(texts, _SPACE)
+    max_char_run = np.array([_longest_run(t) for t in texts.to_pylist()], np.int64)
     return {
         "n_chars": n_chars,
         "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN, dense=True), non_space),
         "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
-        "max_char_run": np.array([_longest_run(t) for t in texts.to_pylist()], np.int64),
+        "max_char_run": max_char_run,
+        "char_run_frac": charclass.share(np.where(max_char_run >= REPEAT_MIN, max_char_run, 0), non_space),
     }
 
 
@@ -116,14 +125,40 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
     is_stop = pc.is_in(flat, value_set=stop_words).to_numpy(zero_copy_only=False) & is_word
     n_word = _doc_sums(parents[is_word], None, n_docs)
     n_stop = _doc_sums(parents[is_stop], None, n_docs)
+    word_chars = _doc_sums(parents[is_word], lengths[is_word], n_docs)
     return {
-        "mean_word_len": charclass.share(_doc_sums(parents[is_word], lengths[is_word], n_docs), n_word),
+        "mean_word_len": charclass.share(word_chars, n_word),
         "n_stop_words": n_stop.astype(np.int64),
         "stop_word_ratio": charclass.share(n_stop, n_word),
         "dup_ngram_frac": charclass.share(
             _duplicate_ngram_chars(flat, parents, lengths, n_docs), _doc_sums(parents, lengths, n_docs)
         ),
+        "top_ngram_frac": np.minimum(  # overlapping occurrences ("好评 好评 好评") can count a word twice
+            charclass.share(_top_repeated_ngram_chars(flat, parents, lengths, is_word, n_docs), word_chars), 1
+        ),
     }
+
+
+def _top_repeated_ngram_chars(
+    flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, is_word: np.ndarray, n_docs: int
+) -> np.ndarray:
+    """Per document, the characters taken by its most frequent word n-gram (punctuation skipped) that
+    occurs at least REPEAT_MIN times; 0 when none does."""
+    top = np.zeros(n_docs)
+    ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.uint64)[is_word]
+    docs, word_lengths = parents[is_word], lengths[is_word]
+    for n in REPEAT_NGRAMS:
+        starts = np.arange(max(len(ids) - n + 1, 0))
+        starts = starts[docs[starts] == docs[starts + n - 1]]
+        key, chars = docs[starts].astype(np.uint64), np.zeros(len(starts))
+        with np.errstate(over="ignore"):
+            for k in range(n):
+                key = key * np.uint64(1_000_003) + ids[starts + k]
+                chars += word_lengths[starts + k]
+        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        repeated = counts >= REPEAT_MIN
+        np.maximum.at(top, docs[starts[first[repeated]]], counts[repeated] * chars[first[repeated]])
+    return top
 
 
 def _duplicate_ngram_chars(flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, n_docs: int) -> np.ndarray:
@@ -163,6 +198,7 @@ class QualitySignals:
             **line_signals(texts),
             **word_signals(batch.column("words"), self.stop_words),
         }
+        signals["repeat_frac"] = np.maximum(signals["char_run_frac"], signals["top_ngram_frac"])
         for name in INT_SIGNALS:
             batch = set_column(batch, name, pa.array(signals[name].astype(np.int32), pa.int32()))
         for name in FLOAT_SIGNALS:
@@ -202,6 +238,7 @@ THRESHOLDS = (
     Threshold("min_stop_words", "min_stop_words", "n_stop_words", _below),
     Threshold("min_stop_word_ratio", "min_stop_word_ratio", "stop_word_ratio", _below),
     Threshold("max_repeat_char_run", "repeat_char_run", "max_char_run", _above),
+    Threshold("max_repeat_frac", "repeat_frac", "repeat_frac", _above),
     Threshold("max_dup_line_frac", "max_dup_line_frac", "dup_line_frac", _above),
     Threshold("max_dup_ngram_frac", "max_dup_ngram_frac", "dup_ngram_frac", _above),
     Threshold("max_bullet_lines_frac", "max_bullet_lines_frac", "bullet_line_frac", _above),
@@ -227,7 +264,7 @@ class QualityFilter:
     def __init__(self, config: QualityConfig) -> None:
         self.config = config
         for set_name, rules in config.rule_sets.items():
-            for pattern in rules.spam_patterns:
+            for pattern in [*rules.spam_patterns, _any_of(rules.spam_patterns)]:
                 try:
                     pc.match_substring_regex(pa.array([""]), pattern)
                 except pa.ArrowInvalid as error:
@@ -259,8 +296,8 @@ class QualityFilter:
             undecided[hit] = False
 
         texts = batch.column("text")
-        for pattern in rules.spam_patterns:
-            drop(_mask(texts, pattern), "spam")
+        if rules.spam_patterns:
+            drop(spam_share(texts, rules.spam_patterns) >= rules.spam_min_share, "spam")
         for phrase in rules.forbid_phrases:
             found = pc.fill_null(pc.match_substring(texts, phrase, ignore_case=True), False)
             drop(found.to_numpy(zero_copy_only=False), "forbidden_phrase")
@@ -269,3 +306,18 @@ class QualityFilter:
             if limit is not None:
                 values = batch.column(threshold.signal).to_numpy(zero_copy_only=False)
                 drop(threshold.fails(values, limit), threshold.reason)
+
+
+def _any_of(patterns: list[str]) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+def spam_share(texts: pa.Array, patterns: list[str]) -> np.ndarray:
+    """Per text, the share of its characters that the spam patterns match (matches of several patterns
+    that overlap count once): advertising is text that is mostly contact or ad text."""
+    if not patterns:
+        return np.zeros(len(texts))
+    n_chars = pc.fill_null(pc.utf8_length(texts), 0)
+    rest = pc.fill_null(pc.utf8_length(pc.replace_substring_regex(texts, _any_of(patterns), "")), 0)
+    covered = pc.subtract(n_chars, rest).to_numpy(zero_copy_only=False)
+    return charclass.share(covered, n_chars.to_numpy(zero_copy_only=False))
