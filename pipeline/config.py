@@ -69,7 +69,7 @@ class NormalizeConfig(Strict):
     # reviews, so it is normalised here instead of being punished by the repetition rules. None: keep runs.
     emphasis_max_run: int | None = Field(default=3, ge=1)
     # characters that are repeated as laughter or emphasis, collapsed like punctuation
-    emphasis_interjections: str = "哈呵嘿嘻啊哦噢呜嘤啦嗯哇"
+    emphasis_interjections: str = "哈呵嘿嘻啊哦噢呜嘤啦嗯哇唉哎呀喔哼嗷"
 
 
 class ScriptConfig(Strict):
@@ -119,8 +119,9 @@ class QualityRules(Strict):
     min_stop_word_ratio: float | None = None
     min_stop_words: int | None = None
     max_repeat_char_run: int | None = None
-    # share of the text that is one character or one word repeated (see pipeline/text/quality.py)
-    max_repeat_frac: float | None = None
+    # a text that repeats one character or word (pair) is dropped when fewer characters than this are left
+    # besides the repetition: "差差差差差差差" goes, "好吃，很甜，好评好评好评好评" stays (pipeline/text/quality.py)
+    min_chars_beside_repetition: int | None = None
     max_bullet_lines_frac: float | None = None
     min_terminal_punct_line_frac: float | None = None
     forbid_phrases: list[str] = Field(default_factory=list)  # case-insensitive substrings
@@ -156,12 +157,12 @@ def _default_rule_sets() -> dict[str, QualityRules]:
     C4's "lorem ipsum". Gopher's 50-word minimum would drop 90% of AG News items (median 36 words), so 10.
     Symbol ratio 0.1 is Gopher's figure, per character here (stricter per word; real news is under 0.02).
     comments: short by nature, so no document-structure rules. Emphasis ("！！！！", "哈哈哈哈") is cut short
-    by normalisation, so repetition drops only a comment that is mostly one character or word repeated
-    ("差差差差差差差", "好评好评好评好评"); spam only a comment that is mostly an ad. Precision of every rule,
+    by normalisation, so repetition drops only a comment with next to nothing besides one repeated character
+    or word ("差差差差差差差", "好评好评好评好评"); spam only a comment that is mostly an ad. Precision of every rule,
     judged by hand on samples of its drops, is in bench/results/filter_audit-*.json.
     """
     comments = QualityRules(
-        min_chars=4, max_chars=5000, min_words=2, max_repeat_frac=0.5, max_symbol_ratio=0.5,
+        min_chars=4, max_chars=5000, min_words=2, min_chars_beside_repetition=4, max_symbol_ratio=0.5,
         spam_patterns=SPAM_PATTERNS,
     )
     return {

@@ -246,7 +246,7 @@ def test_quality_signals_values() -> None:
     batch = _signals("好好好好好好好！！", "a\nb\na\na", lang="zh")
     row = batch.to_pylist()
     assert row[0]["max_char_run"] == 7 and row[0]["n_chars"] == 9
-    assert row[0]["repeat_frac"] == pytest.approx(7 / 9)
+    assert row[0]["chars_beside_repetition"] == 0  # seven 好 and nothing else but punctuation
     assert row[0]["punct_ratio"] == pytest.approx(2 / 9)
     assert row[0]["cjk_ratio"] == pytest.approx(7 / 9)
     assert row[1]["dup_line_frac"] == pytest.approx(0.5)
@@ -258,7 +258,7 @@ def test_quality_signals_values() -> None:
 def test_quality_filter_reasons_for_comments() -> None:
     batch = _signals("好", "加微信abc123领红包，好评返现", "差差差差差差差差差差差差差", "质量很好，物流也快，推荐购买。")
     reasons = QualityFilter(CONFIG.quality)(batch).drop_reasons.to_pylist()
-    assert reasons == ["quality:min_chars", "quality:spam", "quality:repeat_frac", None]
+    assert reasons == ["quality:min_chars", "quality:spam", "quality:repetition", None]
 
 
 def _comment_reasons(*texts: str, lang: str = "zh") -> list[str | None]:
@@ -277,9 +277,12 @@ def test_repetition_drops_what_is_mostly_one_character_or_word_not_emphasis() ->
         "哈哈哈哈哈哈哈哈哈哈哈哈，这价格太值了，下次还来",
         "这个东西差差差差差差差差差，用了两天就坏了，客服态度也很差，退货还要自己出运费，不会再买了",
         "不错不错，物流快",  # doubling is how people write
+        "好吃，很甜，好评好评好评好评好评好评好评好评好评！",  # repetition, but a review besides it
+        "服务还可以，房间好，888888888888888888888888",
+        "隔音太太太太差",
         "我的的的的一个朋友推荐的，房间干净，早餐丰富，服务周到，位置也方便，下次还住",
     )
-    assert reasons == ["quality:repeat_frac"] * 4 + [None] * 5
+    assert reasons == ["quality:repetition"] * 4 + [None] * 8
 
 
 def test_english_emphasis_is_kept_and_word_spam_dropped() -> None:
@@ -289,7 +292,7 @@ def test_english_emphasis_is_kept_and_word_spam_dropped() -> None:
         "good good good good good good good good",
         lang="en",
     )
-    assert reasons == [None, None, "quality:repeat_frac"]
+    assert reasons == [None, None, "quality:repetition"]
 
 
 def test_spam_drops_ads_but_not_complaints_that_mention_a_contact_channel() -> None:

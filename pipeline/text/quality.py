@@ -19,11 +19,12 @@ Signals (all per document):
   bullet_line_frac          lines starting with a bullet / non-empty lines (Gopher)
   terminal_punct_line_frac  lines ending in terminal punctuation / non-empty lines (C4, FineWeb)
   max_char_run              the longest run of one repeated character ("好好好好好好", "!!!!!!")
-  repeat_frac               how much of the text is one thing repeated: the larger of the longest run of
-                            one character / non-space characters, and the characters of the most frequent
-                            word 1-, 2- or 3-gram / characters of all words ("很好很好很好" is 很 好 很 好..);
-                            either counts only from REPEAT_MIN repeats on, so emphasis, which normalisation
-                            cuts to 3, never reaches it
+  chars_beside_repetition   what is left to read besides the one thing the text repeats most: characters
+                            of its words minus those of its longest run of one character (from
+                            CHAR_RUN_MIN on) or of its most frequent word or word pair (from REPEAT_MIN
+                            occurrences on: "很好很好很好很好" is 很 好 很 好..), whichever is larger;
+                            NaN when nothing repeats that often. Emphasis, which normalisation cuts to 3,
+                            never reaches it
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pipeline.text import charclass
 
 DUP_NGRAM = 5
 REPEAT_MIN = 4
-REPEAT_NGRAMS = (1, 2, 3)
+CHAR_RUN_MIN = 5  # "太太太太差" (too-too-too-too bad) is emphasis too
 _SPACE = r"\s\p{Z}"
 _WORD_CHAR = r"[\p{L}\p{N}]"
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
@@ -54,7 +55,8 @@ _STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__)
 
 FLOAT_SIGNALS = (
     "cjk_ratio", "punct_ratio", "symbol_ratio", "digit_ratio", "mean_word_len", "stop_word_ratio",
-    "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac", "repeat_frac",
+    "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac",
+    "chars_beside_repetition",
 )
 INT_SIGNALS = ("n_chars", "n_stop_words", "max_char_run")
 
@@ -86,7 +88,7 @@ def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
         "max_char_run": max_char_run,
-        "char_run_frac": charclass.share(np.where(max_char_run >= REPEAT_MIN, max_char_run, 0), non_space),
+        "char_run_chars": np.where(max_char_run >= CHAR_RUN_MIN, max_char_run, 0),
     }
 
 
@@ -133,23 +135,24 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
         "dup_ngram_frac": charclass.share(
             _duplicate_ngram_chars(flat, parents, lengths, n_docs), _doc_sums(parents, lengths, n_docs)
         ),
-        "top_ngram_frac": np.minimum(  # overlapping occurrences ("好评 好评 好评") can count a word twice
-            charclass.share(_top_repeated_ngram_chars(flat, parents, lengths, is_word, n_docs), word_chars), 1
-        ),
+        "word_chars": word_chars,
+        "top_ngram_chars": _top_repeated_ngram_chars(flat, parents, lengths, is_word, n_docs),
     }
 
 
 def _top_repeated_ngram_chars(
     flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, is_word: np.ndarray, n_docs: int
 ) -> np.ndarray:
-    """Per document, the characters taken by its most frequent word n-gram (punctuation skipped) that
-    occurs at least REPEAT_MIN times; 0 when none does."""
+    """Per document, the characters taken by its most frequent word or pair of different words
+    (punctuation skipped) that occurs at least REPEAT_MIN times; 0 when none does."""
     top = np.zeros(n_docs)
     ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.uint64)[is_word]
     docs, word_lengths = parents[is_word], lengths[is_word]
-    for n in REPEAT_NGRAMS:
+    for n in (1, 2):
         starts = np.arange(max(len(ids) - n + 1, 0))
         starts = starts[docs[starts] == docs[starts + n - 1]]
+        if n == 2:  # a pair of one word twice overlaps itself in a run; the single word counts that run
+            starts = starts[ids[starts] != ids[starts + 1]]
         key, chars = docs[starts].astype(np.uint64), np.zeros(len(starts))
         with np.errstate(over="ignore"):
             for k in range(n):
@@ -198,7 +201,10 @@ class QualitySignals:
             **line_signals(texts),
             **word_signals(batch.column("words"), self.stop_words),
         }
-        signals["repeat_frac"] = np.maximum(signals["char_run_frac"], signals["top_ngram_frac"])
+        repeated = np.maximum(signals["char_run_chars"], signals["top_ngram_chars"])
+        signals["chars_beside_repetition"] = np.where(
+            repeated > 0, np.maximum(signals["word_chars"] - repeated, 0), np.nan
+        )
         for name in INT_SIGNALS:
             batch = set_column(batch, name, pa.array(signals[name].astype(np.int32), pa.int32()))
         for name in FLOAT_SIGNALS:
@@ -238,7 +244,7 @@ THRESHOLDS = (
     Threshold("min_stop_words", "min_stop_words", "n_stop_words", _below),
     Threshold("min_stop_word_ratio", "min_stop_word_ratio", "stop_word_ratio", _below),
     Threshold("max_repeat_char_run", "repeat_char_run", "max_char_run", _above),
-    Threshold("max_repeat_frac", "repeat_frac", "repeat_frac", _above),
+    Threshold("min_chars_beside_repetition", "repetition", "chars_beside_repetition", _below),
     Threshold("max_dup_line_frac", "max_dup_line_frac", "dup_line_frac", _above),
     Threshold("max_dup_ngram_frac", "max_dup_ngram_frac", "dup_ngram_frac", _above),
     Threshold("max_bullet_lines_frac", "max_bullet_lines_frac", "bullet_line_frac", _above),
