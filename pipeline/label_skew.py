@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.schema import ShardRecord
 from pipeline.shards import load_manifest, read_shard
 
 DEFAULT_MAX_RATIO = 2.0
@@ -104,13 +105,29 @@ def label_skews(
     return skews
 
 
+def shard_drop_rates(
+    root: str | Path, kept: Sequence[ShardRecord], rejects: Sequence[ShardRecord], outcomes: Sequence[str] = ("filtered",)
+) -> list[LabelDropRate]:
+    """Drop rates per label from shard records relative to `root`: a version directory, or a build's
+    staging directory before the manifest exists."""
+    root = str(root).rstrip("/")
+    kept_tables = (read_shard(f"{root}/{s.path}", ["source", "label"]) for s in kept)
+    dropped = (_reject_columns(f"{root}/{s.path}") for s in rejects)
+    return drop_rates_by_label(kept_tables, dropped, outcomes)
+
+
 def version_drop_rates(version_dir: str | Path, outcomes: Sequence[str] = ("filtered",)) -> list[LabelDropRate]:
     """Drop rates per label of a published version, read from its manifest's kept and rejects shards."""
-    root = str(version_dir).rstrip("/")
-    manifest = load_manifest(f"{root}/manifest.json")
-    kept = (read_shard(f"{root}/{s.path}", ["source", "label"]) for s in [*manifest.shards, *manifest.quarantined])
-    dropped = (_reject_columns(f"{root}/{s.path}") for s in manifest.rejects)
-    return drop_rates_by_label(kept, dropped, outcomes)
+    manifest = load_manifest(f"{str(version_dir).rstrip('/')}/manifest.json")
+    return shard_drop_rates(version_dir, [*manifest.shards, *manifest.quarantined], manifest.rejects, outcomes)
+
+
+def rates_by_source(rates: Sequence[LabelDropRate]) -> dict[str, dict[str, dict[str, float]]]:
+    """source -> label -> {read, dropped, rate}: the JSON shape for a manifest or an artifact."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rates:
+        table.setdefault(r.source, {})[r.label] = {"read": r.read, "dropped": r.dropped, "rate": round(r.rate, 6)}
+    return table
 
 
 def _reject_columns(path: str) -> pa.Table:

@@ -13,6 +13,7 @@ from pipeline.label_skew import (
     LabelsMissing,
     drop_rates_by_label,
     label_skews,
+    rates_by_source,
     version_drop_rates,
 )
 from pipeline.schema import Manifest, documents_batch, rejects_from_documents
@@ -65,6 +66,8 @@ def test_drop_rates_per_label_count_filtered_records_only(skewed_version: Path) 
     assert set(rates) == {("reviews", "negative"), ("reviews", "positive")}  # unlabelled news left out
     assert (rates["reviews", "negative"].read, rates["reviews", "negative"].dropped) == (200, 40)
     assert (rates["reviews", "positive"].read, rates["reviews", "positive"].dropped) == (200, 10)
+    assert rates_by_source(version_drop_rates(skewed_version))["reviews"]["negative"] == {
+        "read": 200, "dropped": 40, "rate": 0.2}
     with_duplicates = {(r.source, r.label): r for r in version_drop_rates(skewed_version, ("filtered", "duplicate"))}
     assert with_duplicates["reviews", "positive"].dropped == 50
 

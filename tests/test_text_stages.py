@@ -327,3 +327,23 @@ def test_most_specific_rule_set_wins_and_bad_patterns_fail_early() -> None:
     assert QualityFilter(config)(batch).drop_reasons.to_pylist() == [None]
     with pytest.raises(ValueError, match="spam_patterns"):
         QualityFilter(QualityConfig(rule_sets={"zh": QualityRules(spam_patterns=["(unclosed"])}))
+
+
+def test_spam_share_and_repetition_floor_are_configurable() -> None:
+    batch = _signals("商家让我加微信退款，结果根本不回消息", "发票呢，差差差差差差差")
+    lenient = QualityConfig(rule_sets={"comments": QualityRules(spam_patterns=["加微信"], min_chars_beside_repetition=3)})
+    assert QualityFilter(lenient)(batch).drop_reasons.to_pylist() == [None, None]
+    strict = QualityConfig(rule_sets={"comments": QualityRules(
+        spam_patterns=["加微信"], spam_min_share=0.1, min_chars_beside_repetition=4)})
+    assert QualityFilter(strict)(batch).drop_reasons.to_pylist() == ["quality:spam", "quality:repetition"]
+    with pytest.raises(ValueError, match="spam_min_share"):
+        QualityRules(spam_min_share=0)
+
+
+def test_news_rules_keep_short_and_mixed_script_headlines_that_page_rules_drop() -> None:
+    headlines = ["怎么评价郎平？", "时光|父亲的传家宝", "如何评价Fate stay night剧场版HF（Heaven's Feel）？"]
+    assert QualityFilter(CONFIG.quality)(_signals(*headlines, kind="news")).drop_reasons.to_pylist() == [None] * 3
+    wiki = QualityFilter(CONFIG.quality)(_signals(*headlines, kind="wiki")).drop_reasons.to_pylist()
+    assert wiki == ["quality:min_chars", "quality:max_symbol_ratio", "quality:min_cjk_ratio"]
+    lede = "Nokia joins Secure Digital industry group CNET News.com"
+    assert QualityFilter(CONFIG.quality)(_signals(lede, lang="en", kind="news")).drop_reasons.to_pylist() == [None]
