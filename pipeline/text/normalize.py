@@ -12,8 +12,10 @@ after it. 。、「」《》【】“” are left alone by NFKC anyway. ASCII pu
 Emphasis is normalised, not punished: a run of one punctuation mark, symbol, emoji or interjection
 ("！！！！！！", "。。。。", "…………", "......", "哈哈哈哈哈哈", "👍👍👍👍") is cut to `emphasis_max_run` units. Reviews
 say how strongly someone feels that way, and negative ones more than positive ones, so dropping such
-texts later would skew what is left. RE2 cannot match "the same character again", so an RE2 scan picks
-the rows with a long run of such characters and Python's `re` collapses only those rows.
+texts later would skew what is left. Emphatic are ASCII and Chinese punctuation marks, the configured
+interjections and other symbols (Unicode So: emoji, ★, ♥). RE2 cannot match "the same character
+again", so one RE2 scan for a run of each emphatic mark picks the few rows that have one, and Python's
+`re` collapses only those rows.
 
 Whole HTML pages never reach this stage: the news reader extracts their text with trafilatura. What is
 cleaned here are remnants inside otherwise plain text: entities (&amp; &nbsp; &#12290;), stray tags
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import html
 import re
+import string
 import unicodedata
 
 import pyarrow as pa
@@ -44,6 +47,7 @@ _TAG = r"(?s)<!--.*?-->|</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>"
 _INVISIBLE = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}\x{AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
 
 
+_EMPHATIC_MARKS = string.punctuation + "，。！？：；、…～—·「」『』《》【】（）“”‘’￥"
 # One unit of emphasis: a character, with the variation selector or skin-tone modifier an emoji may carry.
 _REPEATED_UNIT = r"(.[\ufe0f\U0001F3FB-\U0001F3FF]?)\1"
 
@@ -80,10 +84,10 @@ class _EmphasisCollapser:
 
     def __init__(self, max_run: int | None, interjections: str) -> None:
         self.max_run = max_run
-        self.interjections = frozenset(interjections)
+        self.emphatic = frozenset(_EMPHATIC_MARKS + interjections)
         if max_run is not None:
-            emphatic = rf"[\p{{P}}\p{{S}}\x{{FE0F}}{re.escape(interjections)}]"
-            self.candidate = f"{emphatic}{{{max_run + 1},}}"  # RE2: a long run of emphatic characters
+            runs = "|".join(re.escape(c) * (max_run + 1) for c in sorted(self.emphatic))
+            self.candidate = rf"{runs}|[\p{{So}}\x{{FE0F}}\x{{1F3FB}}-\x{{1F3FF}}]{{{max_run + 1},}}"  # RE2, a literal alternation
             self.run = re.compile(f"{_REPEATED_UNIT}{{{max_run},}}", re.S)
 
     def __call__(self, texts: pa.Array) -> tuple[pa.Array, int]:
@@ -97,7 +101,7 @@ class _EmphasisCollapser:
         def shorten(match: re.Match[str]) -> str:
             nonlocal collapsed
             unit = match.group(1)
-            if unit[0] not in self.interjections and not unicodedata.category(unit[0]).startswith(("P", "S")):
+            if unit[0] not in self.emphatic and unicodedata.category(unit[0]) != "So":
                 return match.group(0)  # a run of letters ("差差差差") is left to the repetition rule
             collapsed += 1
             return unit * self.max_run

@@ -21,8 +21,8 @@ Signals (all per document):
   max_char_run              the longest run of one repeated character ("好好好好好好", "!!!!!!")
   chars_beside_repetition   what is left to read besides the one thing the text repeats most: characters
                             of its words minus those of its longest run of one character (from
-                            CHAR_RUN_MIN on) or of its most frequent word or word pair (from REPEAT_MIN
-                            occurrences on: "很好很好很好很好" is 很 好 很 好..), whichever is larger;
+                            CHAR_RUN_MIN on) or of one word or word pair repeated back to back (from
+                            REPEAT_MIN times on: "很好很好很好很好" is 很 好 很 好..), whichever is larger;
                             NaN when nothing repeats that often. Emphasis, which normalisation cuts to 3,
                             never reaches it
 """
@@ -136,32 +136,36 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
             _duplicate_ngram_chars(flat, parents, lengths, n_docs), _doc_sums(parents, lengths, n_docs)
         ),
         "word_chars": word_chars,
-        "top_ngram_chars": _top_repeated_ngram_chars(flat, parents, lengths, is_word, n_docs),
+        "repeated_run_chars": _repeated_run_chars(flat, parents, lengths, is_word, n_docs),
     }
 
 
-def _top_repeated_ngram_chars(
+def _repeated_run_chars(
     flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, is_word: np.ndarray, n_docs: int
 ) -> np.ndarray:
-    """Per document, the characters taken by its most frequent word or pair of different words
-    (punctuation skipped) that occurs at least REPEAT_MIN times; 0 when none does."""
+    """Per document, the characters of its longest run of one word, or of one pair of words, repeated
+    back to back at least REPEAT_MIN times (punctuation between them skipped); 0 when there is none.
+    Neighbours are compared as strings, so this is a few linear passes, no sorting."""
     top = np.zeros(n_docs)
-    ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.uint64)[is_word]
-    docs, word_lengths = parents[is_word], lengths[is_word]
-    for n in (1, 2):
-        starts = np.arange(max(len(ids) - n + 1, 0))
-        starts = starts[docs[starts] == docs[starts + n - 1]]
-        if n == 2:  # a pair of one word twice overlaps itself in a run; the single word counts that run
-            starts = starts[ids[starts] != ids[starts + 1]]
-        key, chars = docs[starts].astype(np.uint64), np.zeros(len(starts))
-        with np.errstate(over="ignore"):
-            for k in range(n):
-                key = key * np.uint64(1_000_003) + ids[starts + k]
-                chars += word_lengths[starts + k]
-        _, first, counts = np.unique(key, return_index=True, return_counts=True)
-        repeated = counts >= REPEAT_MIN
-        np.maximum.at(top, docs[starts[first[repeated]]], counts[repeated] * chars[first[repeated]])
+    words, docs = flat.filter(pa.array(is_word)), parents[is_word]
+    ends = np.concatenate([[0.0], np.cumsum(lengths[is_word])])  # characters before each word
+    for period in (1, 2):  # a word repeated; a pair repeated ("很 好 很 好": 很好 is two jieba words)
+        n = len(words) - period
+        if n <= 0:
+            break
+        same = _equal(words.slice(period), words.slice(0, n)) & (docs[period:] == docs[:n])
+        if period == 2:  # a run of one word also repeats with period 2; it counts as period 1
+            same &= ~_equal(words.slice(2), words.slice(1, n))
+        edges = np.diff(np.concatenate([[0], same.astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long_enough = stops - starts + period >= REPEAT_MIN * period
+        starts, stops = starts[long_enough], stops[long_enough]
+        np.maximum.at(top, docs[starts], ends[stops + period] - ends[starts])
     return top
+
+
+def _equal(left: pa.Array, right: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
 
 
 def _duplicate_ngram_chars(flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, n_docs: int) -> np.ndarray:
@@ -201,7 +205,7 @@ class QualitySignals:
             **line_signals(texts),
             **word_signals(batch.column("words"), self.stop_words),
         }
-        repeated = np.maximum(signals["char_run_chars"], signals["top_ngram_chars"])
+        repeated = np.maximum(signals["char_run_chars"], signals["repeated_run_chars"])
         signals["chars_beside_repetition"] = np.where(
             repeated > 0, np.maximum(signals["word_chars"] - repeated, 0), np.nan
         )
