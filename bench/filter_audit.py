@@ -88,6 +88,8 @@ def signals_of(config: CorpusflowConfig, source_index: int) -> tuple[pa.Table, p
                                      source.model_dump(mode="json")]).encode()).hexdigest()[:16]
     kept_path, dropped_path = WORK / f"{source.name}-{key}.arrow", WORK / f"{source.name}-{key}-rejects.arrow"
     if not kept_path.exists():
+        for stale in WORK.glob(f"{source.name}-*.arrow"):  # signals of older code or config
+            stale.unlink()
         stages = build_text_stages(config, workers=1)[:-1]  # all but the quality filter
         kept, dropped = [], []
         for partition in plan_partitions(source, expand_uri(source)):
