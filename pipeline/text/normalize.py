@@ -45,8 +45,6 @@ _TAG = r"(?s)<!--.*?-->|</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>"
 # C0/C1 controls except tab and newline; zero-width spaces and joiners, bidi marks, word joiner,
 # invisible operators, BOM, soft hyphen. Removing ZWJ splits emoji ZWJ sequences into their emoji.
 _INVISIBLE = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}\x{AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
-
-
 _EMPHATIC_MARKS = string.punctuation + "，。！？：；、…～—·「」『』《》【】（）“”‘’￥"
 # One unit of emphasis: a character, with the variation selector or skin-tone modifier an emoji may carry.
 _REPEATED_UNIT = r"(.[\ufe0f\U0001F3FB-\U0001F3FF]?)\1"
@@ -86,8 +84,9 @@ class _EmphasisCollapser:
         self.max_run = max_run
         self.emphatic = frozenset(_EMPHATIC_MARKS + interjections)
         if max_run is not None:
+            # RE2: a literal alternation of each mark's run, which scans fast, and runs of emoji
             runs = "|".join(re.escape(c) * (max_run + 1) for c in sorted(self.emphatic))
-            self.candidate = rf"{runs}|[\p{{So}}\x{{FE0F}}\x{{1F3FB}}-\x{{1F3FF}}]{{{max_run + 1},}}"  # RE2, a literal alternation
+            self.candidate = rf"{runs}|[\p{{So}}\x{{FE0F}}\x{{1F3FB}}-\x{{1F3FF}}]{{{max_run + 1},}}"
             self.run = re.compile(f"{_REPEATED_UNIT}{{{max_run},}}", re.S)
 
     def __call__(self, texts: pa.Array) -> tuple[pa.Array, int]:
