@@ -85,6 +85,12 @@ class NormalizeConfig(Strict):
     # because folding it to ASCII changes the look and the tokenisation of Chinese text.
     keep_cjk_punctuation: bool = True
     strip_html: bool = True
+    # Runs of one punctuation mark, symbol, emoji or interjection longer than this are cut to this length
+    # ("！！！！！！" -> "！！！", "哈哈哈哈哈哈" -> "哈哈哈"): people write emphasis that way, above all in
+    # reviews, so it is normalised here instead of being punished by the repetition rules. None: keep runs.
+    emphasis_max_run: int | None = Field(default=3, ge=1)
+    # characters that are repeated as laughter or emphasis, collapsed like punctuation
+    emphasis_interjections: str = "哈呵嘿嘻啊哦噢呜嘤啦嗯哇唉哎呀喔哼嗷"
 
 
 class ScriptConfig(Strict):
@@ -141,10 +147,30 @@ class QualityRules(Strict):
     min_stop_word_ratio: float | None = None
     min_stop_words: int | None = None
     max_repeat_char_run: int | None = None
+    # a text that repeats one character or word (pair) is dropped when fewer characters than this are left
+    # besides the repetition: "差差差差差差差" goes, "好吃，很甜，好评好评好评好评" stays (pipeline/text/quality.py)
+    min_chars_beside_repetition: int | None = None
     max_bullet_lines_frac: float | None = None
     min_terminal_punct_line_frac: float | None = None
     forbid_phrases: list[str] = Field(default_factory=list)  # case-insensitive substrings
-    spam_patterns: list[str] = Field(default_factory=list)  # RE2 regexes (pyarrow), checked at start-up
+    # Advertising. Each pattern (RE2, pyarrow) marks contact or ad text: write it to cover the whole ad
+    # phrase, handle and id included ("加微信abc123"), not a bare keyword. A document is spam when the
+    # patterns' matches cover at least `spam_min_share` of its characters, so a complaint that mentions a
+    # contact channel ("商家让我加微信退款，结果...") is kept and a comment that is mostly an ad is dropped.
+    spam_patterns: list[str] = Field(default_factory=list)
+    spam_min_share: float = Field(default=0.5, gt=0, le=1)
+
+
+# What advertising looks like in comments; read with QualityRules.spam_min_share (a comment is spam when
+# these cover most of it). Each pattern covers a whole ad phrase, so the share measures the ad's extent.
+_CONTACT_APP = r"(?:微信|威信|薇信|v信|vx|wx|qq|扣扣)"
+SPAM_PATTERNS = [
+    rf"(?i)(?:加|\+|联系|咨询|私聊|私信)?\s*(?:我|本人)?\s*的?\s*{_CONTACT_APP}\s*号?\s*[:：]?\s*(?:[a-z0-9_-]{{5,}}|<PHONE>)",
+    rf"(?i)(?:加|\+)\s*(?:我|本人)?\s*{_CONTACT_APP}",  # "add me on WeChat"
+    r"领红包|返现|代购|兼职|刷单|日赚|招代理|免费领取?|低价出售|优惠券",
+    r"(?i)(?:https?://|www\.)[a-z0-9.-]+",  # the site only: a long path is not more of an ad
+    r"(?i)click here|buy now|free money|(?:visit|check out) (?:my|our) (?:site|website|page|store)",
+]
 
 
 def _default_rule_sets() -> dict[str, QualityRules]:
@@ -158,24 +184,41 @@ def _default_rule_sets() -> dict[str, QualityRules]:
     en: Gopher's mean word length 3-10, >= 2 stop words, duplicate lines 0.30 and 5-gram characters 0.15,
     C4's "lorem ipsum". Gopher's 50-word minimum would drop 90% of AG News items (median 36 words), so 10.
     Symbol ratio 0.1 is Gopher's figure, per character here (stricter per word; real news is under 0.02).
-    comments: short by nature, so no document-structure rules; runs of one character above 10 (shopping
-    reviews: 99.5% have none longer) and contact-me spam.
+    news (headlines and ledes, measured on TNEWS and AG News by bench/filter_audit.py): the page rules above
+    dropped real headlines, so "news.zh" and "news.en" relax them: TNEWS headlines of 2-7 characters
+    ("怎么评价郎平？"), mixed-script ones ("如何评价Fate stay night剧场版HF？"), column markers ("时光|父亲的
+    传家宝") and AG News ledes without stop words ("Nokia joins Secure Digital industry group") are news,
+    and a lede that names two companies as "(HPQ.N: Quote, Profile, Research)" is not a repetitive page.
+    comments: short by nature, so no document-structure rules, and no length floor beyond one character:
+    "手感好", "功能齐全" and "挂羊头卖狗肉" (one jieba word) are whole reviews. Emphasis ("！！！！", "哈哈哈哈") is cut short
+    by normalisation, so repetition drops only a comment with next to nothing besides one repeated character
+    or word ("差差差差差差差", "好评好评好评好评"); spam only a comment that is mostly an ad. Precision of every rule,
+    judged by hand on samples of its drops, is in bench/results/filter_audit-*.json.
     """
     comments = QualityRules(
-        min_chars=4, max_chars=5000, min_words=2, max_repeat_char_run=10, max_symbol_ratio=0.5,
-        spam_patterns=[r"(加|\+)\s*(微信|vx|V信|qq|QQ)", r"(?i)click here|buy now|free money"],
+        min_chars=2, max_chars=5000, min_words=1, min_chars_beside_repetition=3, max_symbol_ratio=0.75,
+        spam_patterns=SPAM_PATTERNS,
+    )
+    zh = QualityRules(
+        min_chars=8, max_chars=200_000, min_words=3, min_mean_word_len=1.0, max_mean_word_len=5.0,
+        max_symbol_ratio=0.1, max_punct_ratio=0.4, min_cjk_ratio=0.3, max_dup_line_frac=0.287,
+        max_dup_ngram_frac=0.198, max_repeat_char_run=12,
+    )
+    en = QualityRules(
+        min_chars=40, max_chars=500_000, min_words=10, max_words=100_000, min_mean_word_len=3.0,
+        max_mean_word_len=10.0, max_symbol_ratio=0.1, max_punct_ratio=0.3, max_dup_line_frac=0.3,
+        max_dup_ngram_frac=0.15, min_stop_words=2, forbid_phrases=["lorem ipsum"],
     )
     return {
-        "zh": QualityRules(
-            min_chars=8, max_chars=200_000, min_words=3, min_mean_word_len=1.0, max_mean_word_len=5.0,
-            max_symbol_ratio=0.1, max_punct_ratio=0.4, min_cjk_ratio=0.3, max_dup_line_frac=0.287,
-            max_dup_ngram_frac=0.198, max_repeat_char_run=12,
-        ),
-        "en": QualityRules(
-            min_chars=40, max_chars=500_000, min_words=10, max_words=100_000, min_mean_word_len=3.0,
-            max_mean_word_len=10.0, max_symbol_ratio=0.1, max_punct_ratio=0.3, max_dup_line_frac=0.3,
-            max_dup_ngram_frac=0.15, min_stop_words=2, forbid_phrases=["lorem ipsum"],
-        ),
+        "zh": zh,
+        "en": en,
+        "news.zh": zh.model_copy(update={
+            "min_chars": 2, "min_words": 1, "min_cjk_ratio": 0.1, "max_symbol_ratio": 0.3, "max_punct_ratio": 0.5,
+            "max_dup_ngram_frac": None,
+        }),
+        "news.en": en.model_copy(update={
+            "min_chars": 20, "min_words": 3, "min_stop_words": None, "max_dup_ngram_frac": None,
+        }),
         "comments": comments,
         # Chinese comments also need some Chinese: the documents contract bounds cjk_ratio of zh rows at 0.1
         "comments.zh": comments.model_copy(update={"min_cjk_ratio": 0.1}),

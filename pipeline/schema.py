@@ -42,6 +42,7 @@ REJECT_SCHEMA = pa.schema(
         pa.field("lang", pa.string()),
         pa.field("title", pa.string()),
         pa.field("text", pa.string()),  # the text as it was when dropped; raw bytes (escaped) for rejects
+        pa.field("label", pa.string()),  # the document's label, so drop rates can be compared per label
         pa.field("outcome", pa.string(), nullable=False),  # filtered | duplicate | rejected
         pa.field("reason", pa.string(), nullable=False),  # e.g. "redirect", "quality:min_chars", "exact"
         pa.field("stage", pa.string(), nullable=False),  # the stage that dropped it: read, pii, quality, dedup..
@@ -111,6 +112,7 @@ def rejects_from_documents(
         "lang": documents.column("lang"),
         "title": documents.column("title"),
         "text": documents.column("text"),
+        "label": documents.column("label"),
         "outcome": pa.array([outcome] * n, pa.string()),
         "reason": pa.array(reasons if isinstance(reasons, list) else [reasons] * n, pa.string()),
         "stage": pa.array([stage] * n, pa.string()),

@@ -15,9 +15,8 @@ from pipeline.text.quality import QualityFilter, QualitySignals
 from pipeline.text.script import ConvertScript
 from pipeline.text.segment import Segment, chunk_bounds, shutdown_segment_pools
 
-CONFIG = parse_config(
-    {"sources": [{"name": "s", "kind": "news", "uri": "x.jsonl", "format": "jsonl", "fields": {"text": "t"}}]}
-)
+_CONFIG_DATA = {"sources": [{"name": "s", "kind": "news", "uri": "x.jsonl", "format": "jsonl", "fields": {"text": "t"}}]}
+CONFIG = parse_config(_CONFIG_DATA)
 
 
 def batch_of(*texts: str, lang: str | None = None, kind: str = "news") -> pa.RecordBatch:
@@ -52,6 +51,56 @@ def test_normalize_keeps_emoji_and_nulls() -> None:
     result = Normalize(CONFIG.normalize)(batch).batch
     assert result.column("text").to_pylist() == ["好评👍😀"]
     assert result.column("title").to_pylist() == [None]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("！！！！！快递太慢了", "！！！快递太慢了"),  # start
+        ("快递太慢了！！！！！！！！！！！！", "快递太慢了！！！"),  # end
+        ("东西不错。。。。就是贵", "东西不错。。。就是贵"),  # middle
+        ("等了好久……", "等了好久……"),  # the usual two-character ellipsis stays
+        ("等了好久…………结果是坏的", "等了好久………结果是坏的"),
+        ("splendid.............", "splendid..."),
+        ("It broke after a week!!!! Never again", "It broke after a week!!! Never again"),
+        ("真的吗？？？？？", "真的吗？？？"),
+        ("Really????? yes", "Really??? yes"),
+        ("谢谢~~~~~~ 下次再来～～～～～", "谢谢~~~ 下次再来～～～"),
+        ("哈哈哈哈哈哈，笑死我了", "哈哈哈，笑死我了"),
+        ("呵呵呵呵呵，这也叫五星？", "呵呵呵，这也叫五星？"),
+        ("好评👍👍👍👍👍👍", "好评👍👍👍"),
+        ("❤️❤️❤️❤️❤️超喜欢", "❤️❤️❤️超喜欢"),  # emoji with its variation selector
+        ("赞👍🏻👍🏻👍🏻👍🏻", "赞👍🏻👍🏻👍🏻"),  # emoji with a skin-tone modifier
+        ("。。。。差评！！！！", "。。。差评！！！"),
+        ("差差差差差差差差", "差差差差差差差差"),  # letters are not emphasis: left to the repetition rule
+        ("房间号8888，电话0000", "房间号8888，电话0000"),
+        ("好！！！", "好！！！"),  # a run of three is already short
+        ("普通的句子，没有强调。Normal text, nothing to cut.", "普通的句子，没有强调。Normal text, nothing to cut."),
+    ],
+)
+def test_normalize_cuts_emphasis_runs_to_three(text: str, expected: str) -> None:
+    assert texts_after(Normalize(CONFIG.normalize), batch_of(text)) == [expected]
+
+
+def test_normalize_counts_collapsed_runs_in_text_and_title() -> None:
+    batch = documents_batch([
+        {"id": "1", "source": "s", "kind": "comments", "text": "太差了！！！！。。。。", "title": "差评！！！！！"},
+        {"id": "2", "source": "s", "kind": "comments", "text": "正常的评论。", "title": None},
+    ])
+    result = Normalize(CONFIG.normalize)(batch)
+    assert result.counts == {"normalize:emphasis_collapsed": 3}
+    assert result.batch.column("title").to_pylist() == ["差评！！！", None]
+    assert Normalize(CONFIG.normalize)(batch_of("正常的评论。")).counts is None
+
+
+def test_emphasis_run_length_and_interjections_are_configurable() -> None:
+    config = parse_config({**_CONFIG_DATA, "normalize": {"emphasis_max_run": 1, "emphasis_interjections": "哈"}})
+    assert texts_after(Normalize(config.normalize), batch_of("哈哈好！！呵呵呵呵呵")) == ["哈好！呵呵呵呵呵"]
+    off = parse_config({**_CONFIG_DATA, "normalize": {"emphasis_max_run": None}})
+    assert texts_after(Normalize(off.normalize), batch_of("好！！！！！！")) == ["好！！！！！！"]
+    assert off.section_hash("normalize") != CONFIG.section_hash("normalize")
+    with pytest.raises(ValueError, match="emphasis_max_run"):
+        parse_config({**_CONFIG_DATA, "normalize": {"emphasis_max_run": 0}})
 
 
 # script
@@ -145,6 +194,7 @@ def test_quality_signals_values() -> None:
     batch = _signals("好好好好好好好！！", "a\nb\na\na", lang="zh")
     row = batch.to_pylist()
     assert row[0]["max_char_run"] == 7 and row[0]["n_chars"] == 9
+    assert row[0]["chars_beside_repetition"] == 0  # seven 好 and nothing else but punctuation
     assert row[0]["punct_ratio"] == pytest.approx(2 / 9)
     assert row[0]["cjk_ratio"] == pytest.approx(7 / 9)
     assert row[1]["dup_line_frac"] == pytest.approx(0.5)
@@ -154,9 +204,62 @@ def test_quality_signals_values() -> None:
 
 
 def test_quality_filter_reasons_for_comments() -> None:
-    batch = _signals("好", "加微信abc123领红包，好评返现", "哈哈哈哈哈哈哈哈哈哈哈哈哈", "质量很好，物流也快，推荐购买。")
+    batch = _signals("好", "加微信abc123领红包，好评返现", "差差差差差差差差差差差差差", "质量很好，物流也快，推荐购买。")
     reasons = QualityFilter(CONFIG.quality)(batch).drop_reasons.to_pylist()
-    assert reasons == ["quality:min_chars", "quality:spam", "quality:repeat_char_run", None]
+    assert reasons == ["quality:min_chars", "quality:spam", "quality:repetition", None]
+
+
+def _comment_reasons(*texts: str, lang: str = "zh") -> list[str | None]:
+    normalized = Normalize(CONFIG.normalize)(batch_of(*texts, lang=lang, kind="comments")).batch
+    batch = QualitySignals(CONFIG.segment)(Segment(CONFIG.segment, workers=1)(normalized).batch).batch
+    return QualityFilter(CONFIG.quality)(batch).drop_reasons.to_pylist()
+
+
+def test_repetition_drops_what_is_mostly_one_character_or_word_not_emphasis() -> None:
+    reasons = _comment_reasons(
+        "差差差差差差差差差差差差差差差差差差差差",  # one character
+        "垃圾，差差差差差差差差差差差差差差差",  # mostly one character
+        "好评好评好评好评好评好评好评好评",  # one word
+        "很好很好很好很好很好很好，不错",  # mostly one word
+        "送货太慢了！！！！！！！！！！！！！！！！等了整整一周，客服也不回消息",  # emphasis, normalised first
+        "哈哈哈哈哈哈哈哈哈哈哈哈，这价格太值了，下次还来",
+        "这个东西差差差差差差差差差，用了两天就坏了，客服态度也很差，退货还要自己出运费，不会再买了",
+        "不错不错，物流快",  # doubling is how people write
+        "好吃，很甜，好评好评好评好评好评好评好评好评好评！",  # repetition, but a review besides it
+        "服务还可以，房间好，888888888888888888888888",
+        "隔音太太太太差",
+        "我的的的的一个朋友推荐的，房间干净，早餐丰富，服务周到，位置也方便，下次还住",
+    )
+    assert reasons == ["quality:repetition"] * 4 + [None] * 8
+
+
+def test_english_emphasis_is_kept_and_word_spam_dropped() -> None:
+    reasons = _comment_reasons(
+        "The food was splendid.............",
+        "Worst service ever!!!!!!!!!!!!! Never coming back",
+        "good good good good good good good good",
+        lang="en",
+    )
+    assert reasons == [None, None, "quality:repetition"]
+
+
+def test_spam_drops_ads_but_not_complaints_that_mention_a_contact_channel() -> None:
+    reasons = _comment_reasons(
+        "加微信abc12345领红包，好评返现",
+        "需要的加我微信 shop_8888 低价出售",
+        "代购正品，联系QQ：12345678",
+        "加V信 xy99887 拿货",
+        "商家让我加微信退款，结果加了以后根本不回消息，钱到现在也没退，差评",
+        "客服说加QQ 12345678 处理，等了三天没有回复，质量也很差，衣服洗一次就缩水了，再也不买了",
+        "用了优惠券很划算，东西也不错，物流很快",
+    )
+    assert reasons == ["quality:spam"] * 4 + [None] * 3
+    english = _comment_reasons(
+        "Click here to buy now: www.cheap-deals.example",
+        "I had to visit their site to get a refund, which took weeks. Terrible.",
+        lang="en",
+    )
+    assert english == ["quality:spam", None]
 
 
 def test_quality_filter_all_punctuation_and_english_rules() -> None:
@@ -172,3 +275,23 @@ def test_most_specific_rule_set_wins_and_bad_patterns_fail_early() -> None:
     assert QualityFilter(config)(batch).drop_reasons.to_pylist() == [None]
     with pytest.raises(ValueError, match="spam_patterns"):
         QualityFilter(QualityConfig(rule_sets={"zh": QualityRules(spam_patterns=["(unclosed"])}))
+
+
+def test_spam_share_and_repetition_floor_are_configurable() -> None:
+    batch = _signals("商家让我加微信退款，结果根本不回消息", "发票呢，差差差差差差差")
+    lenient = QualityConfig(rule_sets={"comments": QualityRules(spam_patterns=["加微信"], min_chars_beside_repetition=3)})
+    assert QualityFilter(lenient)(batch).drop_reasons.to_pylist() == [None, None]
+    strict = QualityConfig(rule_sets={"comments": QualityRules(
+        spam_patterns=["加微信"], spam_min_share=0.1, min_chars_beside_repetition=4)})
+    assert QualityFilter(strict)(batch).drop_reasons.to_pylist() == ["quality:spam", "quality:repetition"]
+    with pytest.raises(ValueError, match="spam_min_share"):
+        QualityRules(spam_min_share=0)
+
+
+def test_news_rules_keep_short_and_mixed_script_headlines_that_page_rules_drop() -> None:
+    headlines = ["怎么评价郎平？", "时光|父亲的传家宝", "如何评价Fate stay night剧场版HF（Heaven's Feel）？"]
+    assert QualityFilter(CONFIG.quality)(_signals(*headlines, kind="news")).drop_reasons.to_pylist() == [None] * 3
+    wiki = QualityFilter(CONFIG.quality)(_signals(*headlines, kind="wiki")).drop_reasons.to_pylist()
+    assert wiki == ["quality:min_chars", "quality:max_symbol_ratio", "quality:min_cjk_ratio"]
+    lede = "Nokia joins Secure Digital industry group CNET News.com"
+    assert QualityFilter(CONFIG.quality)(_signals(lede, lang="en", kind="news")).drop_reasons.to_pylist() == [None]

@@ -19,6 +19,12 @@ Signals (all per document):
   bullet_line_frac          lines starting with a bullet / non-empty lines (Gopher)
   terminal_punct_line_frac  lines ending in terminal punctuation / non-empty lines (C4, FineWeb)
   max_char_run              the longest run of one repeated character ("好好好好好好", "!!!!!!")
+  chars_beside_repetition   what is left to read besides the one thing the text repeats most: characters
+                            of its words minus those of its longest run of one character (from
+                            CHAR_RUN_MIN on) or of one word or word pair repeated back to back (from
+                            REPEAT_MIN times on: "很好很好很好很好" is 很 好 很 好..), whichever is larger;
+                            NaN when nothing repeats that often. Emphasis, which normalisation cuts to 3,
+                            never reaches it
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from pipeline.stages import StageResult, set_column
 from pipeline.text import charclass
 
 DUP_NGRAM = 5
+REPEAT_MIN = 4
+CHAR_RUN_MIN = 5  # "太太太太差" (too-too-too-too bad) is emphasis too
 _SPACE = r"\s\p{Z}"
 _WORD_CHAR = r"\p{L}\p{N}"  # a word holds one of these
 _BULLET_LINE = r"^(?:[-*•●▪◦‣⁃·・]|\d{1,2}[.)、])"
@@ -46,6 +54,7 @@ _STOP_WORD_FILES = (Path(__file__).with_name("stopwords_zh.txt"), Path(__file__)
 FLOAT_SIGNALS = (
     "cjk_ratio", "punct_ratio", "symbol_ratio", "digit_ratio", "mean_word_len", "stop_word_ratio",
     "dup_line_frac", "dup_ngram_frac", "bullet_line_frac", "terminal_punct_line_frac",
+    "chars_beside_repetition",
 )
 INT_SIGNALS = ("n_chars", "n_stop_words", "max_char_run")
 
@@ -69,13 +78,15 @@ def _mask(values: pa.Array, pattern: str) -> np.ndarray:
 def character_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     n_chars = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     non_space = n_chars - charclass.count(texts, _SPACE)
+    max_char_run = longest_runs(texts)
     return {
         "n_chars": n_chars,
         "cjk_ratio": charclass.share(charclass.count(texts, charclass.HAN), non_space),
         "punct_ratio": charclass.share(charclass.count(texts, r"\p{P}"), non_space),
         "symbol_ratio": charclass.share(charclass.count(texts, r"\p{S}"), non_space),
         "digit_ratio": charclass.share(charclass.count(texts, r"\p{Nd}"), non_space),
-        "max_char_run": longest_runs(texts),
+        "max_char_run": max_char_run,
+        "char_run_chars": np.where(max_char_run >= CHAR_RUN_MIN, max_char_run, 0),
     }
 
 
@@ -125,14 +136,45 @@ def word_signals(words: pa.Array, stop_words: pa.Array) -> dict[str, np.ndarray]
     is_stop = pc.is_in(flat, value_set=stop_words).to_numpy(zero_copy_only=False) & is_word
     n_word = _doc_sums(parents[is_word], None, n_docs)
     n_stop = _doc_sums(parents[is_stop], None, n_docs)
+    word_chars = _doc_sums(parents[is_word], lengths[is_word], n_docs)
     return {
-        "mean_word_len": charclass.share(_doc_sums(parents[is_word], lengths[is_word], n_docs), n_word),
+        "mean_word_len": charclass.share(word_chars, n_word),
         "n_stop_words": n_stop.astype(np.int64),
         "stop_word_ratio": charclass.share(n_stop, n_word),
         "dup_ngram_frac": charclass.share(
             _duplicate_ngram_chars(flat, parents, lengths, n_docs), _doc_sums(parents, lengths, n_docs)
         ),
+        "word_chars": word_chars,
+        "repeated_run_chars": _repeated_run_chars(flat, parents, lengths, is_word, n_docs),
     }
+
+
+def _repeated_run_chars(
+    flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, is_word: np.ndarray, n_docs: int
+) -> np.ndarray:
+    """Per document, the characters of its longest run of one word, or of one pair of words, repeated
+    back to back at least REPEAT_MIN times (punctuation between them skipped); 0 when there is none.
+    Neighbours are compared as strings, so this is a few linear passes, no sorting."""
+    top = np.zeros(n_docs)
+    words, docs = flat.filter(pa.array(is_word)), parents[is_word]
+    ends = np.concatenate([[0.0], np.cumsum(lengths[is_word])])  # characters before each word
+    for period in (1, 2):  # a word repeated; a pair repeated ("很 好 很 好": 很好 is two jieba words)
+        n = len(words) - period
+        if n <= 0:
+            break
+        same = _equal(words.slice(period), words.slice(0, n)) & (docs[period:] == docs[:n])
+        if period == 2:  # a run of one word also repeats with period 2; it counts as period 1
+            same &= ~_equal(words.slice(2), words.slice(1, n))
+        edges = np.diff(np.concatenate([[0], same.astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long_enough = stops - starts + period >= REPEAT_MIN * period
+        starts, stops = starts[long_enough], stops[long_enough]
+        np.maximum.at(top, docs[starts], ends[stops + period] - ends[starts])
+    return top
+
+
+def _equal(left: pa.Array, right: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
 
 
 def _duplicate_ngram_chars(flat: pa.Array, parents: np.ndarray, lengths: np.ndarray, n_docs: int) -> np.ndarray:
@@ -172,6 +214,10 @@ class QualitySignals:
             **line_signals(texts),
             **word_signals(batch.column("words"), self.stop_words),
         }
+        repeated = np.maximum(signals["char_run_chars"], signals["repeated_run_chars"])
+        signals["chars_beside_repetition"] = np.where(
+            repeated > 0, np.maximum(signals["word_chars"] - repeated, 0), np.nan
+        )
         for name in INT_SIGNALS:
             batch = set_column(batch, name, pa.array(signals[name].astype(np.int32), pa.int32()))
         for name in FLOAT_SIGNALS:
@@ -211,6 +257,7 @@ THRESHOLDS = (
     Threshold("min_stop_words", "min_stop_words", "n_stop_words", _below),
     Threshold("min_stop_word_ratio", "min_stop_word_ratio", "stop_word_ratio", _below),
     Threshold("max_repeat_char_run", "repeat_char_run", "max_char_run", _above),
+    Threshold("min_chars_beside_repetition", "repetition", "chars_beside_repetition", _below),
     Threshold("max_dup_line_frac", "max_dup_line_frac", "dup_line_frac", _above),
     Threshold("max_dup_ngram_frac", "max_dup_ngram_frac", "dup_ngram_frac", _above),
     Threshold("max_bullet_lines_frac", "max_bullet_lines_frac", "bullet_line_frac", _above),
@@ -236,7 +283,7 @@ class QualityFilter:
     def __init__(self, config: QualityConfig) -> None:
         self.config = config
         for set_name, rules in config.rule_sets.items():
-            for pattern in rules.spam_patterns:
+            for pattern in [*rules.spam_patterns, _any_of(rules.spam_patterns)]:
                 try:
                     pc.match_substring_regex(pa.array([""]), pattern)
                 except pa.ArrowInvalid as error:
@@ -268,8 +315,8 @@ class QualityFilter:
             undecided[hit] = False
 
         texts = batch.column("text")
-        for pattern in rules.spam_patterns:
-            drop(_mask(texts, pattern), "spam")
+        if rules.spam_patterns:
+            drop(spam_share(texts, rules.spam_patterns) >= rules.spam_min_share, "spam")
         for phrase in rules.forbid_phrases:
             found = pc.fill_null(pc.match_substring(texts, phrase, ignore_case=True), False)
             drop(found.to_numpy(zero_copy_only=False), "forbidden_phrase")
@@ -278,3 +325,18 @@ class QualityFilter:
             if limit is not None:
                 values = batch.column(threshold.signal).to_numpy(zero_copy_only=False)
                 drop(threshold.fails(values, limit), threshold.reason)
+
+
+def _any_of(patterns: list[str]) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+def spam_share(texts: pa.Array, patterns: list[str]) -> np.ndarray:
+    """Per text, the share of its characters that the spam patterns match (matches of several patterns
+    that overlap count once): advertising is text that is mostly contact or ad text."""
+    if not patterns:
+        return np.zeros(len(texts))
+    n_chars = pc.fill_null(pc.utf8_length(texts), 0)
+    rest = pc.fill_null(pc.utf8_length(pc.replace_substring_regex(texts, _any_of(patterns), "")), 0)
+    covered = pc.subtract(n_chars, rest).to_numpy(zero_copy_only=False)
+    return charclass.share(covered, n_chars.to_numpy(zero_copy_only=False))
