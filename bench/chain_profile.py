@@ -35,7 +35,7 @@ from pathlib import Path
 import jieba
 import pyarrow as pa
 
-from pipeline.build import processing_stages
+from pipeline.build.partitions import processing_stages
 from pipeline.config import CorpusflowConfig, SourceConfig, parse_config
 from pipeline.schema import REJECT_SCHEMA, Ledger
 from pipeline.sources import read_partition

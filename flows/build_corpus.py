@@ -204,6 +204,12 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
         for shard in manifest.shards + manifest.quarantined
     ]
     create_table_artifact(validation, key="contract-results", description="Every shard against its contract")
+    by_label = [{"source": source, "label": label, **figures}
+                for source, labels in manifest.drop_rate_by_label.items() for label, figures in labels.items()]
+    if by_label:
+        create_table_artifact(by_label, key="drop-rate-by-label", description="Filtered share of each label")
+    for skew in manifest.label_skews:
+        get_run_logger().warning("label skew: %s", skew)
     docs = sorted({r["data_docs"] for r in reports if r and r.get("data_docs")})
     totals = manifest.ledger_totals
     create_markdown_artifact(
@@ -214,6 +220,7 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
             f"- read {totals['read']}: kept {totals['kept']}, filtered {totals['filtered']}, "
             f"duplicate {totals['duplicate']}, rejected {totals['rejected']}",
             f"- shards usable {len(manifest.shards)}, quarantined {len(manifest.quarantined)}",
+            *(f"- **label skew**: {skew}" for skew in manifest.label_skews),
             *(f"- [Data Docs]({Path(d).resolve().as_uri()})" for d in docs[:1]),
             "", "```json", json.dumps(manifest.ledger_by_source, indent=1), "```",
         ]),

@@ -63,9 +63,33 @@ def build(config: ConfigOption = Path("configs/demo.yaml")) -> None:
 def inspect(
     dataset: Annotated[str, typer.Argument(help="a manifest.json, a version directory or a dataset directory")],
     samples: int = 3,
+    reason: Annotated[str | None, typer.Option(help="print dropped records of this reason instead")] = None,
+    sample: Annotated[int, typer.Option(help="with --reason: how many records")] = 10,
 ) -> None:
-    """Summary of a dataset version: shards, ledger, contract results and sample documents."""
-    _print_manifest(resolve_manifest(dataset), samples=samples)
+    """Summary of a dataset version: ledger, notes, drop rates per label, shards, drops and samples.
+
+    With --reason R, prints --sample N records dropped for R with their text, file and position, so a rule
+    can be judged in one command.
+    """
+    manifest_path = resolve_manifest(dataset)
+    if reason:
+        _print_drops(manifest_path, reason, sample)
+    else:
+        _print_manifest(manifest_path, samples=samples)
+
+
+def _print_drops(manifest_path: str, reason: str, n: int) -> None:
+    from pipeline.drop_sample import sample_drops
+    from pipeline.versions import version_dir
+
+    rows = sample_drops(version_dir(manifest_path), reason, n)
+    if not rows:
+        console.print(f"no record of {manifest_path} was dropped for {reason!r}")
+        return
+    for row in rows:
+        console.print(f"[cyan]{row['file']}:{row['position']}[/cyan] [{row['source']}] {row.get('label') or ''} "
+                      f"({row['outcome']})", highlight=False)
+        console.print(f"  {row['text']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -242,6 +266,7 @@ def _print_manifest(manifest_path: str, samples: int = 0) -> None:
     ledger.add_row("[bold]all[/bold]", *(str(t[k]) for k in ("read", "kept", "filtered", "duplicate", "rejected")))
     console.print(ledger)
     _print_notes(manifest.notes_by_source)
+    _print_label_rates(manifest.drop_rate_by_label, manifest.label_skews)
     shard_table = Table("shard", "rows", "bytes", "contract", title="shards")
     for shard in manifest.shards + manifest.quarantined:
         passed = "[green]passed[/green]" if shard.usable else "[red]quarantined[/red]"
@@ -270,6 +295,17 @@ def _print_notes(notes_by_source: dict[str, dict[str, int]]) -> None:
     for table in (redactions, others):
         if table.row_count:
             console.print(table)
+
+
+def _print_label_rates(rates: dict[str, dict[str, dict[str, float]]], skews: list[str]) -> None:
+    table = Table("source", "label", "read", "filtered", "rate", title="filtered share per label")
+    for source, labels in rates.items():
+        for label, figures in labels.items():
+            table.add_row(source, label, str(int(figures["read"])), str(int(figures["dropped"])), f"{figures['rate']:.2%}")
+    if table.row_count:
+        console.print(table)
+    for skew in skews:
+        console.print(f"[red]label skew[/red]: {skew}", highlight=False)
 
 
 def _print_reasons(root: str, manifest: Any) -> None:

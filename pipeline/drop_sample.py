@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.shards import load_manifest, read_shard
+from pipeline import storage, versions
 
 SAMPLE_COLUMNS = ("id", "source", "kind", "label", "outcome", "reason", "text", "file", "position")
 
@@ -32,11 +32,11 @@ def sample_rows(table: pa.Table, n: int) -> pa.Table:
 def sample_drops(version_dir: str | Path, reason: str, n: int) -> list[dict]:
     """Up to `n` records of a version dropped with `reason` (e.g. "quality:min_chars", "exact"): their
     id, source, kind, label, outcome, reason, text, file and position."""
-    root = str(version_dir).rstrip("/")
-    manifest = load_manifest(f"{root}/manifest.json")
+    root = str(version_dir)
+    manifest = versions.load_manifest(storage.join(root, versions.MANIFEST))
     picked: list[pa.Table] = []
     for shard in manifest.rejects:
-        rejects = read_shard(f"{root}/{shard.path}")
+        rejects = storage.read_arrow_table(storage.join(root, shard.path), sha256=shard.sha256)
         rejects = rejects.filter(pc.equal(rejects.column("reason"), reason))
         if rejects.num_rows:
             columns = [c for c in SAMPLE_COLUMNS if c in rejects.column_names]

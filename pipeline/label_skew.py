@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import ShardRecord
-from pipeline.shards import load_manifest, read_shard
 
 DEFAULT_MAX_RATIO = 2.0
 DEFAULT_MIN_RECORDS = 100  # records of a label read before its drop rate is compared
@@ -58,25 +55,41 @@ class LabelsMissing(ValueError):
     """The rejects hold no label column: they were written before rejects carried labels."""
 
 
+class LabelTally:
+    """Records read and dropped per (source, label), fed table by table, so a build counts them as it streams."""
+
+    def __init__(self, outcomes: Sequence[str] = ("filtered",)) -> None:
+        self.outcomes = pa.array(list(outcomes))
+        self.read: Counter = Counter()
+        self.lost: Counter = Counter()
+
+    def add_kept(self, table: pa.Table) -> None:
+        self.read.update(_source_labels(table))
+
+    def add_dropped(self, table: pa.Table) -> None:
+        """Reject rows (source, label, outcome); drops of other outcomes count as neither read nor dropped."""
+        if "label" not in table.column_names:
+            raise LabelsMissing("rejects carry no label column; rebuild the version to compare drop rates per label")
+        counts = _source_labels(table.filter(pc.is_in(table.column("outcome"), value_set=self.outcomes)))
+        self.read.update(counts)
+        self.lost.update(counts)
+
+    def rates(self) -> list[LabelDropRate]:
+        return [LabelDropRate(source, label, self.read[(source, label)], self.lost[(source, label)])
+                for source, label in sorted(self.read)]
+
+
 def drop_rates_by_label(
     kept: Iterable[pa.Table], dropped: Iterable[pa.Table], outcomes: Sequence[str] = ("filtered",)
 ) -> list[LabelDropRate]:
     """Rates per (source, label) from kept tables (columns source, label) and reject tables (source,
-    label, outcome); drops of other outcomes count as neither read nor dropped. Unlabelled records are
-    left out, so unlabelled sources give no rows."""
-    read: Counter = Counter()
-    lost: Counter = Counter()
+    label, outcome). Unlabelled records are left out, so unlabelled sources give no rows."""
+    tally = LabelTally(outcomes)
     for table in kept:
-        read.update(_source_labels(table))
+        tally.add_kept(table)
     for table in dropped:
-        if "label" not in table.column_names:
-            raise LabelsMissing("rejects carry no label column; rebuild the version to compare drop rates per label")
-        table = table.filter(pc.is_in(table.column("outcome"), value_set=pa.array(list(outcomes))))
-        counts = _source_labels(table)
-        read.update(counts)
-        lost.update(counts)
-    return [LabelDropRate(source, label, read[(source, label)], lost[(source, label)])
-            for source, label in sorted(read)]
+        tally.add_dropped(table)
+    return tally.rates()
 
 
 def _source_labels(table: pa.Table) -> Counter:
@@ -105,31 +118,9 @@ def label_skews(
     return skews
 
 
-def shard_drop_rates(
-    root: str | Path, kept: Sequence[ShardRecord], rejects: Sequence[ShardRecord], outcomes: Sequence[str] = ("filtered",)
-) -> list[LabelDropRate]:
-    """Drop rates per label from shard records relative to `root`: a version directory, or a build's
-    staging directory before the manifest exists."""
-    root = str(root).rstrip("/")
-    kept_tables = (read_shard(f"{root}/{s.path}", ["source", "label"]) for s in kept)
-    dropped = (_reject_columns(f"{root}/{s.path}") for s in rejects)
-    return drop_rates_by_label(kept_tables, dropped, outcomes)
-
-
-def version_drop_rates(version_dir: str | Path, outcomes: Sequence[str] = ("filtered",)) -> list[LabelDropRate]:
-    """Drop rates per label of a published version, read from its manifest's kept and rejects shards."""
-    manifest = load_manifest(f"{str(version_dir).rstrip('/')}/manifest.json")
-    return shard_drop_rates(version_dir, [*manifest.shards, *manifest.quarantined], manifest.rejects, outcomes)
-
-
 def rates_by_source(rates: Sequence[LabelDropRate]) -> dict[str, dict[str, dict[str, float]]]:
     """source -> label -> {read, dropped, rate}: the JSON shape for a manifest or an artifact."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for r in rates:
         table.setdefault(r.source, {})[r.label] = {"read": r.read, "dropped": r.dropped, "rate": round(r.rate, 6)}
     return table
-
-
-def _reject_columns(path: str) -> pa.Table:
-    table = read_shard(path)
-    return table.select([c for c in ("source", "label", "outcome") if c in table.column_names])

@@ -201,14 +201,18 @@ class Manifest(BaseModel):
     ledger_by_source: dict[str, dict[str, int]]
     # Per source, counts of what stages did to kept rows without dropping them, e.g. {"pii:email": 3}.
     notes_by_source: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # Labelled sources: per label, records read and filtered, and the rate; a skew (one label filtered more
+    # than twice as often as another) is a warning that a model trained on the rest learns a biased sample.
+    drop_rate_by_label: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    label_skews: list[str] = Field(default_factory=list)
     contracts: dict[str, str] = Field(default_factory=dict)  # suite name -> version
     created_at: datetime | None = None  # excluded from the version id
 
     def content_hash(self) -> str:
         """The dataset version id: what is in the dataset, not when or with which library it was built."""
         excluded = {"version", "created_at", "code_version", "libraries"}
-        if not self.notes_by_source:  # versions built before notes existed keep their id
-            excluded.add("notes_by_source")
+        # fields added after the first versions: left out while empty, so those versions keep their id
+        excluded |= {name for name in ("notes_by_source", "drop_rate_by_label", "label_skews") if not getattr(self, name)}
         content = self.model_dump(mode="json", exclude=excluded)
         content["inputs"] = [record.content() for record in self.inputs]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -238,6 +238,9 @@ def test_cli_inspect_and_verify(demo_build: tuple[Path, str]) -> None:
     assert inspect.returncode == 0, inspect.stderr
     assert load_manifest(manifest_path).version in inspect.stdout and "redirect" in inspect.stdout
     assert "PII redactions by source" in inspect.stdout and "email" in inspect.stdout
+    assert "filtered share per label" in inspect.stdout
+    drops = _cli("inspect", manifest_path, "--reason", "exact", "--sample", "2")
+    assert drops.returncode == 0 and drops.stdout.count("(duplicate)") == 2, drops.stdout
     verify = subprocess.run([sys.executable, "-m", "flows.cli", "verify", manifest_path],
                             cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -326,6 +329,32 @@ def test_build_over_its_contract_limits_publishes_nothing(
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.state.is_failed()  # what the failure automation (the alert) fires on
+
+
+def test_a_label_filtered_twice_as_often_is_reported(prefect_api: str, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    rows = [("positive", f"第{i}次入住，房间干净，早餐丰富，前台服务也很热情周到") for i in range(120)]
+    rows += [("negative", f"第{i}次入住，房间很旧，隔音太差，晚上一直睡不好觉") for i in range(90)]
+    rows += [("negative", "差" * (12 + i)) for i in range(30)]  # one repeated character: junk, filtered
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("label,review\n" + "".join(f"{label},{text}\n" for label, text in rows), encoding="utf-8")
+    config_path = tmp_path / "skew.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"), "dataset": "skew",
+        "sources": [{"name": "hotel", "kind": "comments", "lang": "zh", "uri": str(reviews), "format": "csv",
+                     "fields": {"text": "review", "label": "label"}}]}, allow_unicode=True))
+    manifest = load_manifest(run_build(config_path))
+    rates = manifest.drop_rate_by_label["hotel"]
+    assert rates["negative"]["dropped"] == 30 and rates["positive"]["dropped"] == 0
+    (skew,) = manifest.label_skews
+    assert skew.startswith("hotel: label 'negative' is dropped at 25.0%")
+    with get_client(sync_client=True) as client:
+        (summary,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["build-summary"])),
+                                           sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert f"**label skew**: {skew}" in summary.data
 
 
 def test_verify_names_a_tampered_shard(demo_build: tuple[Path, str], tmp_path: Path) -> None:

@@ -342,5 +342,6 @@ def test_switched_off_contracts_leave_shards_unvalidated_and_in_place(tmp_path: 
 
     shard = ShardRecord(path="data/train/s-zh-00000.arrow", split="train", source="s", lang="zh", rows=1, bytes=1,
                         sha256="0" * 64)
-    assembled = AssembledDataset(staging=str(tmp_path), shards=[shard], rejects=[], ledger_rows=[], notes_by_source={})
+    assembled = AssembledDataset(staging=str(tmp_path), shards=[shard], rejects=[], ledger_rows=[], notes_by_source={},
+                                 label_drop_rates=[])
     assert apply_contracts(assembled, [None], []).shards == [shard]

@@ -14,10 +14,11 @@ from pipeline.label_skew import (
     drop_rates_by_label,
     label_skews,
     rates_by_source,
-    version_drop_rates,
 )
 from pipeline.schema import Manifest, documents_batch, rejects_from_documents
-from pipeline.shards import shard_record, write_manifest, write_shard
+from pipeline.shards import shard_record, write_shard
+from pipeline.storage import read_arrow_table
+from pipeline.versions import load_manifest, write_manifest
 
 
 def _documents(source: str, label: str | None, count: int, start: int = 0) -> pa.Table:
@@ -36,6 +37,12 @@ def _version(root: Path, kept: list[pa.Table], rejects: list[pa.Table]) -> Path:
                         rejects=dropped, ledger_totals={}, ledger_by_source={})
     write_manifest(root, manifest)
     return root
+
+
+def version_drop_rates(version: Path, outcomes: tuple[str, ...] = ("filtered",)) -> list:
+    manifest = load_manifest(version / "manifest.json")
+    kept = [read_arrow_table(version / s.path, ["source", "label"]) for s in manifest.shards]
+    return drop_rates_by_label(kept, [read_arrow_table(version / s.path) for s in manifest.rejects], outcomes)
 
 
 def _filtered(documents: pa.Table, reason: str) -> pa.Table:

@@ -14,6 +14,7 @@ from pipeline import storage
 from pipeline.build.partitions import StagedPartition
 from pipeline.config import CorpusflowConfig
 from pipeline.dedup import REPEATED_ID_NOTE, apply_renames
+from pipeline.label_skew import LabelDropRate, LabelTally
 from pipeline.schema import LEDGER_SCHEMA, Ledger, ShardRecord, rejects_from_documents
 from pipeline.shards import ShardSink, shard_record, split_of, write_shard
 
@@ -27,6 +28,7 @@ class AssembledDataset:
     rejects: list[ShardRecord]
     ledger_rows: list[dict]
     notes_by_source: dict[str, dict[str, int]]
+    label_drop_rates: list[LabelDropRate]  # per labelled source and label: read, filtered
 
 
 def assemble(
@@ -47,13 +49,16 @@ def assemble(
     reject_sinks: dict[str, ShardSink] = {}
     ledger_rows: list[dict] = []
     notes: dict[str, Counter] = {source: Counter({REPEATED_ID_NOTE: n}) for source, n in repeated_by_source.items() if n}
+    labels = LabelTally()
     for part in sorted(staged, key=lambda p: p.name):
         notes.setdefault(part.source, Counter()).update(part.notes)
         ledger = Ledger.from_rows(part.ledger)
         reject_sink = reject_sinks.setdefault(
             part.source, ShardSink(staging / "rejects", part.source, config.shards.max_rows))
         if part.rejects_path.exists():
-            reject_sink.add(storage.read_arrow_table(str(part.rejects_path)))
+            part_rejects = storage.read_arrow_table(str(part.rejects_path))
+            labels.add_dropped(part_rejects)
+            reject_sink.add(part_rejects)
         for documents in _documents_of(part):
             documents = apply_renames(documents, renamed, part.name)
             kept, dropped = _split_duplicates(documents, duplicate_of, duplicate_kind)
@@ -61,6 +66,7 @@ def assemble(
                 ledger.add("kept", "", -dropped.num_rows)
                 ledger.add_rejects(dropped)
                 reject_sink.add(dropped)
+            labels.add_kept(kept)
             _route(kept, config, staging, data_sinks, part.source)
         ledger_rows += ledger.to_rows(part.source, part.name)
     for sink in [*data_sinks.values(), *reject_sinks.values()]:
@@ -71,7 +77,7 @@ def assemble(
                for source, sink in sorted(reject_sinks.items()) for f in sink.written]
     notes_by_source = {source: dict(sorted(counts.items())) for source, counts in sorted(notes.items()) if counts}
     return AssembledDataset(staging=str(staging), shards=shards, rejects=rejects, ledger_rows=ledger_rows,
-                            notes_by_source=notes_by_source)
+                            notes_by_source=notes_by_source, label_drop_rates=labels.rates())
 
 
 def _documents_of(part: StagedPartition) -> Iterator[pa.Table]:

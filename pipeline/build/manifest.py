@@ -13,6 +13,7 @@ from pipeline.build.assembly import AssembledDataset
 from pipeline.build.provenance import code_version, library_versions
 from pipeline.config import ContractsConfig, CorpusflowConfig
 from pipeline.errors import UserError
+from pipeline.label_skew import label_skews, rates_by_source
 from pipeline.schema import InputRecord, Ledger, Manifest, ShardRecord
 from pipeline.shards import quarantine
 
@@ -67,6 +68,8 @@ def build_manifest(
         ledger_totals=ledger.totals(),
         ledger_by_source={name: by_source[name].totals() for name in sorted(by_source)},
         notes_by_source=assembled.notes_by_source,
+        drop_rate_by_label=rates_by_source(assembled.label_drop_rates),
+        label_skews=[skew.message() for skew in label_skews(assembled.label_drop_rates)],
         contracts=contract_versions,
     )
     return manifest.model_copy(update={"version": manifest.content_hash()})
