@@ -136,7 +136,7 @@ def output_digest(kept: pa.Table, rejects: pa.Table, ledger: Ledger, counts: Cou
 
 
 def profile(config: CorpusflowConfig, source: SourceConfig, limit: int | None) -> dict:
-    stages = processing_stages(config, workers=1)
+    stages = processing_stages(config)
     seconds, digest, documents, kept = profile_run(stages, source, limit)
     jieba_s = seconds.pop("raw_jieba")
     megabytes = sum(

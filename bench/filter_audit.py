@@ -90,7 +90,7 @@ def signals_of(config: CorpusflowConfig, source_index: int) -> tuple[pa.Table, p
     if not kept_path.exists():
         for stale in WORK.glob(f"{source.name}-*.arrow"):  # signals of older code or config
             stale.unlink()
-        stages = build_text_stages(config, workers=1)[:-1]  # all but the quality filter
+        stages = build_text_stages(config)[:-1]  # all but the quality filter
         kept, dropped = [], []
         for partition in plan_partitions(source, expand_uri(source)):
             for read in read_partition(source, partition):

@@ -40,7 +40,7 @@ def time_stages(data: str) -> dict[str, float]:
         {"name": "enwiki", "kind": "wiki", "lang": "en", "format": "mediawiki", "pages_per_partition": 50,
          "uri": f"{data}/wiki/enwiki-pages-articles-excerpt.xml.bz2"},
     ]})
-    stages = build_text_stages(config, 1)
+    stages = build_text_stages(config)
     batches = [read.documents for source in config.sources
                for partition in plan_partitions(source, expand_uri(source))
                for read in read_partition(source, partition)]

@@ -126,7 +126,6 @@ class SegmentConfig(Strict):
     hmm: bool = True
     user_dicts: list[str] = Field(default_factory=list)
     stop_words: str | None = None  # a file with one stop word per line; None: the built-in lists
-    chunk_docs: int = Field(default=2000, gt=0)  # documents per task sent to a worker process
 
 
 class QualityRules(Strict):

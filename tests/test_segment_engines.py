@@ -104,7 +104,7 @@ def test_rjieba_engine_segments_and_keeps_placeholders_whole() -> None:
         {"id": "2", "source": "s", "kind": "news", "lang": "zh", "text": "这款手机的性价比超高，物流很快！"},
         {"id": "3", "source": "s", "kind": "news", "lang": "en", "text": "Don't panic!"},
     ])
-    result = Segment(config_with({"engine": "rjieba"}).segment, workers=1)(batch).batch
+    result = Segment(config_with({"engine": "rjieba"}).segment)(batch).batch
     words = result.column("words").to_pylist()
     assert words[0] == ["我", "爱", "北京", "天安门", "联系", "<EMAIL>", "或", "<PHONE>"]
     assert "".join(words[1]) == "这款手机的性价比超高，物流很快！" and len(words[1]) >= 6
@@ -118,14 +118,14 @@ def test_rjieba_engine_reads_user_dictionaries(tmp_path: Path) -> None:
     user_dict.write_text("片儿川 20 n\n云计算平台\n", encoding="utf-8")
     config = config_with({"engine": "rjieba", "user_dicts": [str(user_dict)]})
     batch = documents_batch([{"id": "1", "source": "s", "kind": "news", "lang": "zh", "text": "吃片儿川，聊云计算平台"}])
-    words = Segment(config.segment, workers=1)(batch).batch.column("words").to_pylist()[0]
+    words = Segment(config.segment)(batch).batch.column("words").to_pylist()[0]
     assert {"片儿川", "云计算平台"} <= set(words)
 
 
 def test_rjieba_engine_without_the_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "rjieba", None)  # how Python marks a module that cannot be imported
     with pytest.raises(ConfigError, match=r"segment\.engine.*corpusflow\[fast\]"):
-        Segment(config_with({"engine": "rjieba"}).segment, workers=1)
+        Segment(config_with({"engine": "rjieba"}).segment)
 
 
 @pytest.mark.parametrize("run", ["", "嫪毐吕不韦", "片儿川a1好", "王小明李晓华张伟", "啊", "Abc123中文%3.5混合"])

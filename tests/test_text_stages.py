@@ -13,7 +13,7 @@ from pipeline.text.langid import IdentifyLanguage
 from pipeline.text.normalize import Normalize
 from pipeline.text.quality import QualityFilter, QualitySignals
 from pipeline.text.script import ConvertScript
-from pipeline.text.segment import Segment, chunk_bounds, shutdown_segment_pools
+from pipeline.text.segment import Segment
 
 _CONFIG_DATA = {"sources": [{"name": "s", "kind": "news", "uri": "x.jsonl", "format": "jsonl", "fields": {"text": "t"}}]}
 CONFIG = parse_config(_CONFIG_DATA)
@@ -147,7 +147,7 @@ def test_segment_zh_en_and_placeholders() -> None:
         {"id": "1", "source": "s", "kind": "news", "lang": "zh", "text": "我爱北京天安门 联系<EMAIL>"},
         {"id": "2", "source": "s", "kind": "news", "lang": "en", "text": "Don't panic, it's <PHONE>!"},
     ])
-    result = Segment(CONFIG.segment, workers=1)(batch).batch
+    result = Segment(CONFIG.segment)(batch).batch
     assert result.column("words").to_pylist() == [
         ["我", "爱", "北京", "天安门", "联系", "<EMAIL>"],
         ["Don't", "panic", ",", "it's", "<PHONE>", "!"],
@@ -156,29 +156,10 @@ def test_segment_zh_en_and_placeholders() -> None:
     assert result.schema.field("n_words").type == pa.int32()
 
 
-def test_segment_identical_with_one_and_two_workers() -> None:
-    texts = [f"第{i}条：今天天气很好，我们去公园散步。Machine learning {i} 很有趣！" * (1 + i % 5) for i in range(60)]
-    batch = batch_of(*texts, lang="zh")
-    try:
-        one = Segment(CONFIG.segment.model_copy(update={"chunk_docs": 7}), workers=1)(batch).batch
-        two = Segment(CONFIG.segment.model_copy(update={"chunk_docs": 7}), workers=2)(batch).batch
-    finally:
-        shutdown_segment_pools()
-    assert one.column("words").equals(two.column("words"))
-
-
-def test_chunk_bounds_cover_all_rows_in_order() -> None:
-    import numpy as np
-
-    bounds = chunk_bounds(np.array([100, 1, 1, 1, 100, 1, 0, 0]), 4)
-    assert bounds[0][0] == 0 and bounds[-1][1] == 8
-    assert all(a < b for a, b in bounds) and all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:]))
-
-
 # chain and quality
 
 def test_chain_columns_check_and_types() -> None:
-    stages = build_text_stages(CONFIG, workers=1)
+    stages = build_text_stages(CONFIG)
     columns = check_chain(stages)
     for name in ("lang", "lang_score", "pii", "words", "n_words", "n_chars", "cjk_ratio", "max_char_run"):
         assert name in columns
@@ -186,7 +167,7 @@ def test_chain_columns_check_and_types() -> None:
 
 
 def _signals(*texts: str, lang: str = "zh", kind: str = "comments") -> pa.RecordBatch:
-    batch = Segment(CONFIG.segment, workers=1)(batch_of(*texts, lang=lang, kind=kind)).batch
+    batch = Segment(CONFIG.segment)(batch_of(*texts, lang=lang, kind=kind)).batch
     return QualitySignals(CONFIG.segment)(batch).batch
 
 
@@ -211,7 +192,7 @@ def test_quality_filter_reasons_for_comments() -> None:
 
 def _comment_reasons(*texts: str, lang: str = "zh") -> list[str | None]:
     normalized = Normalize(CONFIG.normalize)(batch_of(*texts, lang=lang, kind="comments")).batch
-    batch = QualitySignals(CONFIG.segment)(Segment(CONFIG.segment, workers=1)(normalized).batch).batch
+    batch = QualitySignals(CONFIG.segment)(Segment(CONFIG.segment)(normalized).batch).batch
     return QualityFilter(CONFIG.quality)(batch).drop_reasons.to_pylist()
 
 

@@ -56,8 +56,8 @@ class StagedPartition:
         return Path(self.directory) / "rejects.arrow"
 
 
-def processing_stages(config: CorpusflowConfig, workers: int = 1) -> list[Stage]:
-    stages = [*build_text_stages(config, workers), ContentHashStage(), MinHashStage(config.dedup)]
+def processing_stages(config: CorpusflowConfig) -> list[Stage]:
+    stages = [*build_text_stages(config), ContentHashStage(), MinHashStage(config.dedup)]
     check_chain(stages)
     return stages
 

@@ -12,19 +12,19 @@ from pipeline.text.normalize import Normalize
 from pipeline.text.pii import RedactPii
 from pipeline.text.quality import QualityFilter, QualitySignals
 from pipeline.text.script import ConvertScript
-from pipeline.text.segment import Segment, shutdown_segment_pools
+from pipeline.text.segment import Segment
 
-__all__ = ["build_text_stages", "shutdown_segment_pools"]
+__all__ = ["build_text_stages"]
 
 
-def build_text_stages(config: CorpusflowConfig, workers: int) -> list[Stage]:
-    """The text chain for `config`; segmentation uses a pool of `workers` processes (1: in-process)."""
+def build_text_stages(config: CorpusflowConfig) -> list[Stage]:
+    """The text chain for `config`, in its one valid order."""
     return [
         Normalize(config.normalize),
         ConvertScript(config.script, config.langid),
         RedactPii(config.pii),
         IdentifyLanguage(config.langid),
-        Segment(config.segment, workers),
+        Segment(config.segment),
         QualitySignals(config.segment),
         QualityFilter(config.quality),
     ]

@@ -5,14 +5,9 @@ mode runs through pipeline.text.precise_cut, which gives jieba's words in about 
 jieba itself cuts. `segment.engine: rjieba` opts into rjieba (jieba-rs), faster still, whose words differ
 from jieba's in a few percent of documents; user dictionaries are read the way jieba reads them.
 
-Segmentation runs in a process pool: each worker loads the dictionary once (its initializer), chunks of
-documents balanced by bytes are sent to it,
-and the pool is created lazily and reused by every later call with the same (workers, segment config).
-`jieba.enable_parallel` would not help: it splits one text by lines across processes, and our texts are
-short. Workers are started with 'spawn': the flow calls stages from threads, and forking a process that
-runs threads can copy a lock in its held state. With one worker everything runs in this process, and
-the output is identical either way: each document is segmented on its own, by the same code and
-dictionary, and the chunks are reassembled in order.
+The stage segments in the process it runs in: the build parallelises whole partitions across worker
+processes (flows/workers.py), each of which loads the dictionary once. `jieba.enable_parallel` would not
+help: it splits one text by lines across processes, and our texts are short.
 
 English gets a regex word tokenizer rather than a model tokenizer: `words` serves word counts, quality
 signals and whole-word masking, which need word boundaries, not subwords; a regex needs no download,
@@ -25,22 +20,15 @@ not removed: the words must still spell the text, and stop words feed a quality 
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import logging
-import math
-import multiprocessing
 import re
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 
 import jieba
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -57,7 +45,7 @@ _EN_WORD = re.compile(rf"{_PLACEHOLDER}|\w+(?:['’]\w+)*|[^\w\s]")
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """What decides the segmentation: hashable, picklable, the key of a worker pool."""
+    """What decides the segmentation: hashable, the key of the cutter cached per process."""
 
     hmm: bool
     user_dicts: tuple[str, ...]
@@ -134,7 +122,7 @@ def segment_en(text: str) -> list[str]:
 
 
 def segment_texts(texts: list[str], is_zh: list[bool], spec: SegmenterSpec) -> pa.Array:
-    """Words of each text as a list<string> array; the unit of work of a worker."""
+    """Words of each text as a list<string> array."""
     cut = zh_cutter(spec)
     words: list[str] = []
     offsets = [0]
@@ -144,88 +132,18 @@ def segment_texts(texts: list[str], is_zh: list[bool], spec: SegmenterSpec) -> p
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(words, pa.string()))
 
 
-def _init_worker(spec: SegmenterSpec) -> None:
-    zh_cutter(spec)
-
-
-_pools: dict[tuple[int, SegmenterSpec], ProcessPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(workers: int, spec: SegmenterSpec) -> ProcessPoolExecutor:
-    with _pools_lock:
-        key = (workers, spec)
-        if key not in _pools:
-            _pools[key] = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(spec,),
-            )
-        return _pools[key]
-
-
-def _discard_pool(workers: int, spec: SegmenterSpec) -> None:
-    with _pools_lock:
-        pool = _pools.pop((workers, spec), None)
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def shutdown_segment_pools() -> None:
-    """Stop every worker pool of this process (also run at interpreter exit)."""
-    with _pools_lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-atexit.register(shutdown_segment_pools)
-
-
-def chunk_bounds(byte_lengths: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
-    """Contiguous [start, stop) ranges holding about the same number of bytes each."""
-    n = len(byte_lengths)
-    cumulative = np.cumsum(byte_lengths, dtype=np.int64)
-    targets = cumulative[-1] * np.arange(1, n_chunks) / n_chunks
-    cuts = np.searchsorted(cumulative, targets, side="right")
-    edges = np.unique(np.concatenate([[0], cuts.clip(0, n), [n]])).tolist()
-    return list(zip(edges[:-1], edges[1:]))
-
-
 class Segment:
     name = "segment"
     reads = ("text", "lang")
     adds = ("words", "n_words")
 
-    def __init__(self, config: SegmentConfig, workers: int) -> None:
-        self.config = config
-        self.workers = workers
+    def __init__(self, config: SegmentConfig) -> None:
         self.spec = SegmenterSpec.from_config(config)
 
     def __call__(self, batch: pa.RecordBatch) -> StageResult:
         texts = batch.column("text")
         is_zh = pc.fill_null(pc.equal(batch.column("lang"), "zh"), False).to_pylist()
-        words = self.segment(texts, is_zh)
+        words = segment_texts(texts.to_pylist(), is_zh, self.spec)
         batch = set_column(batch, "words", words)
         n_words = pc.cast(pc.fill_null(pc.list_value_length(words), 0), pa.int32())
         return StageResult(set_column(batch, "n_words", n_words))
-
-    def segment(self, texts: pa.Array, is_zh: list[bool]) -> pa.Array:
-        values = texts.to_pylist()
-        if self.workers == 1 or len(values) < 2:
-            return segment_texts(values, is_zh, self.spec)
-        # enough chunks that a slow chunk does not leave the other workers idle, none above chunk_docs
-        n_chunks = max(2 * self.workers, math.ceil(len(values) / self.config.chunk_docs))
-        lengths = pc.fill_null(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False)
-        bounds = chunk_bounds(lengths, n_chunks)
-        pool = _pool(self.workers, self.spec)
-        try:
-            futures = [
-                pool.submit(segment_texts, values[a:b], is_zh[a:b], self.spec) for a, b in bounds
-            ]
-            return pa.concat_arrays([f.result() for f in futures])
-        except BrokenProcessPool:
-            _discard_pool(self.workers, self.spec)  # a retry of the task gets a fresh pool
-            raise
