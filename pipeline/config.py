@@ -163,8 +163,9 @@ class QualityRules(Strict):
 # What advertising looks like in comments; read with QualityRules.spam_min_share (a comment is spam when
 # these cover most of it). Each pattern covers a whole ad phrase, so the share measures the ad's extent.
 _CONTACT_APP = r"(?:微信|威信|薇信|v信|vx|wx|qq|扣扣)"
+# The PII stage runs first, so a handle may already read <IM_HANDLE> or <PHONE>: they count as the ad's handle.
 SPAM_PATTERNS = [
-    rf"(?i)(?:加|\+|联系|咨询|私聊|私信)?\s*(?:我|本人)?\s*的?\s*{_CONTACT_APP}\s*号?\s*[:：]?\s*(?:[a-z0-9_-]{{5,}}|<PHONE>)",
+    rf"(?i)(?:加|\+|联系|咨询|私聊|私信)?\s*(?:我|本人)?\s*的?\s*{_CONTACT_APP}\s*号?\s*[:：]?\s*(?:[a-z0-9_-]{{5,}}|<PHONE>|<IM_HANDLE>)",
     rf"(?i)(?:加|\+)\s*(?:我|本人)?\s*{_CONTACT_APP}",  # "add me on WeChat"
     r"领红包|返现|代购|兼职|刷单|日赚|招代理|免费领取?|低价出售|优惠券",
     r"(?i)(?:https?://|www\.)[a-z0-9.-]+",  # the site only: a long path is not more of an ad

@@ -343,7 +343,7 @@ def test_a_label_filtered_twice_as_often_is_reported(prefect_api: str, tmp_path:
     reviews.write_text("label,review\n" + "".join(f"{label},{text}\n" for label, text in rows), encoding="utf-8")
     config_path = tmp_path / "skew.yaml"
     config_path.write_text(yaml.safe_dump({
-        "run_dir": str(tmp_path / "run"), "dataset": "skew",
+        "run_dir": str(tmp_path / "run"), "dataset": "skew", "dedup": {"exact": False, "near": False},
         "sources": [{"name": "hotel", "kind": "comments", "lang": "zh", "uri": str(reviews), "format": "csv",
                      "fields": {"text": "review", "label": "label"}}]}, allow_unicode=True))
     manifest = load_manifest(run_build(config_path))
