@@ -25,9 +25,10 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
+from flows.progress import track_partitions
 from flows.runners import task_runner_for
 from flows.workers import run_in_worker
-from pipeline import contracts, plots, reproduce, shards, sources, storage, versions
+from pipeline import card, contracts, plots, reproduce, shards, sources, storage, versions
 from pipeline.build import assembly, dedup_step, manifest as manifests, partitions
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest, ShardRecord
@@ -105,6 +106,7 @@ def finalize(
     root = Path(assembled.staging)
     reproduce.save_build_config(root, config)
     versions.write_manifest(root, manifest)
+    card.write_card(root, manifest, config)  # README.md for people and `load_dataset`, with reports/*.png
     try:
         manifests.check_limits(config.contracts, manifest)
     except manifests.QuarantineLimitExceeded:
@@ -129,7 +131,7 @@ def build_corpus(config_path: str) -> str:
 def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     partitions = [p for future in planned for p in future.result()]
-    staged = process_partition.map(unmapped(config), partitions).result()
+    staged = track_partitions(process_partition.map(unmapped(config), partitions))
     duplicates = deduplicate(config, staged)
     assembled = write_shards(config, staged, duplicates)
     root = unmapped(assembled.staging)
@@ -138,14 +140,14 @@ def build_dataset(config: CorpusflowConfig) -> str:
     reject_reports = validate_shard.map(
         unmapped(config), root, assembled.rejects, unmapped(config.contracts.rejects_suite))
     manifest_uri = finalize(config, assembled, _inputs_of(partitions), reports.result(), reject_reports.result())
-    plot_version(manifest_uri)
+    attach_pictures(manifest_uri)
     return manifest_uri
 
 
 @task
-def plot_version(manifest_uri: str) -> list[str]:
-    """Length histograms, the filter funnel and duplicate rates, as PNGs in reports/ and as artifacts."""
-    pictures = plots.plot_dataset(versions.version_dir(manifest_uri))
+def attach_pictures(manifest_uri: str) -> list[str]:
+    """The version's length histograms, filter funnel and duplicate rates (drawn with its card) as artifacts."""
+    pictures = plots.dataset_pictures(versions.version_dir(manifest_uri))
     for picture in pictures:
         data = base64.b64encode(storage.read_bytes(picture)).decode()
         name = picture.rsplit("/", 1)[-1].removesuffix(".png")
