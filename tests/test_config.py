@@ -50,3 +50,17 @@ def test_config_hash_ignores_where_output_goes() -> None:
     c = parse_config({"sources": [SOURCE], "dedup": {"threshold": 0.7}})
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert a.section_hash("dedup") != c.section_hash("dedup") and a.section_hash("pii") == c.section_hash("pii")
+
+
+def test_card_section_describes_the_data_without_changing_its_hash() -> None:
+    plain = parse_config({"sources": [SOURCE]})
+    assert plain.card.license == "other" and plain.card.source_licenses == {} and plain.card.task_categories
+    described = parse_config({"sources": [SOURCE], "card": {
+        "license": "cc-by-sa-4.0", "source_licenses": {"news": "CC BY-SA 4.0, attribution: the publisher"},
+        "task_categories": ["fill-mask"]}})
+    assert described.card.source_licenses["news"].startswith("CC BY-SA")
+    assert described.config_hash() == plain.config_hash(), "a card's wording never changes a version id"
+    with pytest.raises(ConfigError, match=r"card.source_licenses names unknown source\(s\) \['newz'\]"):
+        parse_config({"sources": [SOURCE], "card": {"source_licenses": {"newz": "MIT"}}}, "bad.yaml")
+    with pytest.raises(ConfigError, match="card.licence"):
+        parse_config({"sources": [SOURCE], "card": {"licence": "MIT"}}, "bad.yaml")

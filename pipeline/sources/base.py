@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.errors import UserError
 from pipeline.schema import documents_batch, rejects_batch
 
 
@@ -34,8 +35,10 @@ class ReadBatch:
     rejects: pa.RecordBatch  # REJECT_SCHEMA: records dropped while reading (rejected, or filtered e.g. redirect)
 
 
-class SourceUnreadable(RuntimeError):
+class SourceUnreadable(UserError, RuntimeError):
     """The whole source cannot be read (missing, empty, not the declared format); names the file and cause."""
+
+    hint = "fix the file the message names, or the source's `uri`/`format` in the config, then build again"
 
 
 class RecordBatcher:
