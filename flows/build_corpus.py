@@ -3,11 +3,13 @@
 1. Each source expands into partitions (a file, or a record range of a large file); remote inputs are
    fetched first, with retries.
 2. One task per partition reads, cleans, identifies the language, segments, scores quality and fingerprints
-   its documents (cached on input fingerprint + config section + code version; resumable).
+   its documents (cached on input fingerprint + config section + code version; resumable). Progress per
+   partition goes to the run's `build-progress` artifact and to the CLI's display.
 3. One global step finds exact and near duplicates across every partition and source.
 4. Kept documents land in deterministic split/source/lang shards; every drop lands in rejects with a reason.
 5. Each shard is validated against its contract; a failing shard is quarantined.
 6. The manifest names inputs, config, code, shards, ledger and contract results; its hash is the version.
+   The dataset card (README.md, with the pictures) is written beside it, outside the hash.
 7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
    A build over them is set aside under failed/ with its reports, LATEST stays, and the flow run fails.
 """
