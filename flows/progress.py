@@ -48,7 +48,7 @@ class BuildProgress:
     def rates(self) -> str:
         seconds = max(self.elapsed_s, 1e-9)
         return (f"{self.records:,} records ({self.records / seconds:,.0f}/s), "
-                f"{self.staged_bytes / 1e6:,.1f} MB ({self.staged_bytes / 1e6 / seconds:,.2f} MB/s)")
+                f"{self.staged_bytes / 1e6:,.1f} MB staged ({self.staged_bytes / 1e6 / seconds:,.2f} MB/s)")
 
     def drops(self) -> str:
         # duplicates across partitions are found once every partition is in: shown only if a partition had some

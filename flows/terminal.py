@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:  # flows.progress imports Prefect, which commands that run no flow do without
     from flows.progress import BuildProgress, Listener
 
 PLAIN_LINE_EVERY_S = 5.0
+FINISHING = "dedup, shards, contracts, publish"  # the global steps after the partitions
 LIBRARY_PROGRESS_BARS_OFF = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
                              "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
@@ -55,24 +56,32 @@ def flow_display(console: Console, description: str, debug: bool = False) -> Ite
 
 @contextmanager
 def _live_display(console: Console, description: str, handlers: list[logging.Handler]) -> Iterator["Listener"]:
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+               TextColumn("{task.fields[counts]} {task.fields[eta]}"), TimeElapsedColumn(),
+               TextColumn("{task.fields[detail]}"))
     progress = Progress(*columns, console=console, transient=False)
-    task = progress.add_task(description, total=None, eta="?", detail="")
+    task = progress.add_task(description, total=None, counts="", eta="", detail="")
 
     def show(snapshot: "BuildProgress") -> None:
-        detail = f"partitions: {snapshot.rates()} | {snapshot.drops()}"
-        progress.update(task, total=snapshot.total, completed=snapshot.done, eta=snapshot.eta(), detail=detail)
+        # One more step than partitions on the bar: the global steps after them, so the bar (and the clock)
+        # keep going until the flow has returned.
+        in_progress = snapshot.done < snapshot.total
+        progress.update(task, description="partitions" if in_progress else f"then {FINISHING}",
+                        total=snapshot.total + 1, completed=snapshot.done,
+                        counts=f"{snapshot.done}/{snapshot.total}", eta=f"ETA {snapshot.eta()}" if in_progress else "",
+                        detail=f"{snapshot.rates()} | {snapshot.drops()}")
 
     # Prefect's console handler writes to the stream it was made with; through the display's console its
     # lines appear above the live display instead of tearing it.
     consoles = [handler.console for handler in handlers]
     for handler in handlers:
         handler.console = console
+    console.print(description, highlight=False)
     try:
         with progress:
             yield show
-            progress.update(task, description=f"[green]done[/green] {description}", detail="")
+            done = progress.tasks[0].total or 1
+            progress.update(task, description=f"[green]done[/green] {description}", completed=done, total=done)
     finally:
         for handler, previous in zip(handlers, consoles):
             handler.console = previous
@@ -88,6 +97,8 @@ def _plain_lines(console: Console, description: str) -> Iterator["Listener"]:
         if snapshot.done in (0, 1, snapshot.total) or now - last_printed >= PLAIN_LINE_EVERY_S:
             last_printed = now
             console.print(snapshot.line(), highlight=False, soft_wrap=True)
+        if snapshot.done == snapshot.total:
+            console.print(f"every partition is in; then {FINISHING}", highlight=False)
 
     console.print(f"{description} ...", highlight=False)
     started = time.monotonic()
