@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:  # flows.progress imports Prefect, which commands that run no flow do without
     from flows.progress import BuildProgress, Listener
@@ -56,19 +56,21 @@ def flow_display(console: Console, description: str, debug: bool = False) -> Ite
 
 @contextmanager
 def _live_display(console: Console, description: str, handlers: list[logging.Handler]) -> Iterator["Listener"]:
+    """Two rows: the whole command (spinner, clock) and, once a build has planned them, its partitions."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
                TextColumn("{task.fields[counts]} {task.fields[eta]}"), TimeElapsedColumn(),
                TextColumn("{task.fields[detail]}"))
     progress = Progress(*columns, console=console, transient=False)
-    task = progress.add_task(description, total=None, counts="", eta="", detail="")
+    command = progress.add_task(description, total=None, counts="", eta="", detail="")
+    partitions: list[TaskID] = []
 
     def show(snapshot: "BuildProgress") -> None:
-        # One more step than partitions on the bar: the global steps after them, so the bar (and the clock)
-        # keep going until the flow has returned.
-        in_progress = snapshot.done < snapshot.total
-        progress.update(task, description="partitions" if in_progress else f"then {FINISHING}",
-                        total=snapshot.total + 1, completed=snapshot.done,
-                        counts=f"{snapshot.done}/{snapshot.total}", eta=f"ETA {snapshot.eta()}" if in_progress else "",
+        if not partitions:
+            partitions.append(progress.add_task("partitions", counts="", eta="", detail=""))
+        elif snapshot.done == 0:  # another build in the same command
+            progress.reset(partitions[0])
+        progress.update(partitions[0], total=snapshot.total, completed=snapshot.done,
+                        counts=f"{snapshot.done}/{snapshot.total}", eta=f"ETA {snapshot.eta()}",
                         detail=f"{snapshot.rates()} | {snapshot.drops()}")
 
     # Prefect's console handler writes to the stream it was made with; through the display's console its
@@ -76,12 +78,10 @@ def _live_display(console: Console, description: str, handlers: list[logging.Han
     consoles = [handler.console for handler in handlers]
     for handler in handlers:
         handler.console = console
-    console.print(description, highlight=False)
     try:
         with progress:
             yield show
-            done = progress.tasks[0].total or 1
-            progress.update(task, description=f"[green]done[/green] {description}", completed=done, total=done)
+            progress.update(command, description=f"[green]done[/green] {description}", total=1, completed=1)
     finally:
         for handler, previous in zip(handlers, consoles):
             handler.console = previous
