@@ -3,11 +3,13 @@
 1. Each source expands into partitions (a file, or a record range of a large file); remote inputs are
    fetched first, with retries.
 2. One task per partition reads, cleans, identifies the language, segments, scores quality and fingerprints
-   its documents (cached on input fingerprint + config section + code version; resumable).
+   its documents (cached on input fingerprint + config section + code version; resumable). Progress per
+   partition goes to the run's `build-progress` artifact and to the CLI's display.
 3. One global step finds exact and near duplicates across every partition and source.
 4. Kept documents land in deterministic split/source/lang shards; every drop lands in rejects with a reason.
 5. Each shard is validated against its contract; a failing shard is quarantined.
 6. The manifest names inputs, config, code, shards, ledger and contract results; its hash is the version.
+   The dataset card (README.md, with the pictures) is written beside it, outside the hash.
 7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
    A build over them is set aside under failed/ with its reports, LATEST stays, and the flow run fails.
 """
@@ -28,10 +30,11 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
+from flows.progress import track_partitions
 from flows.retries import transient_only
 from flows.runners import task_runner_for
 from flows.workers import run_in_worker, start_workers
-from pipeline import contracts, plots, reproduce, shards, sources, storage, versions
+from pipeline import card, contracts, plots, reproduce, shards, sources, storage, versions
 from pipeline.build import assembly, dedup_step, manifest as manifests, partitions
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest, ShardRecord
@@ -129,6 +132,7 @@ def finalize(
     root = Path(assembled.staging)
     reproduce.save_build_config(root, config)
     versions.write_manifest(root, manifest)
+    card.write_card(root, manifest, config)  # README.md for people and `load_dataset`, with reports/*.png
     try:
         manifests.check_limits(config.contracts, manifest)
     except manifests.QuarantineLimitExceeded:
@@ -156,7 +160,7 @@ def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     partitions = [p for future in planned for p in future.result()]
     inputs = check_inputs(config, partitions)
-    staged = process_partition.map(unmapped(config), partitions).result()
+    staged = track_partitions(process_partition.map(unmapped(config), partitions))
     duplicates = deduplicate(config, staged)
     assembled = write_shards(config, staged, duplicates)
     root = unmapped(assembled.staging)
@@ -165,14 +169,14 @@ def build_dataset(config: CorpusflowConfig) -> str:
     reject_reports = validate_shard.map(
         unmapped(config), root, assembled.rejects, unmapped(config.contracts.rejects_suite))
     manifest_uri = finalize(config, assembled, inputs, reports.result(), reject_reports.result())
-    plot_version(manifest_uri)
+    attach_pictures(manifest_uri)
     return manifest_uri
 
 
 @task
-def plot_version(manifest_uri: str) -> list[str]:
-    """Length histograms, the filter funnel and duplicate rates, as PNGs in reports/ and as artifacts."""
-    pictures = plots.plot_dataset(versions.version_dir(manifest_uri))
+def attach_pictures(manifest_uri: str) -> list[str]:
+    """The version's length histograms, filter funnel and duplicate rates (drawn with its card) as artifacts."""
+    pictures = plots.dataset_pictures(versions.version_dir(manifest_uri))
     for picture in pictures:
         data = base64.b64encode(storage.read_bytes(picture)).decode()
         name = picture.rsplit("/", 1)[-1].removesuffix(".png")

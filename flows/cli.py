@@ -11,16 +11,15 @@ import shutil
 import sys
 import tempfile
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from flows.servers import corpusflow_home
+from flows.terminal import flow_display, silence_library_progress_bars
 from pipeline.config import load_config, registered_model_name
 from pipeline.errors import UserError
 from pipeline.versions import resolve_manifest
@@ -28,15 +27,7 @@ from pipeline.versions import resolve_manifest
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
 console = Console()
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config")]
-
-
-@contextmanager
-def _step(description: str) -> Iterator[None]:
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=None)
-        yield
-        progress.update(task, description=f"[green]done[/green] {description}", total=1, completed=1)
+_debug = False  # --debug: tracebacks on the terminal, and a known error raised instead of summarised
 
 
 def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
@@ -47,7 +38,7 @@ def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> An
     console.print(f"Prefect API: {api.removesuffix('/api')}")
     module, name = flow_path.split(":")
     flow = getattr(importlib.import_module(module), name)
-    with _step(description):
+    with flow_display(console, description, debug=_debug):
         return flow(*args, **kwargs)
 
 
@@ -326,13 +317,16 @@ def _print_reasons(root: str, manifest: Any) -> None:
 
 
 def main() -> None:
-    debug = "--debug" in sys.argv
-    if debug:
+    global _debug
+    _debug = "--debug" in sys.argv
+    if _debug:
         sys.argv.remove("--debug")
+    if not console.is_terminal:
+        silence_library_progress_bars()
     try:
         app()
     except UserError as error:
-        if debug:
+        if _debug:
             raise
         _print_user_error(error)
         sys.exit(2)

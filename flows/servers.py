@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 20
 
 
 def corpusflow_home() -> Path:
@@ -55,24 +57,42 @@ def _start_detached(command: list[str], log: Path, env: dict[str, str]) -> subpr
 
 
 def ensure_prefect_server(home: Path | None = None) -> str:
-    """URL of a healthy local Prefect API, starting `prefect server start` if none is recorded and up."""
+    """URL of a healthy local Prefect API, starting `prefect server start` if none is recorded and up.
+
+    A recorded server is reused only when its UI is as wanted (on or off) and calls the server's own API;
+    one started otherwise (by an older corpusflow, whose UI called Prefect's default port) is replaced.
+    """
     home = (home or corpusflow_home()) / "prefect"
     state = home / "server.json"
+    want_ui = os.environ.get("PREFECT_UI_ENABLED", "true").lower() not in ("false", "0")
     if state.exists():
         api_url = json.loads(state.read_text())["api_url"]
         if _healthy(f"{api_url}/health"):
-            return api_url
+            if ui_api_url(api_url) == (api_url if want_ui else None):
+                return api_url
+            stop_prefect_server(home.parent)
     port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    # `--port` alone leaves the UI calling Prefect's default port: the UI reads its API URL from these settings.
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true")}
+           "PREFECT_UI_ENABLED": str(want_ui).lower(), "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_API_URL": api_url}
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
     process = _start_detached(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env)
-    api_url = f"http://127.0.0.1:{port}/api"
     _wait_healthy(f"{api_url}/health", process, log)
     state.write_text(json.dumps({"api_url": api_url, "pid": process.pid}))
     return api_url
+
+
+def ui_api_url(api_url: str) -> str | None:
+    """The API URL the server's UI calls (from the `/ui-settings` it serves); None when the UI is off."""
+    try:
+        with urllib.request.urlopen(f"{api_url.removesuffix('/api')}/ui-settings", timeout=5) as response:
+            return json.loads(response.read())["api_url"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
 
 
 def use_prefect_server(home: Path | None = None) -> str:
@@ -85,16 +105,31 @@ def use_prefect_server(home: Path | None = None) -> str:
 
 
 def stop_prefect_server(home: Path | None = None) -> bool:
+    """Stop the recorded server and wait until it has exited (it holds the SQLite database)."""
     state = (home or corpusflow_home()) / "prefect" / "server.json"
     if not state.exists():
         return False
     pid = json.loads(state.read_text())["pid"]
     state.unlink()
     try:
-        os.killpg(pid, 15)
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
     return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a child of this process lingers as a zombie until reaped
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
 
 
 def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:

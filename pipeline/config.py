@@ -378,6 +378,14 @@ class RunnerConfig(Strict):
     ray_address: str | None = None
 
 
+class CardConfig(Strict):
+    """What a version's dataset card (its README.md) states that the build cannot measure: terms of use."""
+
+    license: str = "other"  # a license id the Hugging Face Hub knows (e.g. cc-by-sa-4.0); "other" for a mix
+    source_licenses: dict[str, str] = Field(default_factory=dict)  # source name -> its license or attribution
+    task_categories: list[str] = Field(default_factory=lambda: ["fill-mask", "text-generation", "text-classification"])
+
+
 class CorpusflowConfig(Strict):
     dataset: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]*$")
     run_dir: str = "runs/demo"
@@ -398,6 +406,7 @@ class CorpusflowConfig(Strict):
     train: TrainConfig = TrainConfig()
     registry: RegistryConfig = RegistryConfig()
     runner: RunnerConfig = RunnerConfig()
+    card: CardConfig = CardConfig()
 
     @field_validator("sources")
     @classmethod
@@ -417,6 +426,13 @@ class CorpusflowConfig(Strict):
             raise ValueError("a fraction of inputs is below 1 (e.g. 0.1); a count is a whole number (e.g. 5)")
         return limit
 
+    @model_validator(mode="after")
+    def _card_names_known_sources(self) -> "CorpusflowConfig":
+        unknown = sorted(set(self.card.source_licenses) - {s.name for s in self.sources})
+        if unknown:
+            raise ValueError(f"card.source_licenses names unknown source(s) {unknown}")
+        return self
+
     @property
     def datasets_uri(self) -> str:
         return self.output_uri or str(Path(self.run_dir) / "datasets")
@@ -427,8 +443,8 @@ class CorpusflowConfig(Strict):
         return _sha256_json(payload)
 
     def config_hash(self) -> str:
-        """Hash of everything that decides the dataset's content (where it is written does not)."""
-        return _sha256_json(self.model_dump(mode="json", exclude={"run_dir", "output_uri", "runner"}))
+        """Hash of everything that decides the dataset's content (where it is written, and its card, do not)."""
+        return _sha256_json(self.model_dump(mode="json", exclude={"run_dir", "output_uri", "runner", "card"}))
 
 
 def registered_model_name(registry: RegistryConfig, task: str) -> str:

@@ -23,11 +23,18 @@ from pipeline.schema import Manifest
 
 DPI = 110
 DROP_COLORS = {"filtered": "#e07b39", "duplicate": "#8c6bb1", "rejected": "#c0392b"}
+LENGTHS, FUNNEL, DUPLICATES = "lengths.png", "funnel.png", "duplicates.png"  # under <version>/reports/
 
 
 def plot_dataset(version_dir: str) -> list[str]:
     """All dataset pictures of a version: length histograms, filter funnel, duplicate rates."""
     return [plot_length_histograms(version_dir), plot_filter_funnel(version_dir), plot_duplicate_rates(version_dir)]
+
+
+def dataset_pictures(version_dir: str) -> list[str]:
+    """The pictures `plot_dataset` left in a version's reports/, wherever the version has moved since."""
+    uris = [_report_uri(version_dir, name) for name in (LENGTHS, FUNNEL, DUPLICATES)]
+    return [uri for uri in uris if storage.exists(uri)]
 
 
 def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
@@ -50,7 +57,7 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
         ax.legend(fontsize="small")
     if not langs:
         _empty(axes[0], "no kept documents")
-    return _save(figure, out_uri or _report_uri(version_dir, "lengths.png"))
+    return _save(figure, out_uri or _report_uri(version_dir, LENGTHS))
 
 
 def _lengths_by_lang_and_source(version_dir: str) -> dict[str, dict[str, np.ndarray]]:
@@ -98,7 +105,7 @@ def plot_filter_funnel(version_dir: str, out_uri: str | None = None) -> str:
     ax.set_xlabel("documents")
     share = f"{kept / read:.1%}" if read else "n/a"
     ax.set_title(f"Filter funnel: read {read:,} -> kept {kept:,} ({share})")
-    return _save(figure, out_uri or _report_uri(version_dir, "funnel.png"))
+    return _save(figure, out_uri or _report_uri(version_dir, FUNNEL))
 
 
 def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
@@ -128,7 +135,7 @@ def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
         ax.legend(title="kind", fontsize="small")
     else:
         _empty(ax, "no duplicates")
-    return _save(figure, out_uri or _report_uri(version_dir, "duplicates.png"))
+    return _save(figure, out_uri or _report_uri(version_dir, DUPLICATES))
 
 
 def plot_training_loss(history: Sequence[Mapping[str, float]], out_uri: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,79 @@ def test_shards_load_with_datasets_and_manifest_describes_them(demo_build: tuple
     assert all(i.fingerprint for i in manifest.inputs)
     assert manifest.contracts == {"documents.v1": "1", "rejects.v1": "1"}
     assert all(s.contract["suite"] == "documents.v1" for s in manifest.shards)
+
+
+def test_version_card_tells_datasets_which_shards_make_each_split(
+    demo_build: tuple[Path, str], tmp_path: Path
+) -> None:
+    _, manifest_path = demo_build
+    manifest = load_manifest(manifest_path)
+    root = Path(manifest_path).parent
+    card = (root / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["license"] == "other" and header["language"] == ["en", "zh"]
+    assert header["size_categories"] == ["n<1K"] and header["task_categories"]
+    files = {entry["split"]: entry["path"] for entry in header["configs"][0]["data_files"]}
+    assert list(files) == ["train", "validation", "test"]
+
+    loaded = datasets.load_dataset(str(root), cache_dir=str(tmp_path / "hf"))
+    assert set(loaded) == set(files)
+    for split, dataset in loaded.items():
+        assert dataset.num_rows == sum(s.rows for s in manifest.usable_shards(split)) > 0, split
+        assert set(dataset.unique("split")) == {split}
+    for section in ("## Sources", "## Ledger", "## Drops by reason", "## Contracts", "corpusflow verify"):
+        assert section in card
+    assert all(i.fingerprint in card for i in manifest.inputs)
+    assert "| rejected | malformed_json | 1 |" in card
+    assert all((root / "reports" / name).exists() for name in ("lengths.png", "funnel.png", "duplicates.png"))
+    assert "README.md" not in Path(manifest_path).read_text(), "the card is not part of the version's content"
+
+
+def _artifacts(api_url: str, **artifact_filter: object) -> list[dict]:
+    body = {"artifacts": artifact_filter, "sort": "CREATED_DESC"}
+    request = urllib.request.Request(f"{api_url}/artifacts/filter", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_build_run_carries_its_progress_and_partition_table(demo_build: tuple[Path, str], prefect_api: str) -> None:
+    _, manifest_path = demo_build
+    summaries = [a for a in _artifacts(prefect_api, key={"any_": ["build-summary"]}) if manifest_path in a["data"]]
+    assert len(summaries) == 1
+    run = {"flow_run_id": {"any_": [summaries[0]["flow_run_id"]]}}
+    progress = _artifacts(prefect_api, key={"any_": ["build-progress"]}, **run)
+    partitions = len(load_config(demo_build[0]).sources)
+    assert [a["data"] for a in progress] == [100.0]
+    assert f"partitions {partitions}/{partitions} (100%)" in progress[0]["description"]
+    table = json.loads(_artifacts(prefect_api, key={"any_": ["partitions"]}, **run)[0]["data"])
+    assert len(table) == partitions
+    assert sum(row["read"] for row in table) == load_manifest(manifest_path).ledger_totals["read"]
+
+
+def test_cli_build_prints_progress_lines_and_failures_without_tracebacks(
+    demo_build: tuple[Path, str], tmp_path: Path
+) -> None:
+    config_path, manifest_path = demo_build
+    rebuilt = _cli("build", "--config", str(config_path))  # output is a pipe: plain lines, no live display
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    partitions = len(load_config(config_path).sources)
+    assert re.search(rf"partitions {partitions}/{partitions} \(100%\) .* ETA 0:00:00", rebuilt.stdout), rebuilt.stdout
+    assert re.search(r"partitions 1/\d+ .* ETA \d+:\d\d:\d\d", rebuilt.stdout), rebuilt.stdout
+    assert load_manifest(manifest_path).version in rebuilt.stdout
+    assert "Traceback" not in rebuilt.stdout + rebuilt.stderr and "Logging error" not in rebuilt.stderr
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "sources": [
+        {"name": "broken", "kind": "news", "lang": "zh", "uri": str(empty), "format": "jsonl",
+         "fields": {"text": "sentence"}}]}))
+    failed = _cli("build", "--config", str(broken))
+    output = failed.stdout + failed.stderr
+    assert failed.returncode == 2, output
+    assert "Task run failed with exception: SourceUnreadable" in output and "what to do" in failed.stdout
+    assert "Traceback" not in output and "Logging error" not in output
 
 
 def _kept_texts(manifest_path: str) -> list[str]:

@@ -72,3 +72,17 @@ def test_bad_input_handling_and_headerless_positions_from_yaml(tmp_path: Path) -
     assert config.max_bad_inputs == 3 and isinstance(config.max_bad_inputs, int)
     assert parse_config({"sources": [SOURCE]}).max_bad_inputs == pytest.approx(0.1)
     assert parse_config({"sources": [SOURCE], "max_bad_inputs": 0.25}).max_bad_inputs == pytest.approx(0.25)
+
+
+def test_card_section_describes_the_data_without_changing_its_hash() -> None:
+    plain = parse_config({"sources": [SOURCE]})
+    assert plain.card.license == "other" and plain.card.source_licenses == {} and plain.card.task_categories
+    described = parse_config({"sources": [SOURCE], "card": {
+        "license": "cc-by-sa-4.0", "source_licenses": {"news": "CC BY-SA 4.0, attribution: the publisher"},
+        "task_categories": ["fill-mask"]}})
+    assert described.card.source_licenses["news"].startswith("CC BY-SA")
+    assert described.config_hash() == plain.config_hash(), "a card's wording never changes a version id"
+    with pytest.raises(ConfigError, match=r"card.source_licenses names unknown source\(s\) \['newz'\]"):
+        parse_config({"sources": [SOURCE], "card": {"source_licenses": {"newz": "MIT"}}}, "bad.yaml")
+    with pytest.raises(ConfigError, match="card.licence"):
+        parse_config({"sources": [SOURCE], "card": {"licence": "MIT"}}, "bad.yaml")

@@ -65,6 +65,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     os.environ["PREFECT_API_URL"] = api_url  # for subprocesses
     with temporary_settings({PREFECT_API_URL: api_url}):
         yield PrefectServer(api_url, home / "prefect" / "server.log")
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)  # send queued run logs while their server is still up
     if previous_api is None:
         os.environ.pop("PREFECT_API_URL")
     else:

@@ -82,7 +82,6 @@ def is_transient(error: BaseException) -> bool:
         return True
     return isinstance(error, OSError) and error.errno is not None
 
-
 class RecordBatcher:
     """Collects document and reject rows and hands them out as Arrow batches of a bounded size."""
 
