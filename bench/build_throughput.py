@@ -100,8 +100,11 @@ def _run_timings(started_at: datetime, wall: float) -> dict:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started_at)))
         (run,) = [r for r in runs if r.name and client.read_flow(r.flow_id).name == "build-dataset"]
-        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])),
-                                      limit=10_000)
+        of_run = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
+        tasks, page = [], None
+        while page is None or len(page) == 200:  # the API serves at most 200 per request
+            page = client.read_task_runs(task_run_filter=of_run, limit=200, offset=len(tasks))
+            tasks += page
     partitions = [t for t in tasks if t.name.startswith("process-") and t.start_time]
     validations = [t for t in tasks if t.name.startswith("validate-") and t.start_time and t.end_time]
     first_partition = min(t.start_time for t in partitions)
