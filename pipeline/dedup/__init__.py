@@ -1,51 +1,51 @@
 """Deduplication: per-partition stages that add keys, and one global step over the keys of the whole build.
 
 Stages (run in the workers, per partition): `ContentHashStage` adds `content_hash`, `MinHashStage` adds
-`minhash`. The global step `find_duplicates` then sees only those keys (no text) of every kept document of
-every source, and of the previous dataset version when deduplicating against it.
+`minhash`; `DedupKeysWriter` then writes the partition's key file (ids, hashes, signatures, LSH band keys)
+beside its documents. The global step `find_duplicates_in_files` joins the key files of every partition,
+and of the previous dataset version when deduplicating against it, on disk (pipeline/dedup/external.py),
+so its memory does not grow with the corpus. `find_duplicates` runs the same step over a table of keys.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import tempfile
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import DedupConfig
-from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes, exact_representatives
-from pipeline.dedup.minhash import (
-    MinHasher,
-    MinHashStage,
-    connected_components,
-    estimated_jaccard,
-    near_pairs,
-    signature_matrix,
+from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes
+from pipeline.dedup.external import (
+    DUPLICATES_SCHEMA,
+    PREVIOUS_RANK,
+    KeyFile,
+    find_duplicates_in_files,
 )
+from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch
+from pipeline.dedup.minhash import MinHasher, MinHashStage
 
 __all__ = [
     "DUPLICATES_SCHEMA",
     "PREVIOUS_RANK",
+    "KEYS_FILE_NAME",
     "ContentHashStage",
+    "DedupKeysWriter",
+    "KeyFile",
     "MinHashStage",
     "MinHasher",
     "canonical_texts",
     "content_hashes",
+    "dedup_keys_batch",
     "find_duplicates",
+    "find_duplicates_in_files",
 ]
 
-PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
-KEY_COLUMNS = ("id", "source", "lang", "content_hash", "minhash", "rank")
-DUPLICATES_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative of its cluster
-        pa.field("kind", pa.string(), nullable=False),  # exact | near
-        pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
-    ]
-)
+KEY_COLUMNS = ("id", "content_hash", "minhash", "rank")
 
 
-def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
+def find_duplicates(keys: pa.Table, config: DedupConfig, spill_dir: str | Path | None = None) -> pa.Table:
     """One row per duplicate document, sorted by id; documents not listed are kept.
 
     Every cluster of duplicates keeps its smallest (rank, id). Exact groups (equal content_hash) come first;
@@ -53,51 +53,19 @@ def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
     config.threshold and chained by union-find, so A~B~C all point at one representative. `duplicate_of`
     always names the cluster's kept document; `kind` is "exact" when the text equals it in canonical form,
     otherwise "near", with `similarity` the estimated Jaccard to it (it can be below the threshold at the
-    end of a chain). Documents of rank -1 (the previous version) are never reported. The rows are sorted
-    by (rank, id) first, so the result does not depend on the input order.
+    end of a chain). Documents of rank -1 (the previous version) are never reported, and one whose id a
+    current document holds is left out. The result does not depend on the input order.
+
+    The table is written as key files (one per rank) and joined on disk like a build's partitions.
     """
     missing = [c for c in KEY_COLUMNS if c not in keys.column_names]
     if missing:
         raise ValueError(f"dedup keys lack column(s) {missing}; expected {list(KEY_COLUMNS)}")
-    keys = keys.select(list(KEY_COLUMNS)).sort_by([("rank", "ascending"), ("id", "ascending")])
-    ids = keys.column("id").combine_chunks()
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ValueError("dedup keys hold a document id more than once")
-    hashes = keys.column("content_hash").combine_chunks()
-    exact = exact_representatives(hashes) if config.exact else np.arange(len(ids), dtype=np.int64)
-    signatures, has_signature = signature_matrix(keys.column("minhash"), config.num_perm)
-    final = _near_representatives(exact, signatures, has_signature, config) if config.near else exact
-    return _duplicate_rows(ids, keys.column("rank"), exact, final, signatures)
-
-
-def _near_representatives(
-    exact: np.ndarray, signatures: np.ndarray, has_signature: np.ndarray, config: DedupConfig
-) -> np.ndarray:
-    """Each row's final representative: its exact representative's near-duplicate cluster's best row."""
-    candidates = np.flatnonzero((exact == np.arange(len(exact))) & has_signature)  # ascending = preference
-    left, right = near_pairs(signatures[candidates], config.threshold)
-    cluster_best = candidates[connected_components(len(candidates), left, right)]
-    best_of_row = np.arange(len(exact), dtype=np.int64)
-    best_of_row[candidates] = cluster_best
-    return best_of_row[exact]
-
-
-def _duplicate_rows(
-    ids: pa.Array, ranks: pa.ChunkedArray, exact: np.ndarray, final: np.ndarray, signatures: np.ndarray
-) -> pa.Table:
-    rows = np.flatnonzero((final != np.arange(len(final))) & (ranks.to_numpy() != PREVIOUS_RANK))
-    # a row is an exact duplicate when its exact group's representative is the cluster's representative
-    is_exact = exact[rows] == final[rows]
-    similarity = np.ones(len(rows), dtype=np.float32)
-    near = ~is_exact
-    similarity[near] = estimated_jaccard(signatures, exact[rows[near]], final[rows[near]])
-    table = pa.table(
-        {
-            "id": ids.take(pa.array(rows)),
-            "duplicate_of": ids.take(pa.array(final[rows])),
-            "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
-            "similarity": pa.array(similarity, pa.float32()),
-        },
-        schema=DUPLICATES_SCHEMA,
-    )
-    return table.sort_by("id")
+    with tempfile.TemporaryDirectory(prefix="dedup-keys-", dir=spill_dir) as directory:
+        files = []
+        for rank in pc.unique(keys.column("rank")).to_pylist():
+            path = Path(directory) / f"rank{rank}-{KEYS_FILE_NAME}"
+            with DedupKeysWriter(path, config) as writer:
+                writer.write(keys.filter(pc.equal(keys.column("rank"), rank)))
+            files.append(KeyFile(str(path), rank))
+        return find_duplicates_in_files(files, config, directory)

@@ -1,0 +1,341 @@
+"""The global dedup step over key files on disk, with memory bounded by a bucket size instead of the corpus.
+
+Every document is numbered by its row in the key files taken in the given order (its `doc`). Three joins
+find what is shared: ids (to catch an id held twice), content hashes (exact duplicates) and LSH band keys
+(near-duplicate candidates). Each is an external hash partition + sort: one streaming pass over the key
+files spreads (key, doc) records over bucket files by key, then each bucket is loaded alone, sorted, and
+only keys held by two or more documents are kept. Those collisions are the duplicates and their
+candidates, a small share of the corpus; only their ids, hashes and signatures are gathered back from the
+key files (signatures into a file on disk, read per pair), and they are resolved with the rules of
+`find_duplicates`: each cluster keeps its smallest (rank, id), exact groups first, then near clusters over
+the exact representatives by banding, estimated-Jaccard verification and union-find.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import DedupConfig
+from pipeline.dedup.keyfiles import band_layout, keys_schema
+from pipeline.dedup.minhash import BUCKET_WINDOW, bucket_pairs, connected_components, estimated_jaccard
+
+PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative of its cluster
+        pa.field("kind", pa.string(), nullable=False),  # exact | near
+        pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
+    ]
+)
+# Records per bucket loaded at once: 20 bytes each, so ~40 MB plus the sort's index (16 MB) at a time.
+DEFAULT_BUCKET_ROWS = 2_000_000
+_RECORD = np.dtype([("key", "<u8"), ("doc", "<i8"), ("band", "<i4")])
+_PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A partition's key file and the rank its documents take (source order; -1 for the previous version)."""
+
+    path: str
+    rank: int
+
+
+def find_duplicates_in_files(
+    files: Sequence[KeyFile], config: DedupConfig, spill_dir: str | Path | None = None,
+    bucket_rows: int = DEFAULT_BUCKET_ROWS,
+) -> pa.Table:
+    """One row per duplicate document (DUPLICATES_SCHEMA), sorted by id; documents not listed are kept.
+
+    A previous-version document (rank -1) whose id a current document also holds is left out, as the
+    current one replaces it; any other id held twice is an error naming the files. Bucket files go to a
+    temporary directory under `spill_dir` and are removed as they are consumed.
+    """
+    with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as scratch:
+        corpus = _Corpus(files, config)
+        if corpus.size == 0 or not (config.exact or config.near):
+            return DUPLICATES_SCHEMA.empty_table()
+        spills = _spill_keys(corpus, config, Path(scratch), bucket_rows)
+        ignored = _ignored_previous(corpus, spills["id"])
+        exact_doc, exact_rep = _exact_groups(corpus, spills["hash"], ignored) if config.exact else (_EMPTY, _EMPTY)
+        near = _near_clusters(corpus, spills["band"], np.union1d(ignored, exact_doc), config, Path(scratch)) if (
+            config.near) else _NearClusters.empty()
+        return _duplicate_rows(corpus, exact_doc, exact_rep, near)
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class _Corpus:
+    """The key files as one numbered sequence of documents, read batch by batch."""
+
+    def __init__(self, files: Sequence[KeyFile], config: DedupConfig) -> None:
+        self.files = list(files)
+        self.readers = [pa.ipc.open_file(pa.memory_map(f.path)) for f in self.files]
+        expected = keys_schema(config)
+        for file, reader in zip(self.files, self.readers):
+            if not reader.schema.equals(expected):
+                raise ValueError(f"{file.path}: dedup keys do not match the dedup config (num_perm, threshold); "
+                                 f"write them again: schema {reader.schema} != {expected}")
+        counts = [sum(r.get_batch(i).num_rows for i in range(r.num_record_batches)) for r in self.readers]
+        self.ends = np.cumsum(counts, dtype=np.int64)
+        self.starts = self.ends - np.asarray(counts, dtype=np.int64)
+        self.size = int(self.ends[-1]) if counts else 0
+        self.ranks = np.array([f.rank for f in self.files], dtype=np.int64)
+
+    def file_of(self, docs: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.ends, docs, side="right")
+
+    def rank_of(self, docs: np.ndarray) -> np.ndarray:
+        return self.ranks[self.file_of(docs)]
+
+    def batches(self, columns: Sequence[str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """(doc numbers, batch of those columns) over the whole corpus in doc order."""
+        for start, reader in zip(self.starts.tolist(), self.readers):
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i).select(list(columns))
+                yield np.arange(start, start + batch.num_rows, dtype=np.int64), batch
+                start += batch.num_rows
+
+    def gather(self, docs: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """The given columns of `docs` (sorted, unique), in that order, with their `doc` numbers."""
+        pieces = []
+        for numbers, batch in self.batches(columns):
+            lo, hi = np.searchsorted(docs, [numbers[0], numbers[-1] + 1]) if len(numbers) else (0, 0)
+            if hi > lo:
+                rows = pa.array(docs[lo:hi] - numbers[0])
+                pieces.append(pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi])))
+        if not pieces:
+            return pa.Table.from_batches([], self.readers[0].schema.append(pa.field("doc", pa.int64()))).select(
+                [*columns, "doc"])
+        return pa.concat_tables(pieces)
+
+    def name(self, doc: int) -> str:
+        return self.files[int(self.file_of(np.array([doc]))[0])].path
+
+
+class _Spill:
+    """(key, doc, band) records spread over bucket files by key; buckets are read back one at a time."""
+
+    def __init__(self, directory: Path, expected_rows: int, bucket_rows: int) -> None:
+        self.directory = directory
+        directory.mkdir()
+        self.buckets = max(1, -(-expected_rows // bucket_rows))
+
+    def add(self, keys: np.ndarray, docs: np.ndarray, band: int = 0) -> None:
+        records = np.empty(len(keys), dtype=_RECORD)
+        records["key"], records["doc"], records["band"] = keys, docs, band
+        bucket = keys % np.uint64(self.buckets)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1, dtype=np.uint64))
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            with open(self.directory / f"{b}.bin", "ab") as out:
+                records[order[bounds[b] : bounds[b + 1]]].tofile(out)
+
+    def collisions(self, excluded: np.ndarray = _EMPTY) -> Iterator[np.ndarray]:
+        """Per bucket, the records whose (band, key) two or more non-excluded documents share, sorted so."""
+        for b in range(self.buckets):
+            path = self.directory / f"{b}.bin"
+            if not path.exists():
+                continue
+            records = np.fromfile(path, dtype=_RECORD)
+            path.unlink()
+            if len(excluded):
+                records = records[~_is_member(records["doc"], excluded)]
+            records = records[np.lexsort((records["doc"], records["key"], records["band"]))]
+            same = (records["key"][1:] == records["key"][:-1]) & (records["band"][1:] == records["band"][:-1])
+            shared = np.zeros(len(records), dtype=bool)
+            shared[1:] |= same
+            shared[:-1] |= same
+            if shared.any():
+                yield records[shared]
+
+
+def _is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    positions = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[positions] == values
+
+
+def _spill_keys(corpus: _Corpus, config: DedupConfig, scratch: Path, bucket_rows: int) -> dict[str, _Spill]:
+    """One pass over the key files: ids, content hashes and band keys into their bucket files."""
+    bands, _ = band_layout(config)
+    spills = {
+        "id": _Spill(scratch / "id", corpus.size, bucket_rows),
+        "hash": _Spill(scratch / "hash", corpus.size, bucket_rows),
+        "band": _Spill(scratch / "band", corpus.size * bands, bucket_rows),
+    }
+    for docs, batch in corpus.batches(["id_key", "hash_key", "band_keys"]):
+        spills["id"].add(batch.column("id_key").to_numpy(), docs)
+        if config.exact:
+            hashes = batch.column("hash_key")
+            valid = hashes.is_valid().to_numpy(zero_copy_only=False)
+            spills["hash"].add(hashes.drop_null().to_numpy(), docs[valid])
+        if config.near:
+            column = batch.column("band_keys")
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            keys = column.drop_null().flatten().to_numpy().reshape(-1, bands)
+            for band in range(bands):
+                spills["band"].add(keys[:, band], docs[valid], band)
+    return spills
+
+
+def _ignored_previous(corpus: _Corpus, id_spill: _Spill) -> np.ndarray:
+    """Previous-version docs whose id a current doc holds (sorted); raises on any other repeated id."""
+    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
+    if not len(candidates):
+        return _EMPTY
+    shared = corpus.gather(candidates, ["id"])
+    ids = shared.column("id").to_pylist()
+    docs = shared.column("doc").to_numpy()
+    by_id: dict[str, list[int]] = {}
+    for doc, doc_id in zip(docs.tolist(), ids):
+        by_id.setdefault(doc_id, []).append(doc)
+    ignored = []
+    for doc_id, holders in by_id.items():
+        ranks = corpus.rank_of(np.array(holders))
+        current = [d for d, r in zip(holders, ranks.tolist()) if r != PREVIOUS_RANK]
+        if len(current) > 1 or (not current and len(holders) > 1):
+            names = sorted({corpus.name(d) for d in holders})
+            raise ValueError(f"dedup keys hold a document id more than once: {doc_id!r} in {names}")
+        if current:
+            ignored += [d for d in holders if d not in current]
+    return np.array(sorted(ignored), dtype=np.int64)
+
+
+def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, its exact representative) for every doc that is not its group's representative, by doc."""
+    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
+    if not len(candidates):
+        return _EMPTY, _EMPTY
+    table = corpus.gather(candidates, ["id", "content_hash"])
+    table = table.append_column("rank", pa.array(corpus.rank_of(candidates)))
+    table = table.sort_by([("content_hash", "ascending"), ("rank", "ascending"), ("id", "ascending")])
+    hashes = table.column("content_hash").combine_chunks().dictionary_encode().indices.to_numpy()
+    docs = table.column("doc").to_numpy()
+    first = np.flatnonzero(np.diff(hashes, prepend=-1) != 0)
+    representative = np.repeat(docs[first], np.diff(np.append(first, len(docs))))
+    is_duplicate = representative != docs
+    order = np.argsort(docs[is_duplicate])
+    return docs[is_duplicate][order], representative[is_duplicate][order]
+
+
+@dataclass
+class _NearClusters:
+    """Docs met in near-duplicate candidate buckets: their best (rank, id) cluster member and signatures."""
+
+    docs: np.ndarray  # sorted doc numbers
+    best: np.ndarray  # per doc: doc number of its cluster's kept document
+    signatures: _SignatureFile | None
+
+    @classmethod
+    def empty(cls) -> _NearClusters:
+        return cls(_EMPTY, _EMPTY, None)
+
+    def best_of(self, docs: np.ndarray) -> np.ndarray:
+        """Cluster's kept document for each doc; a doc met in no cluster is its own."""
+        if not len(self.docs):
+            return docs.copy()
+        found = _is_member(docs, self.docs)
+        result = docs.copy()
+        result[found] = self.best[np.searchsorted(self.docs, docs[found])]
+        return result
+
+    def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self.signatures.similarity(np.searchsorted(self.docs, left), np.searchsorted(self.docs, right))
+
+
+class _SignatureFile:
+    """Signatures of a sorted set of docs, kept on disk and read a few thousand pairs at a time."""
+
+    def __init__(self, path: Path, corpus: _Corpus, docs: np.ndarray, num_perm: int) -> None:
+        self.path, self.num_perm = path, num_perm
+        self.row_bytes = num_perm * 4
+        with open(path, "wb") as out:
+            for lo in range(0, len(docs), _PAIRS_PER_READ):
+                table = corpus.gather(docs[lo : lo + _PAIRS_PER_READ], ["minhash"])
+                table.column("minhash").combine_chunks().flatten().to_numpy().astype("<u4").tofile(out)
+
+    def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        result = np.empty(len(left), dtype=np.float32)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for lo in range(0, len(left), _PAIRS_PER_READ):
+                rows, inverse = np.unique(np.concatenate([left[lo : lo + _PAIRS_PER_READ],
+                                                          right[lo : lo + _PAIRS_PER_READ]]), return_inverse=True)
+                signatures = np.stack([np.frombuffer(os.pread(fd, self.row_bytes, r * self.row_bytes), "<u4")
+                                       for r in rows.tolist()])
+                half = len(inverse) // 2
+                result[lo : lo + half] = estimated_jaccard(signatures, inverse[:half], inverse[half:])
+        finally:
+            os.close(fd)
+        return result
+
+
+def _near_clusters(
+    corpus: _Corpus, band_spill: _Spill, excluded: np.ndarray, config: DedupConfig, scratch: Path
+) -> _NearClusters:
+    """Clusters of exact representatives whose estimated Jaccard chains reach config.threshold.
+
+    Within a band bucket, members are paired in (rank, id) order exactly as `bucket_pairs` pairs them in
+    the in-memory step, so the verified pairs, and thus the clusters, are the same.
+    """
+    shared = [records for records in band_spill.collisions(excluded)]
+    if not shared:
+        return _NearClusters.empty()
+    records = np.concatenate(shared)
+    docs = np.unique(records["doc"])
+    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
+    preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
+    position = np.empty(len(docs), dtype=np.int64)  # doc's place in (rank, id) order
+    position[preference] = np.arange(len(docs))
+    signatures = _SignatureFile(scratch / "signatures.bin", corpus, docs, config.num_perm)
+    codes = []
+    for band in np.unique(records["band"]).tolist():
+        members = records[records["band"] == band]
+        places = position[np.searchsorted(docs, members["doc"])]
+        order = np.argsort(places)
+        left, right = bucket_pairs(members["key"][order], BUCKET_WINDOW)
+        left, right = places[order][left], places[order][right]
+        similar = signatures.similarity(preference[left], preference[right]) >= config.threshold
+        codes.append(np.minimum(left, right)[similar] * len(docs) + np.maximum(left, right)[similar])
+    pairs = np.unique(np.concatenate(codes))
+    labels = connected_components(len(docs), pairs // len(docs), pairs % len(docs))
+    best = np.empty(len(docs), dtype=np.int64)
+    best[preference] = docs[preference[labels]]
+    return _NearClusters(docs, best, signatures)
+
+
+def _duplicate_rows(corpus: _Corpus, exact_doc: np.ndarray, exact_rep: np.ndarray, near: _NearClusters) -> pa.Table:
+    """Rows for exact duplicates (pointing past their representative to its cluster's kept document) and
+    for exact representatives that a near cluster merged into another document."""
+    near_rows = near.docs[near.best != near.docs]  # exact representatives all: the others never got banded
+    rows = np.concatenate([exact_doc, near_rows])
+    representative = np.concatenate([exact_rep, near_rows])  # each row's exact group representative
+    final = near.best_of(representative)
+    reported = corpus.rank_of(rows) != PREVIOUS_RANK
+    rows, representative, final = rows[reported], representative[reported], final[reported]
+    is_exact = representative == final
+    similarity = np.ones(len(rows), dtype=np.float32)
+    if (~is_exact).any():
+        similarity[~is_exact] = near.similarity(representative[~is_exact], final[~is_exact])
+    named = np.unique(np.concatenate([rows, final]))
+    ids = corpus.gather(named, ["id"]).column("id").combine_chunks()
+    table = pa.table(
+        {
+            "id": ids.take(pa.array(np.searchsorted(named, rows))),
+            "duplicate_of": ids.take(pa.array(np.searchsorted(named, final))),
+            "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
+            "similarity": pa.array(similarity, pa.float32()),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    return table.sort_by("id")
