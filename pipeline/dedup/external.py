@@ -62,9 +62,11 @@ def find_duplicates_in_files(
     """
     with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as scratch:
         corpus = _Corpus(files, config)
-        if corpus.size == 0 or not (config.exact or config.near):
+        if not (config.exact or config.near):
             return DUPLICATES_SCHEMA.empty_table()
         spills = _spill_keys(corpus, config, Path(scratch), bucket_rows)
+        if corpus.size == 0:
+            return DUPLICATES_SCHEMA.empty_table()
         ignored = _ignored_previous(corpus, spills["id"])
         exact_doc, exact_rep = _exact_groups(corpus, spills["hash"], ignored) if config.exact else (_EMPTY, _EMPTY)
         near = _near_clusters(corpus, spills["band"], np.union1d(ignored, exact_doc), config, Path(scratch)) if (
@@ -76,21 +78,31 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 
 class _Corpus:
-    """The key files as one numbered sequence of documents, read batch by batch."""
+    """The key files as one numbered sequence of documents, read batch by batch.
+
+    Files are read, not memory-mapped: mapped pages once read count as the process's memory, which would
+    then grow with the corpus. Row counts are learnt by the first full pass (`batches`); until then
+    `estimated_rows` bounds them from the file sizes.
+    """
 
     def __init__(self, files: Sequence[KeyFile], config: DedupConfig) -> None:
         self.files = list(files)
-        self.readers = [pa.ipc.open_file(pa.memory_map(f.path)) for f in self.files]
-        expected = keys_schema(config)
-        for file, reader in zip(self.files, self.readers):
-            if not reader.schema.equals(expected):
+        self.schema = expected = keys_schema(config)
+        for file in self.files:
+            with pa.OSFile(file.path) as stream:
+                schema = pa.ipc.open_file(stream).schema
+            if not schema.equals(expected):
                 raise ValueError(f"{file.path}: dedup keys do not match the dedup config (num_perm, threshold); "
-                                 f"write them again: schema {reader.schema} != {expected}")
-        counts = [sum(r.get_batch(i).num_rows for i in range(r.num_record_batches)) for r in self.readers]
-        self.ends = np.cumsum(counts, dtype=np.int64)
-        self.starts = self.ends - np.asarray(counts, dtype=np.int64)
-        self.size = int(self.ends[-1]) if counts else 0
+                                 f"write them again: schema {schema} != {expected}")
+        bands, _ = band_layout(config)
+        fixed_bytes_per_row = 8 + 8 + 8 * bands + 4 * config.num_perm  # id_key, hash_key, band keys, minhash
+        self.estimated_rows = sum(os.path.getsize(f.path) for f in self.files) // fixed_bytes_per_row
         self.ranks = np.array([f.rank for f in self.files], dtype=np.int64)
+        self.ends: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.ends[-1]) if self.ends is not None and len(self.ends) else 0
 
     def file_of(self, docs: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.ends, docs, side="right")
@@ -98,25 +110,37 @@ class _Corpus:
     def rank_of(self, docs: np.ndarray) -> np.ndarray:
         return self.ranks[self.file_of(docs)]
 
-    def batches(self, columns: Sequence[str]) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
-        """(doc numbers, batch of those columns) over the whole corpus in doc order."""
-        for start, reader in zip(self.starts.tolist(), self.readers):
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i).select(list(columns))
-                yield np.arange(start, start + batch.num_rows, dtype=np.int64), batch
-                start += batch.num_rows
+    def batches(self, columns: Sequence[str], only_files: Sequence[int] | None = None,
+                ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """(doc numbers, batch of those columns) in doc order, over all files or the given ones."""
+        counts = []
+        start = 0
+        for index, file in enumerate(self.files):
+            if only_files is not None and index not in only_files:
+                continue
+            if self.ends is not None:
+                start = int(self.ends[index - 1]) if index else 0
+            first = start
+            with pa.OSFile(file.path) as stream:
+                reader = pa.ipc.open_file(stream)
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i).select(list(columns))
+                    yield np.arange(start, start + batch.num_rows, dtype=np.int64), batch
+                    start += batch.num_rows
+            counts.append(start - first)
+        if self.ends is None and only_files is None:
+            self.ends = np.cumsum(counts, dtype=np.int64)
 
     def gather(self, docs: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """The given columns of `docs` (sorted, unique), in that order, with their `doc` numbers."""
         pieces = []
-        for numbers, batch in self.batches(columns):
+        for numbers, batch in self.batches(columns, set(np.unique(self.file_of(docs)).tolist())):
             lo, hi = np.searchsorted(docs, [numbers[0], numbers[-1] + 1]) if len(numbers) else (0, 0)
             if hi > lo:
                 rows = pa.array(docs[lo:hi] - numbers[0])
                 pieces.append(pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi])))
         if not pieces:
-            return pa.Table.from_batches([], self.readers[0].schema.append(pa.field("doc", pa.int64()))).select(
-                [*columns, "doc"])
+            return self.schema.empty_table().select(list(columns)).append_column("doc", pa.array([], pa.int64()))
         return pa.concat_tables(pieces)
 
     def name(self, doc: int) -> str:
@@ -169,9 +193,9 @@ def _spill_keys(corpus: _Corpus, config: DedupConfig, scratch: Path, bucket_rows
     """One pass over the key files: ids, content hashes and band keys into their bucket files."""
     bands, _ = band_layout(config)
     spills = {
-        "id": _Spill(scratch / "id", corpus.size, bucket_rows),
-        "hash": _Spill(scratch / "hash", corpus.size, bucket_rows),
-        "band": _Spill(scratch / "band", corpus.size * bands, bucket_rows),
+        "id": _Spill(scratch / "id", corpus.estimated_rows, bucket_rows),
+        "hash": _Spill(scratch / "hash", corpus.estimated_rows, bucket_rows),
+        "band": _Spill(scratch / "band", corpus.estimated_rows * bands, bucket_rows),
     }
     for docs, batch in corpus.batches(["id_key", "hash_key", "band_keys"]):
         spills["id"].add(batch.column("id_key").to_numpy(), docs)
