@@ -39,7 +39,7 @@ NEAR_CHANGED = 0.06  # share of minima a near copy changes: estimated Jaccard ~0
 def partition_keys(index: int, docs: int, pool: np.ndarray, num_perm: int) -> pa.Table:
     rng = np.random.default_rng(1000 + index)
     signatures = rng.integers(0, 2**32, size=(docs, num_perm), dtype=np.uint32)
-    hashes = rng.integers(0, 2**63, size=docs)
+    hashes = rng.integers(0, 2**63, size=(docs, 4))  # 256 random bits, printed as a sha256 would be
     exact = rng.choice(docs, size=int(docs * EXACT_SHARE), replace=False)
     exact_source = rng.integers(0, docs, size=len(exact))
     signatures[exact], hashes[exact] = signatures[exact_source], hashes[exact_source]
@@ -49,10 +49,10 @@ def partition_keys(index: int, docs: int, pool: np.ndarray, num_perm: int) -> pa
     signatures[near] = np.where(changed, rng.integers(0, 2**32, size=changed.shape, dtype=np.uint32), signatures[near])
     pooled = rng.choice(docs, size=int(docs * POOL_SHARE), replace=False)
     pool_rows = rng.integers(0, len(pool), size=len(pooled))
-    signatures[pooled], hashes[pooled] = pool[pool_rows], pool_rows
+    signatures[pooled], hashes[pooled] = pool[pool_rows], pool_rows[:, None]
     return pa.table({
         "id": [f"p{index:05d}-{row:07d}" for row in range(docs)],
-        "content_hash": [f"{value:064x}" for value in hashes.tolist()],
+        "content_hash": ["".join(f"{part:016x}" for part in row) for row in hashes.tolist()],
         "minhash": signature_array(signatures, np.ones(docs, dtype=bool)),
     })
 

@@ -59,7 +59,7 @@ def synthetic_keys(n: int, seed: int, num_perm: int = 128) -> pa.Table:
     """Random signatures with planted exact copies, near copies, long near chains and one huge bucket."""
     rng = np.random.default_rng(seed)
     signatures = rng.integers(0, 2**32, size=(n, num_perm), dtype=np.uint32)
-    hashes = [f"{value:064x}" for value in rng.integers(0, 2**63, size=n)]
+    hashes = ["".join(f"{part:016x}" for part in row) for row in rng.integers(0, 2**63, size=(n, 4)).tolist()]
     for row in rng.choice(n, size=n // 10, replace=False):  # exact copies (same hash) of an earlier document
         source = int(rng.integers(0, n))
         hashes[row], signatures[row] = hashes[source], signatures[source]

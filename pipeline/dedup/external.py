@@ -133,15 +133,18 @@ class _Corpus:
 
     def gather(self, docs: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """The given columns of `docs` (sorted, unique), in that order, with their `doc` numbers."""
-        pieces = []
+        pieces = list(self.gathered(docs, columns))
+        if not pieces:
+            return self.schema.empty_table().select(list(columns)).append_column("doc", pa.array([], pa.int64()))
+        return pa.concat_tables(pieces)
+
+    def gathered(self, docs: np.ndarray, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """`gather` piece by piece, one per record batch holding some of `docs`, in doc order."""
         for numbers, batch in self.batches(columns, set(np.unique(self.file_of(docs)).tolist())):
             lo, hi = np.searchsorted(docs, [numbers[0], numbers[-1] + 1]) if len(numbers) else (0, 0)
             if hi > lo:
                 rows = pa.array(docs[lo:hi] - numbers[0])
-                pieces.append(pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi])))
-        if not pieces:
-            return self.schema.empty_table().select(list(columns)).append_column("doc", pa.array([], pa.int64()))
-        return pa.concat_tables(pieces)
+                yield pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi]))
 
     def name(self, doc: int) -> str:
         return self.files[int(self.file_of(np.array([doc]))[0])].path
@@ -284,9 +287,8 @@ class _SignatureFile:
         self.path, self.num_perm = path, num_perm
         self.row_bytes = num_perm * 4
         with open(path, "wb") as out:
-            for lo in range(0, len(docs), _PAIRS_PER_READ):
-                table = corpus.gather(docs[lo : lo + _PAIRS_PER_READ], ["minhash"])
-                table.column("minhash").combine_chunks().flatten().to_numpy().astype("<u4").tofile(out)
+            for piece in corpus.gathered(docs, ["minhash"]):
+                piece.column("minhash").combine_chunks().flatten().to_numpy().astype("<u4").tofile(out)
 
     def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         result = np.empty(len(left), dtype=np.float32)

@@ -32,17 +32,17 @@ def keys_schema(config: DedupConfig) -> pa.Schema:
             pa.field("id", pa.string(), nullable=False),
             pa.field("id_key", pa.uint64(), nullable=False),  # 64-bit hash of the id: joins ids on disk
             pa.field("content_hash", pa.string()),
-            pa.field("hash_key", pa.uint64()),  # first 64 bits of content_hash; null with it
+            pa.field("hash_key", pa.uint64()),  # 64-bit hash of content_hash; null with it
             pa.field("minhash", pa.list_(pa.uint32(), config.num_perm)),
             pa.field("band_keys", pa.list_(pa.uint64(), bands)),  # null when the text has no signature
         ]
     )
 
 
-def id_keys(ids: list[str]) -> np.ndarray:
-    """A 64-bit hash per id (blake2b), the same on every machine and Python run."""
+def string_keys(values: list[str]) -> np.ndarray:
+    """A 64-bit hash per string (blake2b), the same on every machine and Python run."""
     return np.array(
-        [int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "little") for i in ids],
+        [int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little") for v in values],
         dtype=np.uint64,
     )
 
@@ -60,13 +60,14 @@ def dedup_keys_batch(documents: pa.RecordBatch | pa.Table, config: DedupConfig) 
     bands, rows = band_layout(config)
     keys = np.stack([band_keys(signatures, band, rows) for band in range(bands)], axis=1) if len(ids) else (
         np.zeros((0, bands), dtype=np.uint64))
-    hash_values = hashes.to_pylist()
-    hash_keys = pa.array([None if h is None else int(h[:16], 16) for h in hash_values], pa.uint64())
+    has_hash = hashes.is_valid().to_numpy(zero_copy_only=False)
+    hash_keys = np.zeros(len(hashes), dtype=np.uint64)
+    hash_keys[has_hash] = string_keys(hashes.drop_null().to_pylist())
     band_column = pa.FixedSizeListArray.from_arrays(
         pa.array(keys.ravel(), pa.uint64()), bands, mask=pa.array(~has_signature))
     return pa.RecordBatch.from_arrays(
-        [ids.cast(pa.string()), pa.array(id_keys(ids.to_pylist()), pa.uint64()), hashes.cast(pa.string()),
-         hash_keys, signature_array(signatures, has_signature), band_column],
+        [ids.cast(pa.string()), pa.array(string_keys(ids.to_pylist()), pa.uint64()), hashes.cast(pa.string()),
+         pa.array(hash_keys, pa.uint64(), mask=~has_hash), signature_array(signatures, has_signature), band_column],
         schema=keys_schema(config),
     )
 
