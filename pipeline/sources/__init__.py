@@ -20,7 +20,7 @@ from pipeline.sources.comments import read_comments
 from pipeline.sources.news import read_news
 from pipeline.sources.tabular import count_records
 from pipeline.sources.textio import compression_of
-from pipeline.sources.wiki import count_pages, read_wiki
+from pipeline.sources.wiki import DumpRange, plan_dump, read_wiki
 
 __all__ = [
     "Partition",
@@ -96,20 +96,31 @@ def fingerprint(path: str) -> str:
 def plan_partitions(source: SourceConfig, files: list[str]) -> list[Partition]:
     """Partitions of a source, numbered from 0 across its files in sorted order.
 
-    A wiki dump splits into ranges of `pages_per_partition` pages and a CSV/JSONL file into ranges of
-    `rows_per_partition` records, so several tasks share one large file; a WARC is one partition.
+    A wiki dump splits by its multistream index or its bz2 streams (pipeline/sources/wiki.py) and a
+    CSV/JSONL file into ranges of `rows_per_partition` records, so several tasks share one large file; a
+    WARC is one partition.
     """
+    if source.multistream_index and len(files) != 1:
+        raise SourceUnreadable(f"source {source.name!r}: multistream_index names the index of one dump, "
+                               f"but {source.uri} matches {len(files)} files")
     partitions: list[Partition] = []
     for path in sorted(files):
         file_fingerprint = fingerprint(path)
+        if source.format == "mediawiki":
+            for part in plan_dump(source, path, source.multistream_index):
+                partitions.append(_dump_partition(source, path, file_fingerprint, len(partitions), part))
+            continue
         for start, stop in _record_ranges(source, path):
             partitions.append(Partition(source.name, path, file_fingerprint, len(partitions), start, stop))
     return partitions
 
 
+def _dump_partition(source: SourceConfig, path: str, file_fingerprint: str, index: int, part: DumpRange) -> Partition:
+    return Partition(source.name, path, file_fingerprint, index, part.start, part.stop, byte_start=part.byte_start,
+                     byte_stop=part.byte_stop, first_record=part.first_page)
+
+
 def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None]]:
-    if source.format == "mediawiki":
-        return _ranges(count_pages(path), source.pages_per_partition)
     if source.format == "warc" or not _may_hold_more_rows_than(path, source.rows_per_partition):
         return [(0, None)]
     return _ranges(count_records(source, path), source.rows_per_partition)

@@ -21,6 +21,11 @@ class Partition:
     index: int = 0  # position of this partition within its source
     start: int = 0  # first record (page or row) of the range, inclusive
     stop: int | None = None  # exclusive; None reads to the end of the file
+    # where a dump partition's compressed bytes lie (see pipeline/sources/wiki.py): it reads from byte_start,
+    # whose first record has number first_record (None: unknown), and owns the records begun before byte_stop
+    byte_start: int = 0
+    byte_stop: int | None = None
+    first_record: int | None = 0
     origin: str | None = None  # the URL a fetched input came from; the manifest names inputs by it
 
     @property
