@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.sources.base import SourceUnreadable
 from pipeline.sources.textio import open_binary
 
-READ_BYTES = 1 << 20
+_READ_BYTES = 1 << 20
 _STREAM_START = re.compile(rb"BZh[1-9]\x31\x41\x59\x26\x53\x59")
 _STREAM_START_BYTES = 10
 MULTISTREAM_SUFFIX = "-multistream.xml.bz2"
@@ -36,11 +36,6 @@ class StreamIndex:
 
     def stream_of(self, page: int) -> int:
         return int(np.searchsorted(self.first_pages, page, side="right")) - 1
-
-
-def file_size(path: str) -> int:
-    fs, inner = fsspec.core.url_to_fs(path)
-    return int(fs.info(inner).get("size") or 0)
 
 
 def index_beside(path: str) -> str | None:
@@ -85,7 +80,7 @@ def stream_starts(path: str) -> list[int]:
     found = []
     with open_binary(path, decompress=False) as raw:
         carried, base = b"", 0  # the last bytes of the previous chunk, where a pattern may have begun
-        while chunk := raw.read(READ_BYTES):
+        while chunk := raw.read(_READ_BYTES):
             window = carried + chunk
             found += [base - len(carried) + match.start() for match in _STREAM_START.finditer(window)]
             carried = window[-(_STREAM_START_BYTES - 1) :]
@@ -106,7 +101,7 @@ def decompressed_from(path: str, start: int, stop: int | None) -> Iterator[tuple
         decompressor = bz2.BZ2Decompressor()
         started = False
         while True:
-            limit = READ_BYTES if stop is None or position >= stop else min(READ_BYTES, stop - position)
+            limit = _READ_BYTES if stop is None or position >= stop else min(_READ_BYTES, stop - position)
             data = raw.read(limit)
             if not data:
                 break

@@ -30,10 +30,8 @@ from urllib.parse import quote
 from pipeline.config import SourceConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
 from pipeline.sources.multistream import (
-    READ_BYTES,
     StreamIndex,
     decompressed_from,
-    file_size,
     index_beside,
     read_index,
     stream_starts,
@@ -44,7 +42,7 @@ from pipeline.sources.wikitext import DEFAULT_HIDDEN_NAMESPACES, wikitext_to_tex
 
 _CHUNK = 1 << 20
 _PAGE_TAG = b"<page>"
-_SAMPLE_PAGES = 200  # pages decompressed to estimate the compressed bytes per page of a dump without index
+_SAMPLE_BYTES = 256 * 1024  # compressed bytes decompressed to estimate the pages per byte of a dump without index
 _REDIRECT_PREFIXES = ("#redirect", "#重定向")
 _MEDIA_AND_CATEGORY_KEYS = ("-2", "6", "14")  # Media, File, Category in every MediaWiki
 
@@ -116,7 +114,7 @@ def _ranges_from_index(index: StreamIndex, pages_per_partition: int) -> list[Dum
 
 def _ranges_from_streams(path: str, starts: list[int], pages_per_partition: int) -> list[DumpRange]:
     """Runs of whole streams of about pages_per_partition pages each, judged by their compressed size."""
-    target_bytes = pages_per_partition * _compressed_bytes_per_page(path, file_size(path))
+    target_bytes = pages_per_partition * _compressed_bytes_per_page(path, starts)
     cuts = [0]
     for offset in starts[1:]:
         if offset - cuts[-1] >= target_bytes:
@@ -127,18 +125,21 @@ def _ranges_from_streams(path: str, starts: list[int], pages_per_partition: int)
     ]
 
 
-def _compressed_bytes_per_page(path: str, size: int) -> float:
-    """Compressed bytes per page over the first streams holding _SAMPLE_PAGES pages (or the whole file)."""
-    pages, reads = 0, 0
+def _compressed_bytes_per_page(path: str, starts: list[int]) -> float:
+    """Compressed bytes per page in the first whole streams after the header, _SAMPLE_BYTES or more of them
+    (decompressing is the slow part of reading a dump, so the sample stays small)."""
+    first = 1 if len(starts) > 2 else 0  # the first stream of a dump is usually the header alone
+    last = next((i for i in range(first + 1, len(starts)) if starts[i] - starts[first] >= _SAMPLE_BYTES),
+                len(starts) - 1)
+    pages = 0
     try:
-        for piece, _ in decompressed_from(path, 0, None):  # one piece per read of READ_BYTES compressed bytes
-            pages += piece.count(_PAGE_TAG)
-            reads += 1
-            if pages >= _SAMPLE_PAGES:
+        for piece, inside in decompressed_from(path, starts[first], starts[last]):
+            if not inside:
                 break
+            pages += piece.count(_PAGE_TAG)
     except (OSError, EOFError):
         pass  # a damaged file is judged by what could be read; its partitions reject the damage
-    return min(reads * READ_BYTES, size) / max(pages, 1)
+    return (starts[last] - starts[first]) / max(pages, 1)
 
 
 def site_info(path: str) -> SiteInfo:
