@@ -88,10 +88,8 @@ def stream_starts(path: str) -> list[int]:
     return sorted(set(found))
 
 
-def decompressed_from(path: str, start: int, stop: int | None) -> Iterator[tuple[bytes, bool]]:
-    """Decompressed bytes of the bz2 streams from byte `start` to the end of the file, each piece with
-    whether it came from before byte `stop` (a stream boundary). Reading on past `stop` is the caller's
-    choice: it stops pulling when it has what it needs.
+def decompressed_range(path: str, start: int, stop: int | None) -> Iterator[bytes]:
+    """Decompressed bytes of the bz2 streams between byte offsets `start` and `stop` (None: the file's end).
 
     A file cut inside a stream raises EOFError; bytes that are not bz2 raise OSError.
     """
@@ -100,12 +98,12 @@ def decompressed_from(path: str, start: int, stop: int | None) -> Iterator[tuple
         position = start
         decompressor = bz2.BZ2Decompressor()
         started = False
-        while True:
-            limit = _READ_BYTES if stop is None or position >= stop else min(_READ_BYTES, stop - position)
-            data = raw.read(limit)
+        while stop is None or position < stop:
+            data = raw.read(_READ_BYTES if stop is None else min(_READ_BYTES, stop - position))
             if not data:
-                break
-            inside = stop is None or position < stop
+                if started and not decompressor.eof:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                return
             position += len(data)
             pieces = []
             while data:
@@ -114,6 +112,4 @@ def decompressed_from(path: str, start: int, stop: int | None) -> Iterator[tuple
                 pieces.append(decompressor.decompress(data))
                 started = True
                 data = decompressor.unused_data if decompressor.eof else b""
-            yield b"".join(pieces), inside
-        if started and not decompressor.eof:
-            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            yield b"".join(pieces)

@@ -31,7 +31,7 @@ from pipeline.config import SourceConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
 from pipeline.sources.multistream import (
     StreamIndex,
-    decompressed_from,
+    decompressed_range,
     index_beside,
     read_index,
     stream_starts,
@@ -133,9 +133,7 @@ def _compressed_bytes_per_page(path: str, starts: list[int]) -> float:
                 len(starts) - 1)
     pages = 0
     try:
-        for piece, inside in decompressed_from(path, starts[first], starts[last]):
-            if not inside:
-                break
+        for piece in decompressed_range(path, starts[first], starts[last]):
             pages += piece.count(_PAGE_TAG)
     except (OSError, EOFError):
         pass  # a damaged file is judged by what could be read; its partitions reject the damage
@@ -171,6 +169,7 @@ class DumpReader:
         self._next_ordinal = dump_range.first_page or 0
         self._read_pages = 0
         self._owned: int | None = None  # pages whose tag lay inside the range so far; None: all pages
+        self._range_read = False  # every byte of the range has been handed out (the rest is overflow)
         self._page_title: str | None = None
         self._in_page = False
 
@@ -202,6 +201,8 @@ class DumpReader:
                     if self._owned is not None and self._read_pages > self._owned:
                         return  # the first page past the range: the rest belongs to later partitions
                     yield page
+                if self._range_read and self._owned is not None and self._read_pages >= self._owned:
+                    return  # the range's pages are complete: stop before decompressing the next stream
             parser.feed(decoder.decode(b"", final=True))
             parser.close()
             yield from self._pages_from(parser)
@@ -216,15 +217,17 @@ class DumpReader:
                 yield chunk
 
     def _owned_bytes(self, parser: ET.XMLPullParser) -> Iterator[bytes]:
-        """Decompressed bytes of the range: counts the pages it owns as they pass; a range that does not
-        start the file gets the file's site info first and a bare root element in place of its header."""
-        self._owned = 0 if self.range.byte_stop is not None else None
-        if self.range.byte_start > 0:
+        """Decompressed bytes of the range, counting the pages it owns, then of the rest of the file for
+        a page that runs past the range's end. A range that does not start the file gets the file's site
+        info first and a bare root element in place of its header, and skips to its first page."""
+        start, stop = self.range.byte_start, self.range.byte_stop
+        self._owned = 0 if stop is not None else None
+        if start > 0:
             self.site = site_info(self.path)
             parser.feed("<mediawiki>")
         carried = b""  # the tail of earlier bytes, where a <page> tag may have begun
-        skipping = self.range.byte_start > 0
-        for piece, inside in decompressed_from(self.path, self.range.byte_start, self.range.byte_stop):
+        skipping = start > 0
+        for piece in decompressed_range(self.path, start, stop):
             if skipping:
                 carried += piece
                 begin = carried.find(_PAGE_TAG)
@@ -232,10 +235,14 @@ class DumpReader:
                     carried = carried[-(len(_PAGE_TAG) - 1) :]
                     continue
                 piece, carried, skipping = carried[begin:], b"", False
-            if inside and self._owned is not None:
+            if self._owned is not None:
                 self._owned += (carried + piece).count(_PAGE_TAG)
                 carried = (carried + piece)[-(len(_PAGE_TAG) - 1) :]
             yield piece
+        if stop is not None:
+            self._range_read = True
+            yield b""  # lets the reader stop here when its last page is complete
+            yield from decompressed_range(self.path, stop, None)
 
     def _broken(self, error: Exception) -> BrokenPage:
         if self._read_pages == 0 and not self._in_page and self.range.byte_start == 0:
