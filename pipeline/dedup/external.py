@@ -158,9 +158,9 @@ class _Spill:
         directory.mkdir()
         self.buckets = max(1, -(-expected_rows // bucket_rows))
 
-    def add(self, keys: np.ndarray, docs: np.ndarray, band: int = 0) -> None:
+    def add(self, keys: np.ndarray, docs: np.ndarray, bands: np.ndarray | int = 0) -> None:
         records = np.empty(len(keys), dtype=_RECORD)
-        records["key"], records["doc"], records["band"] = keys, docs, band
+        records["key"], records["doc"], records["band"] = keys, docs, bands
         bucket = keys % np.uint64(self.buckets)
         order = np.argsort(bucket, kind="stable")
         bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1, dtype=np.uint64))
@@ -209,9 +209,9 @@ def _spill_keys(corpus: _Corpus, config: DedupConfig, scratch: Path, bucket_rows
         if config.near:
             column = batch.column("band_keys")
             valid = column.is_valid().to_numpy(zero_copy_only=False)
-            keys = column.drop_null().flatten().to_numpy().reshape(-1, bands)
-            for band in range(bands):
-                spills["band"].add(keys[:, band], docs[valid], band)
+            keys = column.drop_null().flatten().to_numpy()  # row-major: each doc's bands in a row
+            signed = docs[valid]
+            spills["band"].add(keys, np.repeat(signed, bands), np.tile(np.arange(bands, dtype=np.int32), len(signed)))
     return spills
 
 
