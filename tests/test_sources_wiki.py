@@ -267,3 +267,12 @@ def test_multistream_without_index_splits_at_stream_boundaries(tmp_path: Path) -
     assert with_id == [d["id"] for d in whole_documents if d["meta"]["page_id"]] and len(with_id) == 21
     later = [d for d in documents if d["meta"]["position"] is None]
     assert later and all(d["title"] != "条目1" for d in later)
+    assert read_rows(source, partitions[-1:])[0]  # the closing tag's stream joined the last pages
+
+
+def test_a_range_without_pages_reads_as_nothing(tmp_path: Path) -> None:
+    path = write_multistream(tmp_path, 3, index=False)
+    footer = path.stat().st_size - len(multistream(export(dump_pages()), 3)[-1])
+    source = wiki_source(path)
+    assert read_rows(source, [Partition(source.name, str(path), "fp", byte_start=footer, first_record=None)]) == (
+        [], [])

@@ -75,8 +75,9 @@ def _check_stream_starts(dump_path: str, index_path: str, offsets: np.ndarray) -
                                        "the index belongs to another dump")
 
 
-def stream_starts(path: str) -> list[int]:
-    """Byte offsets of every bz2 stream that starts with a block, found in one pass over the file."""
+def stream_starts(path: str) -> tuple[list[int], int]:
+    """Byte offsets of every bz2 stream that starts with a block, found in one pass over the file, and
+    the file's size."""
     found = []
     with open_binary(path, decompress=False) as raw:
         carried, base = b"", 0  # the last bytes of the previous chunk, where a pattern may have begun
@@ -85,7 +86,7 @@ def stream_starts(path: str) -> list[int]:
             found += [base - len(carried) + match.start() for match in _STREAM_START.finditer(window)]
             carried = window[-(_STREAM_START_BYTES - 1) :]
             base += len(chunk)
-    return sorted(set(found))
+    return sorted(set(found)), base
 
 
 def decompressed_range(path: str, start: int, stop: int | None) -> Iterator[bytes]:

@@ -94,10 +94,10 @@ def plan_dump(source: SourceConfig, path: str, index_path: str | None = None) ->
         return _ranges_from_index(read_index(index_path, path), source.pages_per_partition)
     if not path.lower().endswith(".bz2"):
         return [DumpRange()]
-    starts = stream_starts(path)
+    starts, size = stream_starts(path)
     if len(starts) < 2:
         return [DumpRange()]
-    return _ranges_from_streams(path, starts, source.pages_per_partition)
+    return _ranges_from_streams(path, starts, size, source.pages_per_partition)
 
 
 def _ranges_from_index(index: StreamIndex, pages_per_partition: int) -> list[DumpRange]:
@@ -112,12 +112,13 @@ def _ranges_from_index(index: StreamIndex, pages_per_partition: int) -> list[Dum
     return ranges
 
 
-def _ranges_from_streams(path: str, starts: list[int], pages_per_partition: int) -> list[DumpRange]:
-    """Runs of whole streams of about pages_per_partition pages each, judged by their compressed size."""
+def _ranges_from_streams(path: str, starts: list[int], size: int, pages_per_partition: int) -> list[DumpRange]:
+    """Runs of whole streams of about pages_per_partition pages each, judged by their compressed size; a
+    last run of under half that size (such as the closing tag's stream) joins the run before it."""
     target_bytes = pages_per_partition * _compressed_bytes_per_page(path, starts)
     cuts = [0]
     for offset in starts[1:]:
-        if offset - cuts[-1] >= target_bytes:
+        if offset - cuts[-1] >= target_bytes and size - offset >= target_bytes / 2:
             cuts.append(offset)
     return [
         DumpRange(byte_start=begin, byte_stop=end, first_page=0 if begin == 0 else None)
@@ -170,6 +171,7 @@ class DumpReader:
         self._read_pages = 0
         self._owned: int | None = None  # pages whose tag lay inside the range so far; None: all pages
         self._range_read = False  # every byte of the range has been handed out (the rest is overflow)
+        self._skipping = dump_range.byte_start > 0  # before the first <page> of a range that starts mid-file
         self._page_title: str | None = None
         self._in_page = False
 
@@ -203,6 +205,8 @@ class DumpReader:
                     yield page
                 if self._range_read and self._owned is not None and self._read_pages >= self._owned:
                     return  # the range's pages are complete: stop before decompressing the next stream
+            if self._skipping:
+                return  # the range holds no page (the closing stream of a dump): nothing to read
             parser.feed(decoder.decode(b"", final=True))
             parser.close()
             yield from self._pages_from(parser)
@@ -226,15 +230,14 @@ class DumpReader:
             self.site = site_info(self.path)
             parser.feed("<mediawiki>")
         carried = b""  # the tail of earlier bytes, where a <page> tag may have begun
-        skipping = start > 0
         for piece in decompressed_range(self.path, start, stop):
-            if skipping:
+            if self._skipping:
                 carried += piece
                 begin = carried.find(_PAGE_TAG)
                 if begin < 0:
                     carried = carried[-(len(_PAGE_TAG) - 1) :]
                     continue
-                piece, carried, skipping = carried[begin:], b"", False
+                piece, carried, self._skipping = carried[begin:], b"", False
             if self._owned is not None:
                 self._owned += (carried + piece).count(_PAGE_TAG)
                 carried = (carried + piece)[-(len(_PAGE_TAG) - 1) :]
