@@ -188,7 +188,8 @@ def dump_pages() -> str:
 
 def write_multistream(directory: Path, pages_per_stream: int, index: bool = True, name: str = "zhwiki-x") -> Path:
     """A multistream dump as Wikimedia writes it, and (when asked) its index of offset:page_id:title lines."""
-    streams = multistream(export(dump_pages()), pages_per_stream)
+    # the site's own base (not the one the source's language implies) shows that later partitions read it
+    streams = multistream(export(dump_pages(), lang="zh-classical"), pages_per_stream)
     path = directory / f"{name}-pages-articles-multistream.xml.bz2"
     path.write_bytes(b"".join(streams))
     lines, offset = [], len(streams[0])
@@ -228,6 +229,7 @@ def test_multistream_index_plans_page_ranges_and_partitions_seek_to_their_stream
     assert [d["title"] for d in middle_documents] == [f"条目{i}" for i in range(11, 16)]
     assert [d["meta"]["position"] for d in middle_documents] == [10, 11, 12, 13, 14]
     assert middle_documents[2]["id"] == next(d["id"] for d in whole[0] if d["title"] == "条目13")
+    assert middle_documents[0]["url"] == "https://zh-classical.wikipedia.org/wiki/%E6%9D%A1%E7%9B%AE11"
     assert middle_rejects == []
 
 
@@ -272,7 +274,7 @@ def test_multistream_without_index_splits_at_stream_boundaries(tmp_path: Path) -
 
 def test_a_range_without_pages_reads_as_nothing(tmp_path: Path) -> None:
     path = write_multistream(tmp_path, 3, index=False)
-    footer = path.stat().st_size - len(multistream(export(dump_pages()), 3)[-1])
+    footer = path.stat().st_size - len(multistream(export(dump_pages(), lang="zh-classical"), 3)[-1])
     source = wiki_source(path)
     assert read_rows(source, [Partition(source.name, str(path), "fp", byte_start=footer, first_record=None)]) == (
         [], [])

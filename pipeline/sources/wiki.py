@@ -42,6 +42,7 @@ from pipeline.sources.wikitext import DEFAULT_HIDDEN_NAMESPACES, wikitext_to_tex
 
 _CHUNK = 1 << 20
 _PAGE_TAG = b"<page>"
+_SITE_INFO_CHUNK = 1 << 14  # the header is a few kilobytes; reading it must not decompress pages
 _SAMPLE_BYTES = 256 * 1024  # compressed bytes decompressed to estimate the pages per byte of a dump without index
 _REDIRECT_PREFIXES = ("#redirect", "#重定向")
 _MEDIA_AND_CATEGORY_KEYS = ("-2", "6", "14")  # Media, File, Category in every MediaWiki
@@ -142,12 +143,19 @@ def _compressed_bytes_per_page(path: str, starts: list[int]) -> float:
 
 
 def site_info(path: str) -> SiteInfo:
-    """The <siteinfo> of a dump, read from its start (the header and its first page, no further)."""
-    reader = DumpReader(path)
-    pages = reader.pages()
-    next(pages, None)
-    pages.close()
-    return reader.site
+    """The <siteinfo> of a dump, read from its start and no further than its end."""
+    parser = ET.XMLPullParser(events=("end",))
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    with open_binary(path) as stream:
+        read = getattr(stream, "read1", stream.read)
+        while chunk := read(_SITE_INFO_CHUNK):
+            parser.feed(decoder.decode(chunk))
+            for _, element in parser.read_events():
+                if _local(element.tag) == "siteinfo":
+                    return _site_info(element)
+                if _local(element.tag) == "page":
+                    return SiteInfo()  # an export without siteinfo
+    return SiteInfo()
 
 
 def read_wiki(source: SourceConfig, partition: Partition, batch_size: int) -> Iterator[ReadBatch]:
