@@ -23,7 +23,7 @@ from pipeline.dedup.external import (
     KeyFile,
     find_duplicates_in_files,
 )
-from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch
+from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch, write_text_keys
 from pipeline.dedup.minhash import MinHasher, MinHashStage
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "dedup_keys_batch",
     "find_duplicates",
     "find_duplicates_in_files",
+    "write_text_keys",
 ]
 
 KEY_COLUMNS = ("id", "content_hash", "minhash", "rank")

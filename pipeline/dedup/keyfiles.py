@@ -8,6 +8,7 @@ without the partition (and its cached files) changing, so the global step assign
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -15,7 +16,14 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import DedupConfig
-from pipeline.dedup.minhash import LSH_FALSE_NEGATIVE_WEIGHT, band_keys, lsh_bands, signature_array, signature_matrix
+from pipeline.dedup.minhash import (
+    LSH_FALSE_NEGATIVE_WEIGHT,
+    MinHashStage,
+    band_keys,
+    lsh_bands,
+    signature_array,
+    signature_matrix,
+)
 
 KEYS_FILE_NAME = "dedup_keys.arrow"
 
@@ -96,3 +104,12 @@ class DedupKeysWriter:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.close()
+
+
+def write_text_keys(documents: Iterable[pa.RecordBatch], path: str | Path, config: DedupConfig) -> None:
+    """Key file of documents that hold `text`, `lang` and `content_hash` but no signature, such as a
+    previous version's shards (they keep no signatures): signatures are computed batch by batch."""
+    minhash = MinHashStage(config)
+    with DedupKeysWriter(path, config) as writer:
+        for batch in documents:
+            writer.write(minhash(batch).batch)
