@@ -44,7 +44,8 @@ def duckdb_group_by(files: list[dict], scratch: Path, duckdb_path: str, memory_l
                                         "threads": 1, "preserve_insertion_order": False})
     shared = connection.execute("""
         WITH bands AS (
-            SELECT id_key AS doc, unnest(band_keys::UBIGINT[]) AS key, generate_subscripts(band_keys::UBIGINT[], 1) AS band
+            SELECT id_key AS doc, unnest(band_keys::UBIGINT[]) AS key,
+                   generate_subscripts(band_keys::UBIGINT[], 1) AS band
             FROM dataset WHERE band_keys IS NOT NULL)
         SELECT sum(n) FROM (SELECT count(*) AS n FROM bands GROUP BY band, key HAVING count(*) > 1)
     """).fetchone()[0]

@@ -150,17 +150,19 @@ def test_key_files_of_another_config_are_refused(keys: pa.Table, tmp_path) -> No
         find_duplicates_in_files(files, DedupConfig(threshold=0.5), tmp_path)
 
 
+def texts(ids: list[str], bodies: list[str]) -> pa.RecordBatch:
+    """Documents as a previous version's shard holds them: text and content hash, no signature."""
+    return pa.RecordBatch.from_pydict({"id": ids, "text": bodies, "lang": ["zh"] * len(ids),
+                                       "content_hash": content_hashes(bodies)})
+
+
 def test_previous_version_texts_become_a_key_file_that_wins_ties(tmp_path) -> None:
     text = ("今年夏天我们全家去了一趟云南，先在昆明住了两天，看了滇池和西山，然后坐火车到大理，在古城里慢慢地走，"
             "吃了很多当地的小吃，最后到丽江看了玉龙雪山，孩子们玩得非常开心")
-    previous = pa.RecordBatch.from_pydict({"id": ["old", "new-1"], "text": [text, "另一篇完全不同的旧文章，讲的是别的事情。"],
-                                           "lang": ["zh", "zh"]})
-    previous = previous.append_column("content_hash", pa.array(content_hashes(previous.column("text").to_pylist())))
-    write_text_keys([previous], tmp_path / "previous.arrow", CONFIG)
-    current = pa.RecordBatch.from_pydict({"id": ["new-1", "new-2"], "text": [text + "！", text.replace("滇池", "洱海")],
-                                          "lang": ["zh", "zh"]})
-    current = current.append_column("content_hash", pa.array(content_hashes(current.column("text").to_pylist())))
-    write_text_keys([current], tmp_path / "current.arrow", CONFIG)
+    write_text_keys([texts(["old", "new-1"], [text, "另一篇完全不同的旧文章，讲的是别的事情。"])],
+                    tmp_path / "previous.arrow", CONFIG)
+    write_text_keys([texts(["new-1", "new-2"], [text + "！", text.replace("滇池", "洱海")])],
+                    tmp_path / "current.arrow", CONFIG)
     files = [KeyFile(str(tmp_path / "current.arrow"), 0), KeyFile(str(tmp_path / "previous.arrow"), PREVIOUS_RANK)]
     result = {r["id"]: (r["duplicate_of"], r["kind"]) for r in find_duplicates_in_files(files, CONFIG).to_pylist()}
     assert result == {"new-1": ("old", "exact"), "new-2": ("old", "near")}  # the old "new-1" gave way to the new

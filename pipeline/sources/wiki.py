@@ -321,7 +321,8 @@ def _page_row(source: SourceConfig, reader: DumpReader, page: RawPage | BrokenPa
     path, site = reader.path, reader.site
     key = PurePosixPath(path).name
     # without the file's page numbers, a page is named by where its partition starts and its number in it
-    position_key = f"{key}:{page.ordinal}" if reader.positions_known else f"{key}@{reader.range.byte_start}:{page.ordinal}"
+    at = f"{key}:" if reader.positions_known else f"{key}@{reader.range.byte_start}:"
+    position_key = f"{at}{page.ordinal}"
     meta: dict[str, Any] = {"file": path, "position": page.ordinal if reader.positions_known else None}
     if isinstance(page, BrokenPage):
         meta["cause"] = page.cause
