@@ -179,7 +179,11 @@ class DumpReader:
         self._read_pages = 0
         self._owned: int | None = None  # pages whose tag lay inside the range so far; None: all pages
         self._range_read = False  # every byte of the range has been handed out (the rest is overflow)
-        self._skipping = dump_range.byte_start > 0  # before the first <page> of a range that starts mid-file
+        self._skipping = dump_range.byte_start > 0  # before the first page read of a range that starts mid-file
+        # pages of the range's first stream that lie before its first page: passed over as bytes, not parsed
+        self._pages_to_pass = dump_range.start - dump_range.first_page if (
+            self._skipping and dump_range.first_page is not None) else 0
+        self._next_ordinal += self._pages_to_pass
         self._page_title: str | None = None
         self._in_page = False
 
@@ -241,7 +245,7 @@ class DumpReader:
         for piece in decompressed_range(self.path, start, stop):
             if self._skipping:
                 carried += piece
-                begin = carried.find(_PAGE_TAG)
+                begin = self._first_page_read(carried)
                 if begin < 0:
                     carried = carried[-(len(_PAGE_TAG) - 1) :]
                     continue
@@ -254,6 +258,15 @@ class DumpReader:
             self._range_read = True
             yield b""  # lets the reader stop here when its last page is complete
             yield from decompressed_range(self.path, stop, None)
+
+    def _first_page_read(self, data: bytes) -> int:
+        """Where in `data` the first page to read begins (-1: not in it), passing over the pages before it;
+        a tag cut by the end of `data` is found in the next call, which gets the tail of this one again."""
+        begin = data.find(_PAGE_TAG)
+        while begin >= 0 and self._pages_to_pass:
+            self._pages_to_pass -= 1
+            begin = data.find(_PAGE_TAG, begin + 1)
+        return begin
 
     def _broken(self, error: Exception) -> BrokenPage:
         if self._read_pages == 0 and not self._in_page and self.range.byte_start == 0:
