@@ -78,11 +78,10 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 
 class _Corpus:
-    """The key files as one numbered sequence of documents, read batch by batch.
+    """The key files as one numbered sequence of documents, read batch by batch, one file at a time.
 
-    Files are read, not memory-mapped: mapped pages once read count as the process's memory, which would
-    then grow with the corpus. Row counts are learnt by the first full pass (`batches`); until then
-    `estimated_rows` bounds them from the file sizes.
+    Row counts are learnt by the first full pass (`batches`); until then `estimated_rows` bounds them from
+    the file sizes.
     """
 
     def __init__(self, files: Sequence[KeyFile], config: DedupConfig) -> None:
@@ -121,7 +120,9 @@ class _Corpus:
             if self.ends is not None:
                 start = int(self.ends[index - 1]) if index else 0
             first = start
-            with pa.OSFile(file.path) as stream:
+            # mapped, so only the pages of the columns asked for are read; unmapped after each file, so
+            # the pages read count as this process's memory for one file at a time, not for the corpus
+            with pa.memory_map(file.path) as stream:
                 reader = pa.ipc.open_file(stream)
                 for i in range(reader.num_record_batches):
                     batch = reader.get_batch(i).select(list(columns))
