@@ -29,6 +29,7 @@ from pipeline.sources.wiki import DumpRange, DumpReader
 RESULTS = Path(__file__).parent / "results"
 EXCERPT = Path(__file__).resolve().parents[1].parent / "shared/data/wiki/enwiki-pages-articles-excerpt.xml.bz2"
 PAGES_PER_STREAM = 100
+PARSE_REPEATS = 3
 _PAGE_ID = re.compile(r"(<ns>[^<]*</ns>\s*<id>)(\d+)(</id>)")
 _TITLE = re.compile(r"<title>([^<]*)</title>")
 
@@ -60,24 +61,44 @@ def write_dump(excerpt: Path, copies: int, directory: Path) -> tuple[Path, int]:
     return dump, len(pages)
 
 
-def timed_partition(source: SourceConfig, partition) -> dict:
-    """Seconds to decompress and parse the partition's pages, and to read it whole (cleaning included)."""
+def timed_parse(partition) -> tuple[float, int]:
+    """Seconds to decompress and parse the partition's pages (no cleaning), and their number."""
     started = time.perf_counter()
     dump_range = DumpRange(partition.start, partition.stop, partition.byte_start, partition.byte_stop,
                            partition.first_record)
     pages = sum(1 for _ in DumpReader(partition.path, dump_range).pages())
-    parse_seconds = time.perf_counter() - started
+    return time.perf_counter() - started, pages
+
+
+def timed_read(source: SourceConfig, partition) -> tuple[float, int]:
+    """Seconds to read the partition whole (wikitext cleaning included), and its rows."""
     started = time.perf_counter()
     rows = sum(batch.documents.num_rows + batch.rejects.num_rows for batch in read_partition(source, partition))
-    return {"pages": pages, "rows": rows, "parse_seconds": round(parse_seconds, 2),
-            "read_seconds": round(time.perf_counter() - started, 2)}
+    return time.perf_counter() - started, rows
+
+
+def timed_pair(source: SourceConfig, first, last) -> tuple[dict, dict]:
+    """Both partitions measured in turns, PARSE_REPEATS times for the parse (the fastest counts), so that
+    load from other work on the machine falls on both alike."""
+    parses: dict[str, list[float]] = {"first": [], "last": []}
+    pages = {}
+    for _ in range(PARSE_REPEATS):
+        for name, partition in (("first", first), ("last", last)):
+            seconds, pages[name] = timed_parse(partition)
+            parses[name].append(seconds)
+    reads = {name: timed_read(source, partition) for name, partition in (("first", first), ("last", last))}
+    return tuple(
+        {"pages": pages[name], "rows": reads[name][1], "parse_seconds": round(min(parses[name]), 2),
+         "read_seconds": round(reads[name][0], 2)}
+        for name in ("first", "last")
+    )
 
 
 def measure(source: SourceConfig) -> dict:
     started = time.perf_counter()
     partitions = plan_partitions(source, expand_uri(source))
     planning = time.perf_counter() - started
-    first, last = timed_partition(source, partitions[0]), timed_partition(source, partitions[-1])
+    first, last = timed_pair(source, partitions[0], partitions[-1])
     per_page = {kind: round((last[kind] / last["pages"]) / (first[kind] / first["pages"]), 2)
                 for kind in ("parse_seconds", "read_seconds")}
     return {"planning_seconds": round(planning, 2), "partitions": len(partitions), "first": first, "last": last,
