@@ -315,7 +315,7 @@ def _near_clusters(
     Within a band bucket, members are paired in (rank, id) order exactly as `bucket_pairs` pairs them in
     the in-memory step, so the verified pairs, and thus the clusters, are the same.
     """
-    shared = [records for records in band_spill.collisions(excluded)]
+    shared = list(band_spill.collisions(excluded))
     if not shared:
         return _NearClusters.empty()
     records = np.concatenate(shared)
