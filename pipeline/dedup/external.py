@@ -262,9 +262,12 @@ def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> t
         return _EMPTY, _EMPTY
     table = corpus.gather(candidates, ["id", "content_hash"])
     table = table.append_column("rank", pa.array(corpus.rank_of(candidates)))
-    table = table.sort_by([("content_hash", "ascending"), ("rank", "ascending"), ("id", "ascending")])
-    hashes = table.column("content_hash").combine_chunks().dictionary_encode().indices.to_numpy()
-    docs = table.column("doc").to_numpy()
+    # an order and small codes rather than a sorted copy of the table: the hashes are most of its bytes
+    sorted_rows = pc.sort_indices(
+        table, [("content_hash", "ascending"), ("rank", "ascending"), ("id", "ascending")]).to_numpy()
+    hashes = table.column("content_hash").combine_chunks().dictionary_encode().indices.to_numpy()[sorted_rows]
+    docs = table.column("doc").to_numpy()[sorted_rows]
+    del table
     first = np.flatnonzero(np.diff(hashes, prepend=-1) != 0)
     representative = np.repeat(docs[first], np.diff(np.append(first, len(docs))))
     is_duplicate = representative != docs
@@ -335,6 +338,7 @@ def _near_clusters(
     if not shared:
         return _NearClusters.empty()
     records = np.concatenate(shared)
+    del shared
     docs = np.unique(records["doc"])
     table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
     preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
