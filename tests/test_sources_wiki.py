@@ -278,3 +278,11 @@ def test_a_range_without_pages_reads_as_nothing(tmp_path: Path) -> None:
     source = wiki_source(path)
     assert read_rows(source, [Partition(source.name, str(path), "fp", byte_start=footer, first_record=None)]) == (
         [], [])
+
+
+def test_an_index_named_in_the_source_needs_one_dump(tmp_path: Path) -> None:
+    write_multistream(tmp_path, 4, name="a")
+    write_multistream(tmp_path, 4, name="b")
+    source = wiki_source(tmp_path / "*.xml.bz2", multistream_index=str(tmp_path / "a-index.bz2"))
+    with pytest.raises(SourceUnreadable, match="index of one dump"):
+        plan_partitions(source, expand_uri(source))
