@@ -331,34 +331,75 @@ def _near_clusters(
 ) -> _NearClusters:
     """Clusters of exact representatives whose estimated Jaccard chains reach config.threshold.
 
-    Within a band bucket, members are paired in (rank, id) order exactly as `bucket_pairs` pairs them in
-    the in-memory step, so the verified pairs, and thus the clusters, are the same.
+    The candidate pairs are those of `bucket_pairs` in the in-memory step: a bucket of up to
+    BUCKET_WINDOW + 1 members gives all its pairs whatever their order, so those are taken straight from
+    the bucket files; only the rare wider buckets need their members' (rank, id) order. A pair verifies
+    alike in every band, so the candidates of all bands are verified once, together.
     """
-    shared = list(band_spill.collisions(excluded))
-    if not shared:
+    candidates, wide = _candidate_pairs(band_spill, excluded, corpus.size)
+    if len(wide):
+        candidates = np.union1d(candidates, _wide_bucket_pairs(corpus, wide))
+    if not len(candidates):
         return _NearClusters.empty()
-    records = np.concatenate(shared)
-    del shared
-    docs = np.unique(records["doc"])
-    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
-    preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
-    position = np.empty(len(docs), dtype=np.int64)  # doc's place in (rank, id) order
-    position[preference] = np.arange(len(docs))
+    left, right = candidates // corpus.size, candidates % corpus.size
+    docs = np.union1d(left, right)
     signatures = _SignatureFile(scratch / "signatures.bin", corpus, docs, config.num_perm)
-    codes = []
+    similar = signatures.similarity(np.searchsorted(docs, left), np.searchsorted(docs, right)) >= config.threshold
+    left, right = left[similar], right[similar]
+    clustered = np.union1d(left, right)
+    places, preference = _preference(corpus, clustered)
+    labels = connected_components(len(clustered), places[np.searchsorted(clustered, left)],
+                                  places[np.searchsorted(clustered, right)])
+    best = docs.copy()
+    best[np.searchsorted(docs, clustered)] = clustered[preference[labels[places]]]
+    return _NearClusters(docs, best, signatures)
+
+
+def _candidate_pairs(band_spill: _Spill, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair codes (left * size + right, left < right, unique) of the buckets of up to BUCKET_WINDOW + 1
+    members, and the records of the wider buckets."""
+    codes, wide = [_EMPTY], []
+    for records in band_spill.collisions(excluded):  # sorted by (band, key, doc), shared keys only
+        keys, bands = records["key"], records["band"]
+        begins = np.ones(len(records), dtype=bool)
+        begins[1:] = (keys[1:] != keys[:-1]) | (bands[1:] != bands[:-1])
+        starts = np.flatnonzero(begins)
+        sizes = np.diff(np.append(starts, len(records)))
+        group = np.repeat(np.arange(len(starts)), sizes)
+        is_wide = (sizes > BUCKET_WINDOW + 1)[group]
+        wide.append(records[is_wide])
+        docs, group = records["doc"][~is_wide], group[~is_wide]
+        for distance in range(1, min(int(sizes.max()), BUCKET_WINDOW + 1)):
+            same = np.flatnonzero(group[:-distance] == group[distance:])
+            if not len(same):
+                break
+            codes.append(docs[same] * size + docs[same + distance])  # docs ascend inside a bucket
+        codes = [np.unique(np.concatenate(codes))]
+    return codes[0], np.concatenate(wide) if wide else np.zeros(0, dtype=_RECORD)
+
+
+def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
+    """Pair codes of the buckets wider than BUCKET_WINDOW + 1, paired in (rank, id) order by bucket_pairs."""
+    docs = np.unique(records["doc"])
+    places, preference = _preference(corpus, docs)
+    codes = [_EMPTY]
     for band in np.unique(records["band"]).tolist():
         members = records[records["band"] == band]
-        places = position[np.searchsorted(docs, members["doc"])]
-        order = np.argsort(places)
+        member_places = places[np.searchsorted(docs, members["doc"])]
+        order = np.argsort(member_places)
         left, right = bucket_pairs(members["key"][order], BUCKET_WINDOW)
-        left, right = places[order][left], places[order][right]
-        similar = signatures.similarity(preference[left], preference[right]) >= config.threshold
-        codes.append(np.minimum(left, right)[similar] * len(docs) + np.maximum(left, right)[similar])
-    pairs = np.unique(np.concatenate(codes))
-    labels = connected_components(len(docs), pairs // len(docs), pairs % len(docs))
-    best = np.empty(len(docs), dtype=np.int64)
-    best[preference] = docs[preference[labels]]
-    return _NearClusters(docs, best, signatures)
+        left, right = docs[preference[member_places[order][left]]], docs[preference[member_places[order][right]]]
+        codes.append(np.minimum(left, right) * corpus.size + np.maximum(left, right))
+    return np.unique(np.concatenate(codes))
+
+
+def _preference(corpus: _Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted docs: each one's place in (rank, id) order, and the index of the doc at each place."""
+    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
+    preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
+    places = np.empty(len(docs), dtype=np.int64)
+    places[preference] = np.arange(len(docs))
+    return places, preference
 
 
 def _duplicate_rows(corpus: _Corpus, exact_doc: np.ndarray, exact_rep: np.ndarray, near: _NearClusters) -> pa.Table:
