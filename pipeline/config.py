@@ -43,6 +43,9 @@ class SourceConfig(Strict):
     on_bad_input: Literal["skip", "fail"] = "skip"
     label_map: dict[str, str] = Field(default_factory=dict)  # raw label -> label name, e.g. {"1": "positive"}
     pages_per_partition: int = Field(default=5000, gt=0)  # wiki dumps split into page ranges of this size
+    # index of a multistream wiki dump (offset:page_id:title lines, bz2) when it is not the
+    # `*-multistream-index.txt.bz2` beside the dump; lets partitions seek to their pages
+    multistream_index: str | None = None
     rows_per_partition: int = Field(default=200_000, gt=0)  # large CSV/JSONL files split by rows
     # a record (line, page, WARC payload) above this many bytes is rejected as record_too_large, so one
     # runaway line cannot take a worker's memory with it

@@ -164,7 +164,7 @@ def test_ids_repeated_across_sources_never_collide() -> None:
                      "rank": pa.array([0, 1], pa.int32())})
     with pytest.raises(RepeatedIdError, match=r"x \(source a, b\)"):
         find_duplicates(keys, CorpusflowConfig(sources=[source("x")]).dedup)
-    with pytest.raises(RepeatedIdError, match="lack"):
+    with pytest.raises(RepeatedIdError, match="no partition tells them apart"):
         deduplicate(keys, CorpusflowConfig(sources=[source("x")]).dedup)
     located = keys.append_column("partition", pa.array(["a-00000", "b-00000"])).append_column(
         "row", pa.array([0, 0], pa.int64()))

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import DedupConfig
-from pipeline.dedup import ContentHashStage, find_duplicates
+from pipeline.dedup import ContentHashStage, MinHashStage, find_duplicates
+from tests.test_dedup_external import reference_duplicates
 
 pytestmark = pytest.mark.shared_data
 
@@ -44,3 +45,16 @@ def test_online_shopping_exact_duplicates_are_caught(shared_data: Path) -> None:
     assert duplicates.num_rows > raw_duplicates
     for row in duplicates.to_pylist():
         assert row["duplicate_of"] < row["id"]  # one rank: the smallest id is kept
+
+
+@pytest.mark.slow
+def test_real_reviews_give_the_in_memory_result(shared_data: Path) -> None:
+    texts = [t for t in shopping_reviews(shared_data) if t]
+    batch = pa.RecordBatch.from_pydict({"text": texts, "lang": ["zh"] * len(texts)})
+    batch = MinHashStage(DedupConfig())(ContentHashStage()(batch).batch).batch
+    keys = pa.table({"id": [f"shopping-{i:06d}" for i in range(len(texts))],
+                     "content_hash": batch.column("content_hash"), "minhash": batch.column("minhash"),
+                     "rank": pa.array([i % 3 - 1 for i in range(len(texts))], pa.int32())})
+    expected = reference_duplicates(keys, DedupConfig())
+    assert expected.num_rows > 200 and "near" in expected.column("kind").to_pylist()  # measured: 328, 139 near
+    assert find_duplicates(keys, DedupConfig()).equals(expected)

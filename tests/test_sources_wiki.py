@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sources import expand_uri, plan_partitions
-from pipeline.sources.base import SourceUnreadable
+from pipeline.sources.base import Partition, SourceUnreadable
 from pipeline.sources.wikitext import convert_variants, wikitext_to_text
 from tests.source_fixtures import read_rows, reasons, source_for
 
@@ -177,17 +177,120 @@ def test_oversized_page_is_rejected(tmp_path: Path) -> None:
     assert len(rejects[0]["text"]) < 5000 and rejects[0]["meta"]["text_truncated_from_chars"] == 5000
 
 
-def test_page_range_partitions_read_the_same_as_one(tmp_path: Path) -> None:
+def test_one_stream_dump_without_index_is_one_partition(tmp_path: Path) -> None:
     path = tmp_path / "dump.xml.bz2"
-    pages = articles(23) + page(99, "转", "#REDIRECT [[条目1]]", redirect="条目1")
-    path.write_bytes(bz2.compress(export(pages).encode()))
-    split_source = wiki_source(path, pages_per_partition=5)
-    partitions = plan_partitions(split_source, expand_uri(split_source))
+    path.write_bytes(bz2.compress(export(articles(23)).encode()))
+    source = wiki_source(path, pages_per_partition=5)
+    partitions = plan_partitions(source, expand_uri(source))
+    assert [(p.start, p.stop, p.byte_start, p.byte_stop) for p in partitions] == [(0, None, 0, None)]
+    assert len(read_rows(source, partitions)[0]) == 23
+
+
+def dump_pages() -> str:
+    """23 articles with a redirect and a page without an id in between, so reject ids count positions."""
+    pages = [page(i, f"条目{i}", f"第{i}篇条目的正文。") for i in range(1, 24)]
+    pages[7] = page(99, "转", "#REDIRECT [[条目1]]", redirect="条目1")
+    pages[12] = pages[12].replace("<id>13</id>", "")
+    return "".join(pages)
+
+
+def write_multistream(directory: Path, pages_per_stream: int, index: bool = True, name: str = "zhwiki-x") -> Path:
+    """A multistream dump as Wikimedia writes it, and (when asked) its index of offset:page_id:title lines."""
+    # the site's own base (not the one the source's language implies) shows that later partitions read it
+    streams = multistream(export(dump_pages(), lang="zh-classical"), pages_per_stream)
+    path = directory / f"{name}-pages-articles-multistream.xml.bz2"
+    path.write_bytes(b"".join(streams))
+    lines, offset = [], len(streams[0])
+    for stream in streams[1:-1]:
+        text = bz2.decompress(stream).decode()
+        for chunk in text.split("<page>")[1:]:
+            page_id = chunk.split("<id>", 1)[1].split("<", 1)[0] if "<ns>0</ns><id>" in chunk else ""
+            lines.append(f"{offset}:{page_id}:{chunk.split('<title>', 1)[1].split('<', 1)[0]}")
+        offset += len(stream)
+    if index:
+        index_path = directory / f"{name}-pages-articles-multistream-index.txt.bz2"
+        index_path.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def whole_file(source) -> tuple[list[dict], list[dict]]:
+    """The dump read as one partition from its start: what every split must add up to."""
+    return read_rows(source, [Partition(source.name, source.uri, "fingerprint")])
+
+
+@pytest.mark.parametrize("pages_per_stream", [3, 5])
+def test_multistream_index_plans_page_ranges_and_partitions_seek_to_their_streams(
+    tmp_path: Path, pages_per_stream: int
+) -> None:
+    path = write_multistream(tmp_path, pages_per_stream)
+    source = wiki_source(path, pages_per_partition=5)
+    partitions = plan_partitions(source, expand_uri(source))
     assert [(p.index, p.start, p.stop) for p in partitions] == [
         (0, 0, 5), (1, 5, 10), (2, 10, 15), (3, 15, 20), (4, 20, None)
     ]
-    assert len({p.fingerprint for p in partitions}) == 1
-    whole = read_rows(wiki_source(path))
-    split = read_rows(split_source, partitions)
-    assert [d["id"] for d in split[0]] == [d["id"] for d in whole[0]] and len(whole[0]) == 23
-    assert [r["id"] for r in split[1]] == [r["id"] for r in whole[1]] and len(whole[1]) == 1
+    assert partitions[0].byte_start == 0 and all(p.byte_start > 0 for p in partitions[1:])
+    assert partitions[-1].byte_stop is None and all(p.byte_stop for p in partitions[:-1])
+    whole = whole_file(source)
+    split = read_rows(source, partitions)
+    assert split == whole and len(whole[0]) == 22 and reasons(whole[1]) == ["redirect"]
+    middle_documents, middle_rejects = read_rows(source, [partitions[2]])  # pages 10-14, ordinals from 0
+    assert [d["title"] for d in middle_documents] == [f"条目{i}" for i in range(11, 16)]
+    assert [d["meta"]["position"] for d in middle_documents] == [10, 11, 12, 13, 14]
+    assert middle_documents[2]["id"] == next(d["id"] for d in whole[0] if d["title"] == "条目13")
+    assert middle_documents[0]["url"] == "https://zh-classical.wikipedia.org/wiki/%E6%9D%A1%E7%9B%AE11"
+    assert middle_rejects == []
+
+
+def test_multistream_index_named_in_the_source(tmp_path: Path) -> None:
+    path = write_multistream(tmp_path, 4, name="elsewhere")
+    index = tmp_path / "elsewhere-pages-articles-multistream-index.txt.bz2"
+    moved = tmp_path / "my-index.bz2"
+    index.rename(moved)
+    renamed = tmp_path / "dump.xml.bz2"
+    path.rename(renamed)
+    source = wiki_source(renamed, pages_per_partition=6, multistream_index=str(moved))
+    partitions = plan_partitions(source, expand_uri(source))
+    assert [(p.start, p.stop) for p in partitions] == [(0, 6), (6, 12), (12, 18), (18, None)]
+    assert read_rows(source, partitions) == whole_file(source)
+
+
+def test_index_of_another_dump_is_refused(tmp_path: Path) -> None:
+    path = write_multistream(tmp_path, 4)
+    index = path.with_name(path.name.replace(".xml.bz2", "-index.txt.bz2"))
+    index.write_bytes(bz2.compress(b"12:1:a\n99999:2:b\n"))
+    source = wiki_source(path)
+    with pytest.raises(SourceUnreadable, match="index belongs to another dump"):
+        plan_partitions(source, expand_uri(source))
+
+
+def test_multistream_without_index_splits_at_stream_boundaries(tmp_path: Path) -> None:
+    path = write_multistream(tmp_path, 3, index=False)
+    source = wiki_source(path, pages_per_partition=4)
+    partitions = plan_partitions(source, expand_uri(source))
+    assert len(partitions) > 2 and [p.first_record for p in partitions][:2] == [0, None]
+    documents, rejects = read_rows(source, partitions)
+    whole_documents, whole_rejects = whole_file(source)
+    assert [d["text"] for d in documents] == [d["text"] for d in whole_documents]
+    assert [r["id"] for r in rejects] == [r["id"] for r in whole_rejects]
+    # pages keep their ids; a page without one is named by its partition's offset and its place in it
+    with_id = [d["id"] for d in documents if d["meta"]["page_id"]]
+    assert with_id == [d["id"] for d in whole_documents if d["meta"]["page_id"]] and len(with_id) == 21
+    later = [d for d in documents if d["meta"]["position"] is None]
+    assert later and all(d["title"] != "条目1" for d in later)
+    assert read_rows(source, partitions[-1:])[0]  # the closing tag's stream joined the last pages
+
+
+def test_a_range_without_pages_reads_as_nothing(tmp_path: Path) -> None:
+    path = write_multistream(tmp_path, 3, index=False)
+    footer = path.stat().st_size - len(multistream(export(dump_pages(), lang="zh-classical"), 3)[-1])
+    source = wiki_source(path)
+    assert read_rows(source, [Partition(source.name, str(path), "fp", byte_start=footer, first_record=None)]) == (
+        [], [])
+
+
+def test_an_index_named_in_the_source_needs_one_dump(tmp_path: Path) -> None:
+    write_multistream(tmp_path, 4, name="a")
+    write_multistream(tmp_path, 4, name="b")
+    source = wiki_source(tmp_path / "*.xml.bz2", multistream_index=str(tmp_path / "a-index.bz2"))
+    with pytest.raises(SourceUnreadable, match="index of one dump"):
+        plan_partitions(source, expand_uri(source))

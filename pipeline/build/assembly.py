@@ -18,9 +18,6 @@ from pipeline.label_skew import LabelDropRate, LabelTally
 from pipeline.schema import LEDGER_SCHEMA, Ledger, ShardRecord, rejects_from_documents
 from pipeline.shards import ShardSink, shard_record, split_of, write_shard
 
-STAGED_ONLY_COLUMNS = ("minhash",)  # needed for the global dedup step, not worth keeping in shards
-
-
 @dataclass(frozen=True)
 class AssembledDataset:
     staging: str  # local directory holding data/, rejects/, ledger.arrow
@@ -82,8 +79,7 @@ def assemble(
 
 def _documents_of(part: StagedPartition) -> Iterator[pa.Table]:
     if part.documents_path.exists():
-        table = storage.read_arrow_table(str(part.documents_path))
-        yield table.drop_columns([c for c in STAGED_ONLY_COLUMNS if c in table.column_names])
+        yield storage.read_arrow_table(str(part.documents_path))
 
 
 def _split_duplicates(

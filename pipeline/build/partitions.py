@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline import storage
 from pipeline.build.provenance import code_version
 from pipeline.config import CorpusflowConfig, SourceConfig
-from pipeline.dedup import ContentHashStage, MinHashStage
+from pipeline.dedup import KEYS_FILE_NAME, ContentHashStage, DedupKeysWriter, MinHashStage
 from pipeline.schema import REJECT_SCHEMA, Ledger
 from pipeline.sources import read_partition
 from pipeline.sources.base import Partition
@@ -24,6 +24,8 @@ from pipeline.text import build_text_stages
 
 # Sections of the config that change what a partition's processing produces: its cache key covers them.
 PARTITION_SECTIONS = ("normalize", "script", "pii", "langid", "segment", "quality", "dedup")
+# Signatures go to the partition's dedup key file; the documents file keeps only what the shards hold.
+STAGED_ONLY_COLUMNS = ["minhash"]
 
 
 def partition_key(config: CorpusflowConfig, source: SourceConfig, partition: Partition) -> str:
@@ -50,6 +52,10 @@ class StagedPartition:
     @property
     def documents_path(self) -> Path:
         return Path(self.directory) / "documents.arrow"
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.directory) / KEYS_FILE_NAME
 
     @property
     def rejects_path(self) -> Path:
@@ -79,7 +85,8 @@ def process_partition(
     ledger = Ledger()
     notes: Counter = Counter()
     stages = processing_stages(config)
-    with _StreamFile(tmp / "documents.arrow") as documents, _StreamFile(tmp / "rejects.arrow") as rejects:
+    with (_StreamFile(tmp / "documents.arrow") as documents, _StreamFile(tmp / "rejects.arrow") as rejects,
+          DedupKeysWriter(tmp / KEYS_FILE_NAME, config.dedup) as keys):
         for read in read_partition(source, partition):
             ledger.add_rejects(read.rejects)
             rejects.write(pa.Table.from_batches([read.rejects], REJECT_SCHEMA))
@@ -88,7 +95,9 @@ def process_partition(
             for dropped in chain.rejects:
                 rejects.write(dropped)
             ledger.add("kept", "", chain.kept.num_rows)
-            documents.write(pa.Table.from_batches([chain.kept]))
+            keys.write(chain.kept)
+            kept = pa.Table.from_batches([chain.kept])
+            documents.write(kept.drop_columns([c for c in STAGED_ONLY_COLUMNS if c in kept.column_names]))
     storage.write_text(str(tmp / "notes.json"), json.dumps(dict(sorted(notes.items()))))
     storage.write_text(str(tmp / "ledger.json"), json.dumps(ledger.to_rows(source.name, partition.name)))
     shutil.rmtree(final, ignore_errors=True)

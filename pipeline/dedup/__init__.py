@@ -1,109 +1,99 @@
 """Deduplication: per-partition stages that add keys, and one global step over the keys of the whole build.
 
 Stages (run in the workers, per partition): `ContentHashStage` adds `content_hash`, `MinHashStage` adds
-`minhash`. The global step `deduplicate` then sees only those keys (no text) of every kept document of
-every source, and of the previous dataset version when deduplicating against it: it first settles
-documents that arrived under an id another already has (ids.py), then finds duplicates.
+`minhash`; `DedupKeysWriter` then writes the partition's key file (ids, hashes, signatures, LSH band keys)
+beside its documents. The global step `find_duplicates_in_files` joins the key files of every partition,
+and of the previous dataset version when deduplicating against it, on disk (pipeline/dedup/external.py),
+so its memory does not grow with the corpus: it first settles documents that arrived under an id another
+already has (ids.py), then finds duplicates. `deduplicate` and `find_duplicates` run the same step over a
+table of keys.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import tempfile
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataclasses import dataclass
-
 from pipeline.config import DedupConfig
-from pipeline.dedup.ids import (
-    LOCATOR_COLUMNS,
-    RENAMED_SCHEMA,
-    REPEATED_ID_NOTE,
-    RepeatedIdError,
-    apply_renames,
-    describe_repeated,
-    repeated_ids,
-    resolve_repeated_ids,
+from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes
+from pipeline.dedup.external import (
+    DUPLICATES_SCHEMA,
+    PREVIOUS_RANK,
+    DedupResult,
+    KeyFile,
+    find_duplicates_in_files,
 )
-from pipeline.dedup.exact import ContentHashStage, canonical_texts, content_hashes, exact_representatives
-from pipeline.dedup.minhash import (
-    MinHasher,
-    MinHashStage,
-    connected_components,
-    estimated_jaccard,
-    near_pairs,
-    signature_matrix,
-)
+from pipeline.dedup.ids import LOCATOR_COLUMNS, RENAMED_SCHEMA, REPEATED_ID_NOTE, RepeatedIdError, apply_renames
+from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch, write_text_keys
+from pipeline.dedup.minhash import MinHasher, MinHashStage
 
 __all__ = [
     "DUPLICATES_SCHEMA",
+    "KEYS_FILE_NAME",
     "LOCATOR_COLUMNS",
     "PREVIOUS_RANK",
     "RENAMED_SCHEMA",
     "REPEATED_ID_NOTE",
     "ContentHashStage",
+    "DedupKeysWriter",
     "DedupResult",
+    "KeyFile",
     "MinHashStage",
     "MinHasher",
     "RepeatedIdError",
     "apply_renames",
     "canonical_texts",
     "content_hashes",
+    "dedup_keys_batch",
     "deduplicate",
     "find_duplicates",
+    "find_duplicates_in_files",
+    "write_text_keys",
 ]
 
-PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
-KEY_COLUMNS = ("id", "source", "lang", "content_hash", "minhash", "rank")
-DUPLICATES_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative of its cluster
-        pa.field("kind", pa.string(), nullable=False),  # exact | near
-        pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
-    ]
-)
+KEY_COLUMNS = ("id", "content_hash", "minhash", "rank")
 
 
-@dataclass(frozen=True)
-class DedupResult:
-    duplicates: pa.Table  # DUPLICATES_SCHEMA, by id as renamed
-    renamed: pa.Table  # RENAMED_SCHEMA: (partition, row) -> new id of documents whose id was taken
-    repeated_by_source: dict[str, int]  # per source, documents that arrived with an id already taken
+def deduplicate(
+    keys: pa.Table, config: DedupConfig, previous: pa.Table | None = None, spill_dir: str | Path | None = None
+) -> DedupResult:
+    """The global step over a table of keys: one key file per (rank, partition), joined on disk.
 
-
-def deduplicate(keys: pa.Table, config: DedupConfig, previous: pa.Table | None = None) -> DedupResult:
-    """Settle repeated ids, then find duplicates; works with exact and near dedup both off (renames only).
-
-    `keys` are this build's (with the locator columns partition and row when ids may repeat);
-    `previous` an earlier version's keys (rank PREVIOUS_RANK), of which those whose id this build holds
-    are left out. A document that repeats an earlier one's id and text is an exact duplicate pointing at
-    the first one's representative; one with other text is kept under a derived id (see ids.py).
+    `keys` holds KEY_COLUMNS, and the locator columns partition and row (rows 0..n-1 of each partition)
+    when ids may repeat; `previous` an earlier version's keys (rank PREVIOUS_RANK).
     """
-    resolved = resolve_repeated_ids(keys, keep_same_text=not config.exact)
-    current = resolved.keys
-    if previous is not None and previous.num_rows and current.num_rows:  # alone, previous documents stay
-        previous = previous.filter(pc.invert(pc.is_in(previous.column("id"), value_set=current.column("id"))))
-        current = pa.concat_tables([current.select(list(KEY_COLUMNS)),
-                                    previous.select(list(KEY_COLUMNS)).cast(current.select(list(KEY_COLUMNS)).schema)])
-    run = current.num_rows and (config.exact or config.near)
-    found = find_duplicates(current, config) if run else DUPLICATES_SCHEMA.empty_table()
-    representative = dict(zip(found.column("id").to_pylist(), found.column("duplicate_of").to_pylist()))
-    firsts = resolved.repeats.column("first").to_pylist()
-    repeats = pa.table(
-        {
-            "id": resolved.repeats.column("id"),
-            "duplicate_of": pa.array([representative.get(first, first) for first in firsts], pa.string()),
-            "kind": pa.array(["exact"] * len(firsts), pa.string()),
-            "similarity": pa.array([1.0] * len(firsts), pa.float32()),
-        },
-        schema=DUPLICATES_SCHEMA,
-    )
-    duplicates = pa.concat_tables([found, repeats]).sort_by("id")
-    return DedupResult(duplicates, resolved.renamed, resolved.repeated_by_source())
+    missing = [c for c in KEY_COLUMNS if c not in keys.column_names]
+    if missing:
+        raise ValueError(f"dedup keys lack column(s) {missing}; expected {list(KEY_COLUMNS)}")
+    located = all(c in keys.column_names for c in LOCATOR_COLUMNS)
+    if previous is not None and previous.num_rows:
+        if located:  # the previous version is one more "partition" of its own; its ids are never renamed
+            n = previous.num_rows
+            previous = previous.append_column("partition", pa.array([""] * n)).append_column(
+                "row", pa.array(range(n), pa.int64()))
+        keys = pa.concat_tables([keys, previous.select(keys.column_names).cast(keys.schema)])
+    with tempfile.TemporaryDirectory(prefix="dedup-keys-", dir=spill_dir) as directory:
+        files = []
+        for group in keys.select(["rank", *(["partition"] if located else [])]).group_by(
+                ["rank", *(["partition"] if located else [])]).aggregate([]).to_pylist():
+            mask = pc.equal(keys.column("rank"), group["rank"])
+            if located:
+                mask = pc.and_(mask, pc.equal(keys.column("partition"), group["partition"]))
+            part = keys.filter(mask)
+            part = part.sort_by("row") if located else part
+            path = Path(directory) / f"{len(files)}-{KEYS_FILE_NAME}"
+            with DedupKeysWriter(path, config) as writer:
+                writer.write(part)
+            source = part.column("source")[0].as_py() if "source" in part.column_names else ""
+            files.append(KeyFile(str(path), group["rank"], group.get("partition", ""), source))
+        files.sort(key=lambda f: (f.rank, f.partition))  # build order: the first of a repeated id keeps it
+        return find_duplicates_in_files(files, config, directory)
 
 
-def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
+def find_duplicates(keys: pa.Table, config: DedupConfig, spill_dir: str | Path | None = None) -> pa.Table:
     """One row per duplicate document, sorted by id; documents not listed are kept.
 
     Every cluster of duplicates keeps its smallest (rank, id). Exact groups (equal content_hash) come first;
@@ -111,52 +101,8 @@ def find_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
     config.threshold and chained by union-find, so A~B~C all point at one representative. `duplicate_of`
     always names the cluster's kept document; `kind` is "exact" when the text equals it in canonical form,
     otherwise "near", with `similarity` the estimated Jaccard to it (it can be below the threshold at the
-    end of a chain). Documents of rank -1 (the previous version) are never reported. The rows are sorted
-    by (rank, id) first, so the result does not depend on the input order.
+    end of a chain). Documents of rank -1 (the previous version) are never reported, and one whose id a
+    current document holds is left out. The result does not depend on the input order. Ids must be
+    unique among the current documents unless the keys locate them (see `deduplicate`).
     """
-    missing = [c for c in KEY_COLUMNS if c not in keys.column_names]
-    if missing:
-        raise ValueError(f"dedup keys lack column(s) {missing}; expected {list(KEY_COLUMNS)}")
-    keys = keys.select(list(KEY_COLUMNS)).sort_by([("rank", "ascending"), ("id", "ascending")])
-    repeated = repeated_ids(keys)
-    if repeated is not None:
-        raise RepeatedIdError(f"dedup keys: {describe_repeated(keys, repeated)}; settle them with deduplicate()")
-    ids = keys.column("id").combine_chunks()
-    hashes = keys.column("content_hash").combine_chunks()
-    exact = exact_representatives(hashes) if config.exact else np.arange(len(ids), dtype=np.int64)
-    signatures, has_signature = signature_matrix(keys.column("minhash"), config.num_perm)
-    final = _near_representatives(exact, signatures, has_signature, config) if config.near else exact
-    return _duplicate_rows(ids, keys.column("rank"), exact, final, signatures)
-
-
-def _near_representatives(
-    exact: np.ndarray, signatures: np.ndarray, has_signature: np.ndarray, config: DedupConfig
-) -> np.ndarray:
-    """Each row's final representative: its exact representative's near-duplicate cluster's best row."""
-    candidates = np.flatnonzero((exact == np.arange(len(exact))) & has_signature)  # ascending = preference
-    left, right = near_pairs(signatures[candidates], config.threshold)
-    cluster_best = candidates[connected_components(len(candidates), left, right)]
-    best_of_row = np.arange(len(exact), dtype=np.int64)
-    best_of_row[candidates] = cluster_best
-    return best_of_row[exact]
-
-
-def _duplicate_rows(
-    ids: pa.Array, ranks: pa.ChunkedArray, exact: np.ndarray, final: np.ndarray, signatures: np.ndarray
-) -> pa.Table:
-    rows = np.flatnonzero((final != np.arange(len(final))) & (ranks.to_numpy() != PREVIOUS_RANK))
-    # a row is an exact duplicate when its exact group's representative is the cluster's representative
-    is_exact = exact[rows] == final[rows]
-    similarity = np.ones(len(rows), dtype=np.float32)
-    near = ~is_exact
-    similarity[near] = estimated_jaccard(signatures, exact[rows[near]], final[rows[near]])
-    table = pa.table(
-        {
-            "id": ids.take(pa.array(rows)),
-            "duplicate_of": ids.take(pa.array(final[rows])),
-            "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
-            "similarity": pa.array(similarity, pa.float32()),
-        },
-        schema=DUPLICATES_SCHEMA,
-    )
-    return table.sort_by("id")
+    return deduplicate(keys, config, spill_dir=spill_dir).duplicates

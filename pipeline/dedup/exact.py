@@ -92,18 +92,3 @@ class ContentHashStage:
         hashes = content_hashes(batch.column("text").to_pylist())
         return StageResult(batch=set_column(batch, "content_hash", pa.array(hashes, pa.string())))
 
-
-def exact_representatives(hashes: pa.Array) -> np.ndarray:
-    """For rows in preference order (best first), the row index of each row's exact-group representative.
-
-    The representative of a group is its first row, i.e. the preferred one. A null hash groups with nothing.
-    """
-    codes = hashes.dictionary_encode().indices.to_numpy(zero_copy_only=False)
-    valid = hashes.is_valid().to_numpy(zero_copy_only=False)
-    representative = np.arange(len(hashes), dtype=np.int64)
-    rows = np.flatnonzero(valid)
-    group_codes = codes[rows]
-    # return_index gives each group's first row, which is its best one because rows come in preference order
-    _, first, inverse = np.unique(group_codes, return_index=True, return_inverse=True)
-    representative[rows] = rows[first[inverse]]
-    return representative

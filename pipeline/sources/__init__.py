@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from dataclasses import replace
 from collections.abc import Iterator
 
 from fsspec.core import split_protocol, url_to_fs
@@ -31,7 +32,7 @@ from pipeline.sources.inputs import (
 from pipeline.sources.news import probe_warc, read_news
 from pipeline.sources.tabular import count_records, probe_input
 from pipeline.sources.textio import compression_of
-from pipeline.sources.wiki import count_pages, read_wiki
+from pipeline.sources.wiki import DumpRange, plan_dump, probe_dump, read_wiki
 
 __all__ = [
     "Partition",
@@ -110,12 +111,16 @@ def fingerprint(path: str) -> str:
 def plan_partitions(source: SourceConfig, files: list[str]) -> list[Partition]:
     """Partitions of a source, numbered from 0 across its files in sorted order.
 
-    A wiki dump splits into ranges of `pages_per_partition` pages and a CSV/JSONL file into ranges of
-    `rows_per_partition` records, so several tasks share one large file; a WARC is one partition. An
-    input that cannot be read raises SourceUnreadable when the source says `on_bad_input: fail`, and is
-    otherwise one partition marked `skipped`. When no input of a source fits its mapping, the mapping is
-    what is wrong: SourceMappingError, whatever `on_bad_input` says.
+    A wiki dump splits by its multistream index or its bz2 streams (pipeline/sources/wiki.py) and a
+    CSV/JSONL file into ranges of `rows_per_partition` records, so several tasks share one large file; a
+    WARC is one partition. An input that cannot be read raises SourceUnreadable when the source says
+    `on_bad_input: fail`, and is otherwise one partition marked `skipped`. When no input of a source fits
+    its mapping, the mapping is what is wrong: SourceMappingError, whatever `on_bad_input` says.
     """
+    if source.multistream_index and len(files) != 1:
+        raise SourceUnreadable(source.multistream_index, "not_format",
+                               f"source {source.name!r}: multistream_index names the index of one dump, "
+                               f"but {source.uri} matches {len(files)} files")
     partitions: list[Partition] = []
     mapped, unmapped = 0, []
     for path in sorted(files):
@@ -125,18 +130,16 @@ def plan_partitions(source: SourceConfig, files: list[str]) -> list[Partition]:
             continue
         try:
             encoding = _probe(source, path)
-            ranges = _record_ranges(source, path)
+            ranges = _ranges_of(source, path, file_fingerprint)
         except SourceUnreadable as error:
-            if source.on_bad_input == "fail":
+            if source.on_bad_input == "fail" or isinstance(error, SourceMappingError):
                 raise
             unmapped += [error] if error.reason == "missing_columns" else []
             partitions.append(Partition(source.name, path, file_fingerprint, len(partitions),
                                         skipped=f"input:{error.reason}", skip_detail=error.detail))
             continue
         mapped += 1
-        for start, stop in ranges:
-            partitions.append(
-                Partition(source.name, path, file_fingerprint, len(partitions), start, stop, encoding=encoding))
+        partitions += [replace(part, index=len(partitions) + i, encoding=encoding) for i, part in enumerate(ranges)]
     if unmapped and not mapped:
         raise SourceMappingError(
             unmapped[0].file, "missing_columns",
@@ -151,13 +154,26 @@ def _probe(source: SourceConfig, path: str) -> str | None:
         probe_warc(path)
         return None
     if source.format == "mediawiki":
-        return "utf-8"  # MediaWiki exports are UTF-8 XML; count_pages parses the file while planning
+        probe_dump(path)
+        return "utf-8"  # MediaWiki exports are UTF-8 XML
     return probe_input(source, path)
 
 
-def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None]]:
+def _ranges_of(source: SourceConfig, path: str, file_fingerprint: str) -> list[Partition]:
+    """The partitions of one readable input, numbered from 0 (the caller numbers them across the source)."""
     if source.format == "mediawiki":
-        return _ranges(count_pages(path), source.pages_per_partition)
+        return [_dump_partition(source, path, file_fingerprint, 0, part)
+                for part in plan_dump(source, path, source.multistream_index)]
+    return [Partition(source.name, path, file_fingerprint, 0, start, stop)
+            for start, stop in _record_ranges(source, path)]
+
+
+def _dump_partition(source: SourceConfig, path: str, file_fingerprint: str, index: int, part: DumpRange) -> Partition:
+    return Partition(source.name, path, file_fingerprint, index, part.start, part.stop, byte_start=part.byte_start,
+                     byte_stop=part.byte_stop, first_record=part.first_page)
+
+
+def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None]]:
     if source.format == "warc" or not _may_hold_more_rows_than(path, source.rows_per_partition):
         return [(0, None)]
     return _ranges(count_records(source, path), source.rows_per_partition)

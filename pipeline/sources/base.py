@@ -24,6 +24,11 @@ class Partition:
     index: int = 0  # position of this partition within its source
     start: int = 0  # first record (page or row) of the range, inclusive
     stop: int | None = None  # exclusive; None reads to the end of the file
+    # where a dump partition's compressed bytes lie (see pipeline/sources/wiki.py): it reads from byte_start,
+    # whose first record has number first_record (None: unknown), and owns the records begun before byte_stop
+    byte_start: int = 0
+    byte_stop: int | None = None
+    first_record: int | None = 0
     origin: str | None = None  # the URL a fetched input came from; the manifest names inputs by it
     encoding: str | None = None  # text inputs: the codec chosen when planning ("member:codec; ..." for a zip)
     # Set when the whole input cannot be read and its source skips bad inputs: the partition then reads
@@ -67,7 +72,8 @@ class SourceUnreadable(UserError, RuntimeError):
 
 
 class SourceMappingError(SourceUnreadable):
-    """No input of a source has the columns its `fields` name: the mapping is wrong, not one file."""
+    """What the config says of a source fits none of its inputs (no input has the columns `fields` names, a
+    multistream index belongs to another dump): the config is wrong, not one file, so it is never skipped."""
 
 
 def is_transient(error: BaseException) -> bool:

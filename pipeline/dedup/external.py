@@ -1,0 +1,496 @@
+"""The global dedup step over key files on disk, with memory bounded by a bucket size instead of the corpus.
+
+Every document is numbered by its row in the key files taken in the given order (its `doc`). Three joins
+find what is shared: ids (documents that arrived under an id another already has, settled by the rules
+of ids.py on those few documents alone), content hashes (exact duplicates) and LSH band keys
+(near-duplicate candidates). Each is an external hash partition + sort: one streaming pass over the key
+files spreads (key, doc) records over bucket files by key, then each bucket is loaded alone, sorted, and
+only keys held by two or more documents are kept. Those collisions are the duplicates and their
+candidates, a small share of the corpus; only their ids, hashes and signatures are gathered back from the
+key files (signatures into a file on disk, read per pair), and they are resolved with the rules of
+`find_duplicates`: each cluster keeps its smallest (rank, id), exact groups first, then near clusters over
+the exact representatives by banding, estimated-Jaccard verification and union-find.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import DedupConfig
+from pipeline.dedup.ids import RENAMED_SCHEMA, RepeatedIdError, describe_repeated, repeated_ids, resolve_repeated_ids
+from pipeline.dedup.keyfiles import band_layout, keys_schema
+from pipeline.dedup.minhash import BUCKET_WINDOW, bucket_pairs, connected_components, estimated_jaccard
+
+PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),  # the kept representative of its cluster
+        pa.field("kind", pa.string(), nullable=False),  # exact | near
+        pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
+    ]
+)
+# Records per bucket loaded at once: 20 bytes each, so ~40 MB plus the sort's index (16 MB) at a time.
+DEFAULT_BUCKET_ROWS = 2_000_000
+_RECORD = np.dtype([("key", "<u8"), ("doc", "<i8"), ("band", "<i4")])
+_PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A partition's key file, the rank its documents take (source order; -1 for the previous version), and
+    the partition and source it belongs to (they address a renamed document: partition + row)."""
+
+    path: str
+    rank: int
+    partition: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    duplicates: pa.Table  # DUPLICATES_SCHEMA, by id as renamed
+    renamed: pa.Table  # RENAMED_SCHEMA: (partition, row) -> new id of documents whose id was taken
+    repeated_by_source: dict[str, int]  # per source, documents that arrived with an id already taken
+
+
+def find_duplicates_in_files(
+    files: Sequence[KeyFile], config: DedupConfig, spill_dir: str | Path | None = None,
+    bucket_rows: int = DEFAULT_BUCKET_ROWS,
+) -> DedupResult:
+    """Repeated ids settled, then one row per duplicate document (DUPLICATES_SCHEMA), sorted by id.
+
+    Documents not listed are kept. A current document that arrives under an id an earlier one holds is
+    renamed (ids.py), or is an exact duplicate of it when its text is the same; a previous-version document
+    (rank -1) whose id a current document also holds is left out, as the current one replaces it. Ids are
+    settled even with exact and near dedup off. Bucket files go to a temporary directory under
+    `spill_dir` and are removed as they are consumed.
+    """
+    with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as scratch:
+        corpus = _Corpus(files, config)
+        spills = _spill_keys(corpus, config, Path(scratch), bucket_rows)
+        if corpus.size == 0:
+            return DedupResult(DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {})
+        settled = _settle_ids(corpus, spills["id"], keep_same_text=not config.exact)
+        corpus.renamed = settled.new_ids
+        duplicates = DUPLICATES_SCHEMA.empty_table()
+        if config.exact or config.near:
+            ignored = settled.ignored
+            exact_doc, exact_rep = _exact_groups(corpus, spills["hash"], ignored) if config.exact else (_EMPTY, _EMPTY)
+            near = _near_clusters(corpus, spills["band"], np.union1d(ignored, exact_doc), config, Path(scratch)) if (
+                config.near) else _NearClusters.empty()
+            duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
+        return DedupResult(settled.with_repeats(duplicates), settled.renamed, settled.repeated_by_source)
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class _Corpus:
+    """The key files as one numbered sequence of documents, read batch by batch, one file at a time.
+
+    Row counts are learnt by the first full pass (`batches`); until then `estimated_rows` bounds them from
+    the file sizes.
+    """
+
+    def __init__(self, files: Sequence[KeyFile], config: DedupConfig) -> None:
+        self.files = list(files)
+        self.schema = expected = keys_schema(config)
+        for file in self.files:
+            with pa.OSFile(file.path) as stream:
+                schema = pa.ipc.open_file(stream).schema
+            if not schema.equals(expected):
+                raise ValueError(f"{file.path}: dedup keys do not match the dedup config (num_perm, threshold); "
+                                 f"write them again: schema {schema} != {expected}")
+        bands, _ = band_layout(config)
+        fixed_bytes_per_row = 8 + 8 + 8 * bands + 4 * config.num_perm  # id_key, hash_key, band keys, minhash
+        self.estimated_rows = sum(os.path.getsize(f.path) for f in self.files) // fixed_bytes_per_row
+        self.ranks = np.array([f.rank for f in self.files], dtype=np.int64)
+        self.ends: np.ndarray | None = None
+        self.renamed: dict[int, str] = {}  # doc -> the id it was given because an earlier doc holds its own
+
+    @property
+    def size(self) -> int:
+        return int(self.ends[-1]) if self.ends is not None and len(self.ends) else 0
+
+    def file_of(self, docs: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.ends, docs, side="right")
+
+    def rank_of(self, docs: np.ndarray) -> np.ndarray:
+        return self.ranks[self.file_of(docs)]
+
+    def batches(self, columns: Sequence[str], only_files: Sequence[int] | None = None,
+                ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+        """(doc numbers, batch of those columns) in doc order, over all files or the given ones."""
+        counts = []
+        start = 0
+        for index, file in enumerate(self.files):
+            if only_files is not None and index not in only_files:
+                continue
+            if self.ends is not None:
+                start = int(self.ends[index - 1]) if index else 0
+            first = start
+            # mapped, so only the pages of the columns asked for are read; unmapped after each file, so
+            # the pages read count as this process's memory for one file at a time, not for the corpus
+            with pa.memory_map(file.path) as stream:
+                reader = pa.ipc.open_file(stream)
+                for i in range(reader.num_record_batches):
+                    batch = reader.get_batch(i).select(list(columns))
+                    yield np.arange(start, start + batch.num_rows, dtype=np.int64), batch
+                    start += batch.num_rows
+            counts.append(start - first)
+        if self.ends is None and only_files is None:
+            self.ends = np.cumsum(counts, dtype=np.int64)
+
+    def gather(self, docs: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """The given columns of `docs` (sorted, unique), in that order, with their `doc` numbers; `id` as renamed."""
+        pieces = list(self.gathered(docs, columns))
+        if not pieces:
+            return self.schema.empty_table().select(list(columns)).append_column("doc", pa.array([], pa.int64()))
+        table = pa.concat_tables(pieces)
+        if "id" in columns and self.renamed:
+            numbers = table.column("doc").to_numpy()
+            ids = [self.renamed.get(doc, doc_id) for doc, doc_id in zip(numbers.tolist(), table.column("id").to_pylist())]
+            index = table.schema.get_field_index("id")
+            table = table.set_column(index, table.schema.field(index), pa.array(ids, pa.string()))
+        return table
+
+    def start_of(self, file_index: int) -> int:
+        return int(self.ends[file_index - 1]) if file_index else 0
+
+    def gathered(self, docs: np.ndarray, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """`gather` piece by piece, one per record batch holding some of `docs`, in doc order."""
+        for numbers, batch in self.batches(columns, set(np.unique(self.file_of(docs)).tolist())):
+            lo, hi = np.searchsorted(docs, [numbers[0], numbers[-1] + 1]) if len(numbers) else (0, 0)
+            if hi > lo:
+                rows = pa.array(docs[lo:hi] - numbers[0])
+                yield pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi]))
+
+    def name(self, doc: int) -> str:
+        return self.files[int(self.file_of(np.array([doc]))[0])].path
+
+
+class _Spill:
+    """(key, doc, band) records spread over bucket files by key; buckets are read back one at a time."""
+
+    def __init__(self, directory: Path, expected_rows: int, bucket_rows: int) -> None:
+        self.directory = directory
+        directory.mkdir()
+        self.buckets = max(1, -(-expected_rows // bucket_rows))
+
+    def add(self, keys: np.ndarray, docs: np.ndarray, bands: np.ndarray | int = 0) -> None:
+        records = np.empty(len(keys), dtype=_RECORD)
+        records["key"], records["doc"], records["band"] = keys, docs, bands
+        bucket = keys % np.uint64(self.buckets)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1, dtype=np.uint64))
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            with open(self.directory / f"{b}.bin", "ab") as out:
+                records[order[bounds[b] : bounds[b + 1]]].tofile(out)
+
+    def collisions(self, excluded: np.ndarray = _EMPTY) -> Iterator[np.ndarray]:
+        """Per bucket, the records whose (band, key) two or more non-excluded documents share, sorted so."""
+        for b in range(self.buckets):
+            path = self.directory / f"{b}.bin"
+            if not path.exists():
+                continue
+            records = np.fromfile(path, dtype=_RECORD)
+            path.unlink()
+            if len(excluded):
+                records = records[~_is_member(records["doc"], excluded)]
+            if len(records) < 2:
+                continue
+            # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only
+            # the few records with a key in common are then sorted by (band, key, doc)
+            keys = np.ascontiguousarray(records["key"])
+            order = np.argsort(keys)
+            records = records[order[_held_twice(keys[order])]]
+            records = records[np.lexsort((records["doc"], records["key"], records["band"]))]
+            same = (records["key"][1:] == records["key"][:-1]) & (records["band"][1:] == records["band"][:-1])
+            if same.any():
+                yield records[_held_twice_from(same)]
+
+
+def _held_twice(sorted_values: np.ndarray) -> np.ndarray:
+    """Mask of the sorted values that equal a neighbour."""
+    return _held_twice_from(sorted_values[1:] == sorted_values[:-1])
+
+
+def _held_twice_from(same_as_next: np.ndarray) -> np.ndarray:
+    shared = np.zeros(len(same_as_next) + 1, dtype=bool)
+    shared[1:] |= same_as_next
+    shared[:-1] |= same_as_next
+    return shared
+
+
+def _is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    positions = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[positions] == values
+
+
+def _spill_keys(corpus: _Corpus, config: DedupConfig, scratch: Path, bucket_rows: int) -> dict[str, _Spill]:
+    """One pass over the key files: ids, content hashes and band keys into their bucket files."""
+    bands, _ = band_layout(config)
+    spills = {
+        "id": _Spill(scratch / "id", corpus.estimated_rows, bucket_rows),
+        "hash": _Spill(scratch / "hash", corpus.estimated_rows, bucket_rows),
+        "band": _Spill(scratch / "band", corpus.estimated_rows * bands, bucket_rows),
+    }
+    for docs, batch in corpus.batches(["id_key", "hash_key", "band_keys"]):
+        spills["id"].add(batch.column("id_key").to_numpy(), docs)
+        if config.exact:
+            hashes = batch.column("hash_key")
+            valid = hashes.is_valid().to_numpy(zero_copy_only=False)
+            spills["hash"].add(hashes.drop_null().to_numpy(), docs[valid])
+        if config.near:
+            column = batch.column("band_keys")
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            keys = column.drop_null().flatten().to_numpy()  # row-major: each doc's bands in a row
+            signed = docs[valid]
+            spills["band"].add(keys, np.repeat(signed, bands), np.tile(np.arange(bands, dtype=np.int32), len(signed)))
+    return spills
+
+
+@dataclass
+class _SettledIds:
+    """What the id join decided: docs left out of the hash and band joins, new ids, same-text repeats."""
+
+    ignored: np.ndarray  # sorted: previous docs whose id a current doc holds, and same-text repeats
+    new_ids: dict[int, str]  # doc -> new id, for every later occurrence of a taken id
+    renamed: pa.Table  # RENAMED_SCHEMA
+    repeats: pa.Table  # same-text repeats: (id: the new id, first: the id of the first occurrence)
+    repeated_by_source: dict[str, int]
+
+    def with_repeats(self, duplicates: pa.Table) -> pa.Table:
+        """Same-text repeats as exact duplicates of their first occurrence's representative."""
+        if not self.repeats.num_rows:
+            return duplicates
+        representative = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("duplicate_of").to_pylist()))
+        firsts = self.repeats.column("first").to_pylist()
+        repeats = pa.table({
+            "id": self.repeats.column("id"),
+            "duplicate_of": pa.array([representative.get(first, first) for first in firsts], pa.string()),
+            "kind": pa.array(["exact"] * len(firsts), pa.string()),
+            "similarity": pa.array([1.0] * len(firsts), pa.float32()),
+        }, schema=DUPLICATES_SCHEMA)
+        return pa.concat_tables([duplicates, repeats]).sort_by("id")
+
+
+def _settle_ids(corpus: _Corpus, id_spill: _Spill, keep_same_text: bool) -> _SettledIds:
+    """Settle the few docs whose id another doc also holds; every other doc is untouched."""
+    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
+    none = _SettledIds(_EMPTY, {}, RENAMED_SCHEMA.empty_table(), pa.table({"id": pa.array([], pa.string()),
+                                                                            "first": pa.array([], pa.string())}), {})
+    if not len(candidates):
+        return none
+    shared = corpus.gather(candidates, ["id", "content_hash"])
+    docs = shared.column("doc").to_numpy()
+    files = corpus.file_of(docs)
+    ranks = corpus.ranks[files]
+    is_current = ranks != PREVIOUS_RANK
+    current_ids = set(pc.filter(shared.column("id"), pa.array(is_current)).to_pylist())
+    ids = shared.column("id").to_pylist()
+    ignored = [doc for doc, doc_id, current in zip(docs.tolist(), ids, is_current.tolist())
+               if not current and doc_id in current_ids]
+    previous = shared.filter(pa.array(~is_current))
+    if repeated_ids(previous) is not None:
+        raise RepeatedIdError(f"the previous version's {describe_repeated(previous, repeated_ids(previous))}")
+    located = shared.filter(pa.array(is_current)).append_column("rank", pa.array(ranks[is_current]))
+    current_files = files[is_current].tolist()
+    located = located.append_column("partition", pa.array([corpus.files[f].partition for f in current_files]))
+    located = located.append_column("source", pa.array([corpus.files[f].source for f in current_files]))
+    rows = located.column("doc").to_numpy() - np.array([corpus.start_of(f) for f in current_files], dtype=np.int64)
+    located = located.append_column("row", pa.array(rows, pa.int64()))
+    if not any(corpus.files[f].partition for f in current_files) and repeated_ids(located) is not None:
+        raise RepeatedIdError(describe_repeated(located, repeated_ids(located)) + "; no partition tells them apart")
+    resolved = resolve_repeated_ids(located, keep_same_text)
+    start_of_partition = {corpus.files[f].partition: corpus.start_of(f) for f in set(current_files)}
+    renamed = resolved.renamed
+    new_ids = {start_of_partition[p] + r: new for p, r, new in zip(
+        renamed.column("partition").to_pylist(), renamed.column("row").to_pylist(), renamed.column("new_id").to_pylist())}
+    same_text = set(resolved.repeats.column("id").to_pylist())
+    ignored += [doc for doc, new in new_ids.items() if new in same_text]
+    return _SettledIds(np.array(sorted(ignored), dtype=np.int64), new_ids, renamed, resolved.repeats,
+                       resolved.repeated_by_source())
+
+
+def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, its exact representative) for every doc that is not its group's representative, by doc."""
+    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
+    if not len(candidates):
+        return _EMPTY, _EMPTY
+    table = corpus.gather(candidates, ["id", "content_hash"])
+    table = table.append_column("rank", pa.array(corpus.rank_of(candidates)))
+    # an order and small codes rather than a sorted copy of the table: the hashes are most of its bytes
+    sorted_rows = pc.sort_indices(
+        table, [("content_hash", "ascending"), ("rank", "ascending"), ("id", "ascending")]).to_numpy()
+    hashes = table.column("content_hash").combine_chunks().dictionary_encode().indices.to_numpy()[sorted_rows]
+    docs = table.column("doc").to_numpy()[sorted_rows]
+    del table
+    first = np.flatnonzero(np.diff(hashes, prepend=-1) != 0)
+    representative = np.repeat(docs[first], np.diff(np.append(first, len(docs))))
+    is_duplicate = representative != docs
+    order = np.argsort(docs[is_duplicate])
+    return docs[is_duplicate][order], representative[is_duplicate][order]
+
+
+@dataclass
+class _NearClusters:
+    """Docs met in near-duplicate candidate buckets: their best (rank, id) cluster member and signatures."""
+
+    docs: np.ndarray  # sorted doc numbers
+    best: np.ndarray  # per doc: doc number of its cluster's kept document
+    signatures: _SignatureFile | None
+
+    @classmethod
+    def empty(cls) -> _NearClusters:
+        return cls(_EMPTY, _EMPTY, None)
+
+    def best_of(self, docs: np.ndarray) -> np.ndarray:
+        """Cluster's kept document for each doc; a doc met in no cluster is its own."""
+        if not len(self.docs):
+            return docs.copy()
+        found = _is_member(docs, self.docs)
+        result = docs.copy()
+        result[found] = self.best[np.searchsorted(self.docs, docs[found])]
+        return result
+
+    def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self.signatures.similarity(np.searchsorted(self.docs, left), np.searchsorted(self.docs, right))
+
+
+class _SignatureFile:
+    """Signatures of a sorted set of docs, kept on disk and read a few thousand pairs at a time."""
+
+    def __init__(self, path: Path, corpus: _Corpus, docs: np.ndarray, num_perm: int) -> None:
+        self.path, self.num_perm = path, num_perm
+        self.row_bytes = num_perm * 4
+        with open(path, "wb") as out:
+            for piece in corpus.gathered(docs, ["minhash"]):
+                piece.column("minhash").combine_chunks().flatten().to_numpy().astype("<u4").tofile(out)
+
+    def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        result = np.empty(len(left), dtype=np.float32)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for lo in range(0, len(left), _PAIRS_PER_READ):
+                rows, inverse = np.unique(np.concatenate([left[lo : lo + _PAIRS_PER_READ],
+                                                          right[lo : lo + _PAIRS_PER_READ]]), return_inverse=True)
+                signatures = np.stack([np.frombuffer(os.pread(fd, self.row_bytes, r * self.row_bytes), "<u4")
+                                       for r in rows.tolist()])
+                half = len(inverse) // 2
+                result[lo : lo + half] = estimated_jaccard(signatures, inverse[:half], inverse[half:])
+        finally:
+            os.close(fd)
+        return result
+
+
+def _near_clusters(
+    corpus: _Corpus, band_spill: _Spill, excluded: np.ndarray, config: DedupConfig, scratch: Path
+) -> _NearClusters:
+    """Clusters of exact representatives whose estimated Jaccard chains reach config.threshold.
+
+    The candidate pairs are those of `bucket_pairs` in the in-memory step: a bucket of up to
+    BUCKET_WINDOW + 1 members gives all its pairs whatever their order, so those are taken straight from
+    the bucket files; only the rare wider buckets need their members' (rank, id) order. A pair verifies
+    alike in every band, so the candidates of all bands are verified once, together.
+    """
+    candidates, wide = _candidate_pairs(band_spill, excluded, corpus.size)
+    if len(wide):
+        candidates = np.union1d(candidates, _wide_bucket_pairs(corpus, wide))
+    if not len(candidates):
+        return _NearClusters.empty()
+    left, right = candidates // corpus.size, candidates % corpus.size
+    docs = np.union1d(left, right)
+    signatures = _SignatureFile(scratch / "signatures.bin", corpus, docs, config.num_perm)
+    similar = signatures.similarity(np.searchsorted(docs, left), np.searchsorted(docs, right)) >= config.threshold
+    left, right = left[similar], right[similar]
+    clustered = np.union1d(left, right)
+    places, preference = _preference(corpus, clustered)
+    labels = connected_components(len(clustered), places[np.searchsorted(clustered, left)],
+                                  places[np.searchsorted(clustered, right)])
+    best = docs.copy()
+    best[np.searchsorted(docs, clustered)] = clustered[preference[labels[places]]]
+    return _NearClusters(docs, best, signatures)
+
+
+def _candidate_pairs(band_spill: _Spill, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair codes (left * size + right, left < right, unique) of the buckets of up to BUCKET_WINDOW + 1
+    members, and the records of the wider buckets."""
+    codes, wide = [_EMPTY], []
+    for records in band_spill.collisions(excluded):  # sorted by (band, key, doc), shared keys only
+        keys, bands = records["key"], records["band"]
+        begins = np.ones(len(records), dtype=bool)
+        begins[1:] = (keys[1:] != keys[:-1]) | (bands[1:] != bands[:-1])
+        starts = np.flatnonzero(begins)
+        sizes = np.diff(np.append(starts, len(records)))
+        group = np.repeat(np.arange(len(starts)), sizes)
+        is_wide = (sizes > BUCKET_WINDOW + 1)[group]
+        wide.append(records[is_wide])
+        docs, group = records["doc"][~is_wide], group[~is_wide]
+        for distance in range(1, min(int(sizes.max()), BUCKET_WINDOW + 1)):
+            same = np.flatnonzero(group[:-distance] == group[distance:])
+            if not len(same):
+                break
+            codes.append(docs[same] * size + docs[same + distance])  # docs ascend inside a bucket
+        codes = [np.unique(np.concatenate(codes))]
+    return codes[0], np.concatenate(wide) if wide else np.zeros(0, dtype=_RECORD)
+
+
+def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
+    """Pair codes of the buckets wider than BUCKET_WINDOW + 1, paired in (rank, id) order by bucket_pairs."""
+    docs = np.unique(records["doc"])
+    places, preference = _preference(corpus, docs)
+    codes = [_EMPTY]
+    for band in np.unique(records["band"]).tolist():
+        members = records[records["band"] == band]
+        member_places = places[np.searchsorted(docs, members["doc"])]
+        order = np.argsort(member_places)
+        left, right = bucket_pairs(members["key"][order], BUCKET_WINDOW)
+        left, right = docs[preference[member_places[order][left]]], docs[preference[member_places[order][right]]]
+        codes.append(np.minimum(left, right) * corpus.size + np.maximum(left, right))
+    return np.unique(np.concatenate(codes))
+
+
+def _preference(corpus: _Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted docs: each one's place in (rank, id) order, and the index of the doc at each place."""
+    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
+    preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
+    places = np.empty(len(docs), dtype=np.int64)
+    places[preference] = np.arange(len(docs))
+    return places, preference
+
+
+def _duplicate_rows(corpus: _Corpus, exact_doc: np.ndarray, exact_rep: np.ndarray, near: _NearClusters) -> pa.Table:
+    """Rows for exact duplicates (pointing past their representative to its cluster's kept document) and
+    for exact representatives that a near cluster merged into another document."""
+    near_rows = near.docs[near.best != near.docs]  # exact representatives all: the others never got banded
+    rows = np.concatenate([exact_doc, near_rows])
+    representative = np.concatenate([exact_rep, near_rows])  # each row's exact group representative
+    final = near.best_of(representative)
+    reported = corpus.rank_of(rows) != PREVIOUS_RANK
+    rows, representative, final = rows[reported], representative[reported], final[reported]
+    is_exact = representative == final
+    similarity = np.ones(len(rows), dtype=np.float32)
+    if (~is_exact).any():
+        similarity[~is_exact] = near.similarity(representative[~is_exact], final[~is_exact])
+    named = np.unique(np.concatenate([rows, final]))
+    ids = corpus.gather(named, ["id"]).column("id").combine_chunks()
+    table = pa.table(
+        {
+            "id": ids.take(pa.array(np.searchsorted(named, rows))),
+            "duplicate_of": ids.take(pa.array(np.searchsorted(named, final))),
+            "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
+            "similarity": pa.array(similarity, pa.float32()),
+        },
+        schema=DUPLICATES_SCHEMA,
+    )
+    return table.sort_by("id")
