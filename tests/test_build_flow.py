@@ -164,12 +164,12 @@ def test_cli_build_prints_progress_lines_and_failures_without_tracebacks(
     assert load_manifest(manifest_path).version in rebuilt.stdout
     assert "Traceback" not in rebuilt.stdout + rebuilt.stderr and "Logging error" not in rebuilt.stderr
 
-    empty = tmp_path / "empty.jsonl"
-    empty.write_bytes(b"")
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 20)
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "sources": [
-        {"name": "broken", "kind": "news", "lang": "zh", "uri": str(empty), "format": "jsonl",
-         "fields": {"text": "sentence"}}]}))
+        {"name": "broken", "kind": "news", "lang": "zh", "uri": str(binary), "format": "jsonl",
+         "fields": {"text": "sentence"}, "on_bad_input": "fail"}]}))
     failed = _cli("build", "--config", str(broken))
     output = failed.stdout + failed.stderr
     assert failed.returncode == 2, output
