@@ -256,6 +256,9 @@ def _print_manifest(manifest_path: str, samples: int = 0) -> None:
     t = manifest.ledger_totals
     ledger.add_row("[bold]all[/bold]", *(str(t[k]) for k in ("read", "kept", "filtered", "duplicate", "rejected")))
     console.print(ledger)
+    skipped = [i for i in manifest.inputs if i.status == "skipped"]
+    for record in skipped:
+        console.print(f"[yellow]skipped input[/yellow] {record.source}: {record.uri}: {record.reason}", highlight=False)
     _print_notes(manifest.notes_by_source)
     _print_label_rates(manifest.drop_rate_by_label, manifest.label_skews)
     shard_table = Table("shard", "rows", "bytes", "contract", title="shards")
