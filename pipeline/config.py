@@ -298,6 +298,9 @@ class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     tasks: list[TaskConfig] = Field(default_factory=list)
+    # Also fine-tune the untrained model (same tokenizer, shape and task settings) and record its scores and
+    # the pretrained model's gain over it: a pretraining change that stops paying off shows in the registry.
+    baseline_random_init: bool = False
 
 
 class RunnerConfig(Strict):

@@ -50,3 +50,10 @@ def test_config_hash_ignores_where_output_goes() -> None:
     c = parse_config({"sources": [SOURCE], "dedup": {"threshold": 0.7}})
     assert a.config_hash() == b.config_hash() != c.config_hash()
     assert a.section_hash("dedup") != c.section_hash("dedup") and a.section_hash("pii") == c.section_hash("pii")
+
+
+def test_random_init_baseline_is_off_by_default_and_validated() -> None:
+    assert parse_config({"sources": [SOURCE]}).train.baseline_random_init is False
+    assert parse_config({"sources": [SOURCE], "train": {"baseline_random_init": True}}).train.baseline_random_init
+    with pytest.raises(ConfigError, match="train.baseline_random_init"):
+        parse_config({"sources": [SOURCE], "train": {"baseline_random_init": "sometimes"}}, "bad.yaml")
