@@ -47,13 +47,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from train_fixtures import shard_record, write_manifest, write_shard  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 from pipeline.config import TaskConfig, TrainConfig, load_config  # noqa: E402
 from pipeline.schema import document_id  # noqa: E402
+from pipeline.shards import load_manifest  # noqa: E402
 from pipeline.text.segment import SegmenterSpec, segment_zh  # noqa: E402
 from pipeline.train.evaluate import evaluate_lm, ngrams  # noqa: E402
 from pipeline.train.finetune import finetune  # noqa: E402
-from pipeline.train.pretrain import pretrain, save_random_init  # noqa: E402
+from pipeline.train.data import PackedStream, mask_for_mlm, shard_urls  # noqa: E402
+from pipeline.train.pretrain import SparseMaskedLM, _layout, build_model, pretrain, save_random_init  # noqa: E402
 from pipeline.train.tasks import item_text, load_task  # noqa: E402
 from pipeline.train.tokenizer import train_tokenizer  # noqa: E402
 
@@ -229,6 +232,31 @@ def finetuned_score(task: TaskConfig, model_dir: Path, out: Path, seed: int) -> 
     return score
 
 
+def head_speed(config: TrainConfig, tokenizer_dir: Path, manifest: Path, steps: int = 8) -> dict[str, float]:
+    """Seconds per training step with the MLM head on every token vs on the masked tokens only, same model,
+    same batches, the two interleaved step by step so that a change in machine load hits both alike."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build_model(config.model, tokenizer)
+    sparse = SparseMaskedLM(model)
+    stream = PackedStream(shard_urls(str(manifest), load_manifest(manifest), "train"), tokenizer.backend_tokenizer,
+                          _layout(tokenizer, "mlm"), seq_len=config.model.max_seq_len, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    seconds = {"full_head": 0.0, "masked_only_head": 0.0}
+    for step in range(steps + 1):  # the first step of each warms up and is not counted
+        batch = mask_for_mlm(stream.next_batch(config.pretrain.batch_size), mask_prob=config.pretrain.mask_prob,
+                             mask_id=tokenizer.mask_token_id, first_ordinary_id=max(tokenizer.all_special_ids) + 1,
+                             vocab_size=len(tokenizer), whole_word=False, generator=generator)
+        for name, run in (("full_head", model), ("masked_only_head", sparse)):
+            started = time.perf_counter()
+            run(**batch).loss.backward()
+            model.zero_grad(set_to_none=True)
+            if step:
+                seconds[name] += time.perf_counter() - started
+    per_step = {name: total / steps for name, total in seconds.items()}
+    return {**{f"{name}_s_per_step": value for name, value in per_step.items()},
+            "speedup": per_step["full_head"] / per_step["masked_only_head"]}
+
+
 # ---------------------------------------------------------------- summary
 
 
@@ -263,9 +291,36 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, An
     return data
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per run: pretraining cost, LM perplexity of both arms, and per task random -> pretrained (delta +- spread)."""
+    lines = ["| run | steps x batch (tokens) | s | val. ppl random / pretrained | "
+             + " | ".join(ALL_TASKS) + " | tasks with gain |", "|---" * (len(ALL_TASKS) + 5) + "|"]
+    for run in results.get("runs", []):
+        cost, ppl = run["pretraining_cost"], run["lm_validation_perplexity"]
+        cells = []
+        for name in ALL_TASKS:
+            task = run["tasks"].get(name)
+            cells.append("—" if task is None else
+                         f"{task['random']['mean']:.3f} → {task['pretrained']['mean']:.3f} "
+                         f"({task['delta_mean']:+.3f} ± {task['delta_std']:.3f})")
+        lines.append(f"| {run['label']} | {cost['steps']} x {run['train']['pretrain']['batch_size']} ({cost['tokens'] / 1e6:.2f}M) "
+                     f"| {cost['seconds']:.0f} | {ppl['random']:.0f} / {ppl['pretrained']:.0f} | " + " | ".join(cells)
+                     + f" | {run['tasks_with_gain']}/{len(run['tasks'])} |")
+    return "\n".join(lines)
+
+
+def _record(out: Path, section: str, entry: dict[str, Any]) -> None:
+    """Add `entry` to a list of the results file, replacing the one with the same label."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results[section] = [r for r in results.get(section, []) if r["label"] != entry["label"]] + [entry]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    print(json.dumps(entry if section != "runs" else {k: entry[k] for k in ("label", "pretraining_cost", "tasks_with_gain")}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--label", required=True, help="name of this run in the results file")
+    parser.add_argument("--label", help="name of this run in the results file (required unless --table)")
     parser.add_argument("-c", "--config", type=Path, default=ROOT / "configs" / "shared_data.yaml",
                         help="its `train` section (tokenizer, model, pretrain) is benchmarked")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -276,7 +331,15 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2000, help="cap of every split of every task")
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="only print the results file as a markdown table")
+    parser.add_argument("--head-speed", action="store_true",
+                        help="only time a step with the MLM head on all tokens vs on masked tokens, and record it")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return
+    if not args.label:
+        parser.error("--label is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("pipeline.train.finetune", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -293,12 +356,18 @@ def main() -> None:
     tokenizer_dir = args.work / f"tokenizer-{_settings_hash(train.tokenizer.model_dump())}"
     if not (tokenizer_dir / "tokenizer.json").exists():
         train_tokenizer(str(corpus_manifest), train.tokenizer, tokenizer_dir)
+    if args.head_speed:
+        _record(args.out, "head_speed", {"label": args.label, "model": train.model.model_dump(),
+                                         "batch_size": train.pretrain.batch_size, "vocab_size": train.tokenizer.vocab_size,
+                                         **head_speed(train, tokenizer_dir, corpus_manifest)})
+        return
     pretrain_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump())
     cost = pretrained_model(corpus_manifest, train, tokenizer_dir, args.work / f"pretrain-{pretrain_hash}")
     log.info("pretraining: %s", cost)
     pretrained_dir = Path(cost["model_dir"])
 
-    random_dirs = {seed: _random_init(train, tokenizer_dir, args.work / f"random-{pretrain_hash}-{seed}", seed)
+    shape_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump())
+    random_dirs = {seed: _random_init(train, tokenizer_dir, args.work / f"random-{shape_hash}-{seed}", seed)
                    for seed in args.seeds}
     perplexity = {
         "random": evaluate_lm(random_dirs[args.seeds[0]], str(corpus_manifest))["perplexity"],
@@ -307,13 +376,15 @@ def main() -> None:
     log.info("validation perplexity: %s", perplexity)
 
     per_task = {}
-    finetune_hash = _settings_hash(pretrain_hash, finetune_settings, args.examples)
+    # the random arm depends on the tokenizer and the shape only, so runs that differ in pretraining share it
+    random_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), finetune_settings, args.examples)
+    finetune_hash = {"random": random_hash, "pretrained": _settings_hash(pretrain_hash, finetune_settings, args.examples)}
     for name in args.tasks:
         task = tasks[name]
         scores: dict[str, list[float]] = {"random": [], "pretrained": []}
         for seed in args.seeds:
             for arm, model_dir in (("random", random_dirs[seed]), ("pretrained", pretrained_dir)):
-                scores[arm].append(finetuned_score(task, model_dir, args.work / "finetuned" / finetune_hash / f"{name}-{arm}-{seed}", seed))
+                scores[arm].append(finetuned_score(task, model_dir, args.work / "finetuned" / finetune_hash[arm] / f"{name}-{arm}-{seed}", seed))
         per_task[name] = summarize(task.primary_metric, scores)
         log.info("%s: delta %.4f +- %.4f", name, per_task[name]["delta_mean"], per_task[name]["delta_std"])
 
@@ -331,11 +402,7 @@ def main() -> None:
         "tasks": per_task,
         "tasks_with_gain": sum(t["gain_shown"] for t in per_task.values()),
     }
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
-    results["runs"] = [r for r in results["runs"] if r["label"] != args.label] + [run]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    print(json.dumps({k: run[k] for k in ("label", "pretraining_cost", "lm_validation_perplexity", "tasks_with_gain")}, indent=1))
+    _record(args.out, "runs", run)
     for name, summary in per_task.items():
         print(f"{name:16s} {summary['metric']:10s} random {summary['random']['mean']:.4f}  pretrained "
               f"{summary['pretrained']['mean']:.4f}  delta {summary['delta_mean']:+.4f} +- {summary['delta_std']:.4f}")

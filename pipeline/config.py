@@ -230,6 +230,9 @@ class ModelConfig(Strict):
     num_heads: int = 2
     intermediate_size: int = 512
     max_seq_len: int = 128
+    # BERT's hidden and attention dropout; short pretraining runs learn faster without it (the model sees
+    # each token about once), and fine-tuning inherits the saved value
+    dropout: float = Field(default=0.1, ge=0, lt=1)
 
 
 class PretrainConfig(Strict):

@@ -105,7 +105,10 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
     }
     with MODEL_LOCK:  # a load in another thread may have switched tying off meanwhile: see loading.py
         if config.arch == "bert":
-            model = BertForMaskedLM(BertConfig(**common, tie_word_embeddings=True))
+            model = BertForMaskedLM(BertConfig(
+                **common, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+                tie_word_embeddings=True,
+            ))
         else:
             model = LlamaForCausalLM(LlamaConfig(
                 **common,
