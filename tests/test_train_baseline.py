@@ -4,6 +4,7 @@ masked-LM loss computed on masked tokens only, and task models built from it wit
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.train.evaluate import evaluate_lm
 from pipeline.train.loading import load_for_task
-from pipeline.train.pretrain import SparseMaskedLM, save_random_init
+from pipeline.train.pretrain import SparseMaskedLM, pretrain, save_random_init
 from pipeline.train.tokenizer import train_tokenizer
 
 
@@ -111,3 +112,20 @@ def test_lm_evaluation_of_long_documents_gives_no_length_warning(
     result = evaluate_lm(model_dir, manifest_path)
     assert result["blocks"] > 0
     assert not [m for m in transformers_log.messages if "sequence length is longer" in m]
+
+
+def test_modernbert_pretrains_and_its_task_models_reuse_the_prediction_head(
+    manifest_path: str, tokenizer_dir: Path, tmp_path: Path, transformers_log: _Records
+) -> None:
+    config = tiny_train_config(max_steps=10)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"arch": "modernbert", "dropout": 0.0})})
+    result = pretrain(manifest_path, tokenizer_dir, config, tmp_path / "pretrained")
+    assert all(math.isfinite(loss) for _, loss in result.losses) and result.losses[-1][1] < result.losses[0][1]
+    assert evaluate_lm(result.model_dir, manifest_path)["objective"] == "mlm"
+
+    pretrained = _weights(result.model_dir)
+    for auto in (AutoModelForSequenceClassification, AutoModelForTokenClassification):
+        model = load_for_task(auto, result.model_dir, num_labels=2)
+        assert torch.equal(model.state_dict()["head.dense.weight"], pretrained["head.dense.weight"])
+    assert model.config.classifier_pooling == "mean"
+    assert not [m for m in transformers_log.messages if "LOAD REPORT" in m]

@@ -22,8 +22,9 @@ import datasets
 from transformers.utils import logging as transformers_logging
 
 MODEL_LOCK = threading.RLock()
-# Weights a masked LM checkpoint has and a task model does not use, and weights a task model adds.
-DROPPED_PRETRAINING_HEAD = ("cls.",)
+# Weights a masked LM checkpoint has and a task model does not use (BERT's `cls`, ModernBERT's `decoder`;
+# ModernBERT's task models keep its `head`), and weights a task model adds.
+DROPPED_PRETRAINING_HEAD = ("cls.", "decoder.")
 NEW_TASK_HEAD = ("classifier.", "bert.pooler.")
 
 log = logging.getLogger(__name__)

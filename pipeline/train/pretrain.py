@@ -38,6 +38,8 @@ from transformers import (
     BertForMaskedLM,
     LlamaConfig,
     LlamaForCausalLM,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import MaskedLMOutput
@@ -107,6 +109,20 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
         if config.arch == "bert":
             model = BertForMaskedLM(BertConfig(
                 **common, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+                tie_word_embeddings=True,
+            ))
+        elif config.arch == "modernbert":
+            model = ModernBertForMaskedLM(ModernBertConfig(
+                **common,
+                cls_token_id=tokenizer.cls_token_id,
+                sep_token_id=tokenizer.sep_token_id,
+                bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id,
+                embedding_dropout=config.dropout,
+                attention_dropout=config.dropout,
+                mlp_dropout=config.dropout,
+                sparse_prediction=True,  # the prediction head runs on masked tokens only, as SparseMaskedLM
+                classifier_pooling="mean",
                 tie_word_embeddings=True,
             ))
         else:
