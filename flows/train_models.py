@@ -24,13 +24,13 @@ from prefect.logging import get_run_logger
 
 from pipeline import plots
 from pipeline.config import ContractsConfig, CorpusflowConfig, TaskConfig, load_config, registered_model_name
-from pipeline.registry import register_model, tracking_uri_for
+from pipeline.registry import pretraining_gain, register_model, tracking_uri_for
 from pipeline.storage import file_sha256
-from pipeline.versions import load_manifest, resolve_manifest
 from pipeline.train.evaluate import decontamination_report, evaluate_lm
 from pipeline.train.finetune import FinetuneResult, finetune
-from pipeline.train.pretrain import PretrainResult, pretrain
+from pipeline.train.pretrain import PretrainResult, pretrain, save_random_init
 from pipeline.train.tasks import check_task_data
+from pipeline.versions import load_manifest, resolve_manifest
 from pipeline.train.tokenizer import train_tokenizer
 
 GPU_LIMIT = "gpu"  # global concurrency limit: one training process per GPU
@@ -62,6 +62,12 @@ def finetune_task(task_config: TaskConfig, pretrained_dir: str, models_dir: str,
 
 
 @task
+def random_init_task(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str) -> str:
+    out_dir = Path(models_dir) / "random-init" / "model"
+    return str(save_random_init(config.train.model, Path(tokenizer_dir), out_dir, config.train.pretrain.seed))
+
+
+@task
 def evaluate_pretrained(pretrained_dir: str, manifest_path: str) -> dict:
     return evaluate_lm(Path(pretrained_dir), manifest_path, split="validation")
 
@@ -76,13 +82,13 @@ def evaluate_task_model(task_config: TaskConfig, result: FinetuneResult, manifes
 @task(task_run_name="register-{task_config.name}")
 def register_task(
     config: CorpusflowConfig, task_config: TaskConfig, result: FinetuneResult, evaluation: dict,
-    lm_metrics: dict, pretrained: PretrainResult, lineage: dict[str, str], loss_png: str,
+    lm_metrics: dict, pretrained: PretrainResult, lineage: dict[str, str], loss_png: str, gain: dict[str, float],
 ) -> dict:
     registry = config.registry.model_copy(update={
         "model_name": registered_model_name(config.registry, task_config.name),
         "champion_metric": task_config.primary_metric,
     })
-    metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}}
+    metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}, **gain}
     return register_model(
         result.model_dir, config=registry, tracking_uri=tracking_uri_for(Path(config.run_dir), registry.tracking_uri),
         params={"task": task_config.name, "arch": config.train.model.arch, **config.train.model.model_dump(),
@@ -110,16 +116,26 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     finetuned = finetune_task.map(tasks, unmapped(str(pretrained.model_dir)), unmapped(models_dir),
                                   unmapped(config.train.pretrain.seed), wait_for=[checked]).result()
     evaluations = evaluate_task_model.map(tasks, finetuned, unmapped(manifest_path)).result()
+    baselines = _random_init_baselines(config, tokenizer_dir, models_dir) if config.train.baseline_random_init else None
+    gains = ([pretraining_gain(e["metrics"], b.metrics) for e, b in zip(evaluations, baselines)] if baselines
+             else [{} for _ in tasks])
     lineage = _lineage(config, manifest_path)
     registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
-                                   unmapped(pretrained), unmapped(lineage), unmapped(loss_png)).result()
-    _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered)
+                                   unmapped(pretrained), unmapped(lineage), unmapped(loss_png), gains).result()
+    _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered, gains)
     return {"dataset_version": lineage["dataset_version"], "lm": _numbers(lm_metrics.result()),
-            "tasks": {t.name: {**_numbers(e["metrics"]), "registered_version": r["version"], "promoted": r["promoted"]}
-                      for t, e, r in zip(tasks, evaluations, registered)}}
+            "tasks": {t.name: {**_numbers(e["metrics"]), **g, "registered_version": r["version"], "promoted": r["promoted"]}
+                      for t, e, r, g in zip(tasks, evaluations, registered, gains)}}
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
+
+def _random_init_baselines(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str) -> list[FinetuneResult]:
+    """Every task fine-tuned from the untrained model with the same settings and seed."""
+    random_dir = random_init_task(config, tokenizer_dir, models_dir)
+    return finetune_task.map(config.train.tasks, unmapped(random_dir), unmapped(f"{models_dir}/random-init"),
+                             unmapped(config.train.pretrain.seed)).result()
 
 
 def _ensure_gpu_limit() -> None:
@@ -173,11 +189,12 @@ def _numbers(values: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _publish_artifacts(loss_png: str, lm_metrics: dict, evaluations: list[dict], registered: list[dict]) -> None:
+def _publish_artifacts(loss_png: str, lm_metrics: dict, evaluations: list[dict], registered: list[dict],
+                       gains: list[dict[str, float]]) -> None:
     data = base64.b64encode(Path(loss_png).read_bytes()).decode()
     create_image_artifact(f"data:image/png;base64,{data}", key="pretrain-loss", description="Pretraining loss")
-    rows = [{"task": e["task"], **{k: round(v, 4) for k, v in _numbers(e["metrics"]).items()},
-             "contaminated test items": e["decontamination"]["contaminated"]} for e in evaluations]
+    rows = [{"task": e["task"], **{k: round(v, 4) for k, v in {**_numbers(e["metrics"]), **g}.items()},
+             "contaminated test items": e["decontamination"]["contaminated"]} for e, g in zip(evaluations, gains)]
     rows.append({"task": "pretrain (validation)", **{k: round(v, 4) for k, v in _numbers(lm_metrics).items()}})
     create_table_artifact(rows, key="evaluation", description="Task metrics next to majority baselines; LM loss")
     for evaluation, entry in zip(evaluations, registered):

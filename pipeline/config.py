@@ -299,12 +299,18 @@ class TokenizerConfig(Strict):
 
 
 class ModelConfig(Strict):
-    arch: Literal["bert", "llama"] = "bert"
+    # bert: post-norm BERT with learned positions; modernbert: the same masked-LM encoder role with pre-norm,
+    # rotary positions and GeGLU (ModernBERT), which leaves the unigram plateau of masked-LM training sooner,
+    # and whose task heads reuse the pretrained prediction head over mean-pooled tokens; llama: a decoder
+    arch: Literal["bert", "modernbert", "llama"] = "bert"
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 512
     max_seq_len: int = 128
+    # encoder dropout (BERT's hidden and attention, ModernBERT's embedding, attention and MLP); short pretraining runs learn faster without it (the model sees
+    # each token about once), and fine-tuning inherits the saved value
+    dropout: float = Field(default=0.1, ge=0, lt=1)
 
 
 class PretrainConfig(Strict):
@@ -373,6 +379,9 @@ class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     tasks: list[TaskConfig] = Field(default_factory=list)
+    # Also fine-tune the untrained model (same tokenizer, shape and task settings) and record its scores and
+    # the pretrained model's gain over it: a pretraining change that stops paying off shows in the registry.
+    baseline_random_init: bool = False
 
 
 class RunnerConfig(Strict):

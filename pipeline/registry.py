@@ -88,6 +88,17 @@ def register_model(
     }
 
 
+def pretraining_gain(finetuned: dict[str, float], random_init: dict[str, float]) -> dict[str, float]:
+    """The random-init baseline's scores and the pretrained model's gain over it, as registry metrics:
+    `random_init_<metric>` and `pretraining_gain_<metric>` for every score both have (majority baselines,
+    the same for both, are left out)."""
+    shared = [key for key in finetuned if key in random_init and not key.startswith("majority_")]
+    return {
+        **{f"random_init_{key}": float(random_init[key]) for key in shared},
+        **{f"pretraining_gain_{key}": float(finetuned[key]) - float(random_init[key]) for key in shared},
+    }
+
+
 def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any]]:
     """Every version of the registered model, newest first, with aliases, run metrics and lineage tags."""
     client = _client(tracking_uri)

@@ -86,3 +86,10 @@ def test_card_section_describes_the_data_without_changing_its_hash() -> None:
         parse_config({"sources": [SOURCE], "card": {"source_licenses": {"newz": "MIT"}}}, "bad.yaml")
     with pytest.raises(ConfigError, match="card.licence"):
         parse_config({"sources": [SOURCE], "card": {"licence": "MIT"}}, "bad.yaml")
+
+
+def test_random_init_baseline_is_off_by_default_and_validated() -> None:
+    assert parse_config({"sources": [SOURCE]}).train.baseline_random_init is False
+    assert parse_config({"sources": [SOURCE], "train": {"baseline_random_init": True}}).train.baseline_random_init
+    with pytest.raises(ConfigError, match="train.baseline_random_init"):
+        parse_config({"sources": [SOURCE], "train": {"baseline_random_init": "sometimes"}}, "bad.yaml")

@@ -11,7 +11,7 @@ from test_finetune_fixtures import sentiment_task, tiny_pretrained, write_sentim
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.config import RegistryConfig
-from pipeline.registry import list_models, register_model, set_alias, tracking_uri_for
+from pipeline.registry import list_models, pretraining_gain, register_model, set_alias, tracking_uri_for
 from pipeline.train.evaluate import evaluate_task
 from pipeline.train.finetune import FinetuneResult, finetune
 
@@ -109,3 +109,19 @@ def test_missing_champion_metric_is_refused_before_anything_is_logged(trained, t
     with pytest.raises(ValueError, match="entity_f1"):
         _register(tmp_path, result, RegistryConfig(champion_metric="entity_f1"))
     assert list_models(RegistryConfig(), tracking_uri_for(tmp_path, None)) == []
+
+
+def test_pretraining_gain_over_random_init_is_logged_as_a_metric(trained, tmp_path: Path) -> None:
+    result, _ = trained
+    random_init = {"accuracy": 0.70, "macro_f1": 0.60, "majority_accuracy": 0.5, "majority_macro_f1": 0.33}
+    finetuned = {"accuracy": 0.75, "macro_f1": 0.55, "majority_accuracy": 0.5, "majority_macro_f1": 0.33}
+    gain = pretraining_gain(finetuned, random_init)
+    assert gain == pytest.approx({"random_init_accuracy": 0.70, "random_init_macro_f1": 0.60,
+                                  "pretraining_gain_accuracy": 0.05, "pretraining_gain_macro_f1": -0.05})
+
+    config = RegistryConfig(champion_metric="accuracy")
+    registered = _register(tmp_path, result, config, **gain)
+    (listed,) = list_models(config, tracking_uri_for(tmp_path, None))
+    assert listed["version"] == registered["version"]
+    assert listed["metrics"]["pretraining_gain_accuracy"] == pytest.approx(0.05)
+    assert listed["metrics"]["random_init_macro_f1"] == pytest.approx(0.60)

@@ -22,6 +22,7 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     data = load_config(REPO / "configs" / "demo.yaml").model_dump(mode="json")
     data["run_dir"] = str(tmp_path / "run")
     data["train"]["pretrain"].update(max_steps=40, checkpoint_every=20, log_every=10)
+    data["train"]["baseline_random_init"] = True
     for task in data["train"]["tasks"]:
         task.update(epochs=2)
     config_path = tmp_path / "demo.yaml"
@@ -40,6 +41,10 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
         registry = config.registry.model_copy(update={"model_name": registered_model_name(config.registry, task.name)})
         (version,) = list_models(registry, tracking_uri)
         assert {"candidate", "champion"} <= set(version["aliases"])
+        metric = task.primary_metric
+        gain = version["metrics"][f"pretraining_gain_{metric}"]
+        assert gain == pytest.approx(version["metrics"][metric] - version["metrics"][f"random_init_{metric}"])
+        assert first["tasks"][task.name][f"pretraining_gain_{metric}"] == pytest.approx(gain)
         tags = version["tags"]
         assert tags["dataset_version"] == first["dataset_version"]
         assert len(tags["manifest_sha256"]) == 64 and tags["config_hash"] == config.config_hash()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from pipeline.train.data import (
     mask_for_mlm,
     shard_urls,
 )
-from pipeline.train.pretrain import PretrainResult, pretrain, write_launch_spec
+from pipeline.train.pretrain import PretrainResult, _layout, pretrain, write_launch_spec
 from pipeline.train.tokenizer import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +159,24 @@ def test_whole_word_masking_masks_every_jieba_word_entirely(manifest_path: str, 
     # 80% of the chosen tokens become [MASK]; the labels keep the original ids.
     assert (masked["input_ids"][chosen] == tokenizer.mask_token_id).float().mean() > 0.6
     assert torch.equal(masked["labels"][chosen], batch["input_ids"][chosen])
+
+
+def test_token_masking_without_word_keys_masks_tokens_one_by_one(manifest_path: str, wordpiece_dir: Path, workdir: Path, config) -> None:  # noqa: ANN001
+    tokenizer = AutoTokenizer.from_pretrained(wordpiece_dir)
+    stream = PackedStream(shard_urls(manifest_path, load_manifest(manifest_path), "train"), tokenizer.backend_tokenizer,
+                          _layout(tokenizer, "mlm"), seq_len=64, seed=0, with_word_keys=False)
+    batch = stream.next_batch(16)
+    keys = batch["word_keys"]
+    specials = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
+    assert (keys[specials] == NOT_A_WORD).all() and (keys[~specials] != NOT_A_WORD).all()
+    assert len(torch.unique(keys[~specials])) == int((~specials).sum())  # no two tokens share a key
+    masked = mask_for_mlm(batch, mask_prob=0.15, mask_id=tokenizer.mask_token_id, first_ordinary_id=5,
+                          vocab_size=len(tokenizer), whole_word=False, generator=torch.Generator().manual_seed(0))
+    assert 0.1 < float((masked["labels"] != -100).sum() / (~specials).sum()) < 0.2
+
+    char_masking = config.model_copy(update={"pretrain": config.pretrain.model_copy(update={"whole_word_mask": False})})
+    result = pretrain(manifest_path, wordpiece_dir, char_masking, workdir / "char-masking")
+    assert all(math.isfinite(loss) for _, loss in result.losses) and result.losses[-1][1] < result.losses[0][1]
 
 
 def test_word_keys_follow_the_words_column(manifest_path: str, wordpiece_dir: Path) -> None:

@@ -256,7 +256,9 @@ class PackedStream:
                 if len(keys):
                     self.state.next_key = int(keys.max()) + 1
             else:
-                keys = np.full(len(encoding.ids), NOT_A_WORD, dtype=np.int64)
+                # every token is a word of its own: still eligible for masking, one token at a time
+                keys = self.state.next_key + np.arange(len(encoding.ids), dtype=np.int64)
+                self.state.next_key += len(encoding.ids)
             ids = np.append(np.asarray(encoding.ids, dtype=np.int64), self.layout.doc_end_id)
             documents.append((ids, np.append(keys, NOT_A_WORD)))
         return documents

@@ -250,7 +250,9 @@ def _pack(
     body_len = block_len - 2 if add_specials else block_len
     buffer: list[int] = []
     for row in rows:
-        buffer += tokenizer(row["text"], add_special_tokens=False)["input_ids"] + [separator]
+        # verbose=False: a document longer than the model's positions is expected here, packing cuts it
+        # into blocks; the tokenizer would otherwise warn about indexing errors that cannot happen.
+        buffer += tokenizer(row["text"], add_special_tokens=False, verbose=False)["input_ids"] + [separator]
         while len(buffer) >= body_len:
             yield _wrap(tokenizer, buffer[:body_len], add_specials)
             buffer = buffer[body_len:]

@@ -32,7 +32,7 @@ from transformers import (
 
 from pipeline.config import TaskConfig
 from pipeline.train.evaluate import evaluate_split, evaluate_task, input_length
-from pipeline.train.loading import load_pretrained, save_model_dir
+from pipeline.train.loading import load_for_task, save_model_dir
 from pipeline.train.tasks import SEQUENCE, TaskData, load_task
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
 
 def _load_pretrained(task: TaskConfig, pretrained_dir: Path, labels: list[str]) -> PreTrainedModel:
     auto = AutoModelForSequenceClassification if task.type == SEQUENCE else AutoModelForTokenClassification
-    return load_pretrained(
+    return load_for_task(
         auto,
         pretrained_dir,
         num_labels=len(labels),

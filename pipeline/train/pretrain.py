@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from transformers import (
     AutoTokenizer,
@@ -35,8 +36,11 @@ from transformers import (
     BertForMaskedLM,
     LlamaConfig,
     LlamaForCausalLM,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
     PreTrainedModel,
 )
+from transformers.modeling_outputs import MaskedLMOutput
 
 from pipeline.config import ModelConfig, PretrainConfig, TrainConfig
 from pipeline.versions import load_manifest
@@ -101,7 +105,24 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
     }
     with MODEL_LOCK:  # a load in another thread may have switched tying off meanwhile: see loading.py
         if config.arch == "bert":
-            model = BertForMaskedLM(BertConfig(**common, tie_word_embeddings=True))
+            model = BertForMaskedLM(BertConfig(
+                **common, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+                tie_word_embeddings=True,
+            ))
+        elif config.arch == "modernbert":
+            model = ModernBertForMaskedLM(ModernBertConfig(
+                **common,
+                cls_token_id=tokenizer.cls_token_id,
+                sep_token_id=tokenizer.sep_token_id,
+                bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id,
+                embedding_dropout=config.dropout,
+                attention_dropout=config.dropout,
+                mlp_dropout=config.dropout,
+                sparse_prediction=True,  # the prediction head runs on masked tokens only, as SparseMaskedLM
+                classifier_pooling="mean",
+                tie_word_embeddings=True,
+            ))
         else:
             model = LlamaForCausalLM(LlamaConfig(
                 **common,
@@ -111,6 +132,17 @@ def build_model(config: ModelConfig, tokenizer: Any) -> PreTrainedModel:
                 tie_word_embeddings=True,
             ))
         return _tied(model)
+
+
+def save_random_init(config: ModelConfig, tokenizer_dir: Path, out_dir: Path, seed: int) -> Path:
+    """The model of `config` before any training step, weights drawn from `seed`, saved with the tokenizer
+    as a pretrained model is: fine-tuned with the same settings, it is the baseline pretraining must beat."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(config, tokenizer)
+    _save_model(model, tokenizer, Path(out_dir))
+    return Path(out_dir)
 
 
 def _tied(model: PreTrainedModel) -> PreTrainedModel:
@@ -125,6 +157,25 @@ def _tied(model: PreTrainedModel) -> PreTrainedModel:
     if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         raise RuntimeError(f"{type(model).__name__}: output embeddings could not be tied to the input embeddings")
     return model
+
+
+class SparseMaskedLM(torch.nn.Module):
+    """A BERT masked LM whose prediction head runs on the masked tokens only (as Cramming and MosaicBERT).
+
+    The head ends in the vocabulary projection, the largest matmul of a small encoder; run on every token,
+    85% of its output would be thrown away by the loss. The loss is the same mean over masked tokens; the
+    weights (and so checkpoints and the saved model) are those of the wrapped `BertForMaskedLM`.
+    """
+
+    def __init__(self, model: BertForMaskedLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None) -> MaskedLMOutput:
+        hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        scored = labels != -100
+        logits = self.model.cls(hidden[scored])
+        return MaskedLMOutput(loss=F.cross_entropy(logits, labels[scored]))
 
 
 def build_optimizer(model: torch.nn.Module, config: PretrainConfig, fused: bool) -> torch.optim.AdamW:
@@ -285,6 +336,8 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
 
     # Compile and wrap after loading, so checkpoints always hold the plain module's names.
     raw_model = model
+    if isinstance(model, BertForMaskedLM):
+        model = SparseMaskedLM(model)
     if cfg.compile:
         model = torch.compile(model)
     if runtime.world > 1:

@@ -14,6 +14,7 @@ The result is a `PreTrainedTokenizerFast` directory (tokenizer.json + tokenizer_
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ def _wordpiece(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     trainer = trainers.WordPieceTrainer(
         vocab_size=config.vocab_size,
+        show_progress=sys.stderr.isatty(),  # its bars are blank lines in a log
         min_frequency=config.min_frequency,
         special_tokens=list(WORDPIECE_SPECIALS.values()),
         continuing_subword_prefix="##",
@@ -62,6 +64,7 @@ def _byte_level_bpe(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Traine
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size,
+        show_progress=sys.stderr.isatty(),  # its bars are blank lines in a log
         min_frequency=config.min_frequency,
         special_tokens=list(BPE_SPECIALS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
