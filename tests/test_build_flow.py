@@ -140,8 +140,9 @@ def _artifacts(api_url: str, **artifact_filter: object) -> list[dict]:
 
 def test_build_run_carries_its_progress_and_partition_table(demo_build: tuple[Path, str], prefect_api: str) -> None:
     _, manifest_path = demo_build
+    # newest first: another test may rebuild the same version (the same manifest) through the CLI
     summaries = [a for a in _artifacts(prefect_api, key={"any_": ["build-summary"]}) if manifest_path in a["data"]]
-    assert len(summaries) == 1
+    assert summaries
     run = {"flow_run_id": {"any_": [summaries[0]["flow_run_id"]]}}
     progress = _artifacts(prefect_api, key={"any_": ["build-progress"]}, **run)
     partitions = len(load_config(demo_build[0]).sources)
@@ -378,7 +379,7 @@ def test_build_over_its_contract_limits_publishes_nothing(
     good = run_build(write_config(tmp_path, "good", run_dir=run_dir, dataset="limits"))
     datasets = Path(run_dir) / "datasets" / "limits"
     assert (datasets / "LATEST").read_text().strip() == load_manifest(good).version
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # events travel through a background worker: slow on a busy machine
     while not _published_events(prefect_api, "limits") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(_published_events(prefect_api, "limits")) == 1

@@ -141,7 +141,7 @@ def save_random_init(config: ModelConfig, tokenizer_dir: Path, out_dir: Path, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(config, tokenizer)
-    _save_model(model, tokenizer, Path(out_dir))
+    save_model_dir(model, tokenizer, Path(out_dir))
     return Path(out_dir)
 
 
