@@ -48,7 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from train_fixtures import shard_record, write_manifest, write_shard  # noqa: E402
+from helpers.training import shard_record, write_manifest, write_shard  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from pipeline.config import TaskConfig, TrainConfig, load_config  # noqa: E402

@@ -7,7 +7,7 @@ over the device's dense bf16 peak). The Trainer uses its defaults (bf16 on CUDA,
 `DataCollatorForLanguageModeling`); ours adds whole-word masking, which costs it a little CPU work.
 
 The corpus: ChnSentiCorp reviews (jieba words) and AG News items from ../shared/data when present,
-otherwise the generated text of tests/train_fixtures.py. Text content does not change the cost of a step;
+otherwise the generated text of tests/helpers/training.py. Text content does not change the cost of a step;
 the vocabulary size does, so the tokenizer is trained to the configured vocabulary on that corpus.
 
     python bench/train_throughput.py [--out bench/results] [--steps N] [--warmup W]
@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from train_fixtures import shard_record, write_dataset, write_manifest, write_shard  # noqa: E402
+from helpers.training import shard_record, write_dataset, write_manifest, write_shard  # noqa: E402
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig, TrainConfig  # noqa: E402
@@ -78,7 +78,7 @@ def _real_rows(limit: int) -> list[dict[str, Any]]:
 
 def build_corpus(root: Path) -> tuple[str, str]:
     if not SHARED.is_dir():
-        return str(write_dataset(root, {"train": 3000}, with_quarantined=False)), "generated (tests/train_fixtures.py)"
+        return str(write_dataset(root, {"train": 3000}, with_quarantined=False)), "generated (tests/helpers/training.py)"
     rows = _real_rows(limit=8000)
     records = []
     for lang in ("zh", "en"):

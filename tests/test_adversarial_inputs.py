@@ -38,7 +38,7 @@ from pipeline.sources import (
     plan_partitions,
 )
 from pipeline.sources.fetch import FetchError, FetchRefused
-from tests.input_fixtures import (
+from helpers.inputs import (
     PAGE_A,
     PAGE_B,
     PAGE_C,
@@ -47,7 +47,7 @@ from tests.input_fixtures import (
     write_good_files,
     write_warc,
 )
-from tests.source_fixtures import read_rows
+from helpers.sources import read_rows
 
 # ---- a build without the orchestrator: plan, process every partition, dedup across all, account ----------
 

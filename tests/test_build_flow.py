@@ -280,7 +280,7 @@ def test_build_killed_mid_way_resumes_to_the_same_result(small_partitions: tuple
 
 
 def test_glob_of_good_and_bad_files_skips_the_bad_and_accounts_the_good(prefect_api: str, tmp_path: Path) -> None:
-    from tests.input_fixtures import write_bad_files, write_good_files
+    from helpers.inputs import write_bad_files, write_good_files
 
     inputs = tmp_path / "reviews"
     good_records = write_good_files(inputs, 50)

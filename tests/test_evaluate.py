@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from test_finetune_fixtures import sentiment_task, write_sentiment_csv
-from train_fixtures import QUARANTINE_MARKER, tiny_train_config, write_dataset
+from helpers.tasks import sentiment_task, write_sentiment_csv
+from helpers.training import QUARANTINE_MARKER, tiny_train_config, write_dataset
 from transformers import AutoTokenizer
 
 from pipeline.train.evaluate import (

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_finetune_fixtures import ner_task, sentiment_task, tiny_pretrained, write_sentiment_csv
+from helpers.tasks import ner_task, sentiment_task, tiny_pretrained, write_sentiment_csv
 from transformers import AutoTokenizer
 
 from pipeline.train.finetune import _encode_tokens, finetune

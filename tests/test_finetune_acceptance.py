@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_finetune_fixtures import tiny_pretrained
+from helpers.tasks import tiny_pretrained
 
 from pipeline.config import TaskConfig
 from pipeline.train.finetune import finetune

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_helpers import write_version
+from helpers.versions import write_version
 from pipeline.diff import diff_versions, render_diff
 from pipeline.schema import InputRecord
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ops_helpers import write_version
+from helpers.versions import write_version
 from pipeline.plots import plot_dataset, plot_eval_curves, plot_training_loss
 from pipeline.schema import InputRecord
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from test_finetune_fixtures import sentiment_task, tiny_pretrained, write_sentiment_csv
+from helpers.tasks import sentiment_task, tiny_pretrained, write_sentiment_csv
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.config import RegistryConfig

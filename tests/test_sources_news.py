@@ -10,7 +10,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.sources.base import SourceUnreadable
-from tests.source_fixtures import read_rows, reasons, source_for
+from helpers.sources import read_rows, reasons, source_for
 
 PARAGRAPHS = [
     "The city library will stay open until ten in the evening from next month, the council announced on "

@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.sources import expand_uri, fingerprint, is_remote, plan_partitions
 from pipeline.sources.base import SourceUnreadable
-from tests.source_fixtures import read_rows, reasons, source_for
+from helpers.sources import read_rows, reasons, source_for
 
 REPO = Path(__file__).resolve().parents[1]
 

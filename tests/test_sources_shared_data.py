@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.source_fixtures import read_rows, reasons, source_for
+from helpers.sources import read_rows, reasons, source_for
 
 pytestmark = pytest.mark.shared_data
 

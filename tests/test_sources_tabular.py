@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.sources import expand_uri, plan_partitions
 from pipeline.sources.base import SourceMappingError, SourceUnreadable
-from tests.source_fixtures import read_rows, reasons, source_for
+from helpers.sources import read_rows, reasons, source_for
 
 REVIEWS = [
     ("1", "房间干净整洁，服务员态度很好，下次还会再来。"),

@@ -10,7 +10,7 @@ import pytest
 from pipeline.sources import expand_uri, plan_partitions
 from pipeline.sources.base import Partition, SourceUnreadable
 from pipeline.sources.wikitext import convert_variants, wikitext_to_text
-from tests.source_fixtures import read_rows, reasons, source_for
+from helpers.sources import read_rows, reasons, source_for
 
 
 def page(page_id: int, title: str, text: str, ns: int = 0, redirect: str | None = None) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_finetune_fixtures import tiny_pretrained
-from train_fixtures import tiny_train_config, write_dataset
+from helpers.tasks import tiny_pretrained
+from helpers.training import tiny_train_config, write_dataset
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
 from safetensors.torch import load_file, save_file
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import QUARANTINE_MARKER, tiny_train_config, write_dataset
+from helpers.training import QUARANTINE_MARKER, tiny_train_config, write_dataset
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ops_helpers import write_version
+from helpers.versions import write_version
 from pipeline import contracts, storage, versions
 from pipeline.config import ContractsConfig
 from pipeline.diff import diff_versions
