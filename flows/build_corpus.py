@@ -61,9 +61,9 @@ def plan_source(config: CorpusflowConfig, source_name: str) -> list[Partition]:
 
 
 @task
-def check_inputs(config: CorpusflowConfig, partitions: list[Partition]) -> list[InputRecord]:
+def check_inputs(config: CorpusflowConfig, planned: list[Partition]) -> list[InputRecord]:
     """Every input as the manifest lists it; skipped ones are shown in the run, too many fail it before any work."""
-    inputs = sources.input_records(partitions)
+    inputs = sources.input_records(planned)
     skipped = [record for record in inputs if record.status == "skipped"]
     if skipped:
         get_run_logger().warning("%d input(s) skipped as unreadable: %s", len(skipped),
@@ -158,9 +158,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
     if config.runner.kind == "local":
         start_workers(config.runner.workers)
     planned = [plan_source.submit(config, source.name) for source in config.sources]
-    partitions = [p for future in planned for p in future.result()]
-    inputs = check_inputs(config, partitions)
-    staged = track_partitions(process_partition.map(unmapped(config), partitions))
+    work = [partition for future in planned for partition in future.result()]
+    inputs = check_inputs(config, work)
+    staged = track_partitions(process_partition.map(unmapped(config), work))
     duplicates = deduplicate(config, staged)
     assembled = write_shards(config, staged, duplicates)
     root = unmapped(assembled.staging)
