@@ -101,7 +101,16 @@ def use_prefect_server(home: Path | None = None) -> str:
         return os.environ["PREFECT_API_URL"]
     api_url = ensure_prefect_server(home)
     os.environ["PREFECT_API_URL"] = api_url
+    refresh_prefect_settings()
     return api_url
+
+
+def refresh_prefect_settings() -> None:
+    """Prefect reads the environment into its settings when it is first imported; after that import, a
+    changed PREFECT_* variable takes effect only once its global settings are read again."""
+    context = sys.modules.get("prefect.context")
+    if context is not None:
+        context.refresh_global_settings_context()
 
 
 def stop_prefect_server(home: Path | None = None) -> bool:

@@ -30,7 +30,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     Prefect's temporary in-process server is not used: it loses task runs and costs 15 s per start.
     """
-    from flows.servers import ensure_prefect_server, stop_prefect_server
+    from flows.servers import ensure_prefect_server, refresh_prefect_settings, stop_prefect_server
 
     home = tmp_path_factory.mktemp("corpusflow-home")
     os.environ["CORPUSFLOW_HOME"] = str(home)
@@ -39,6 +39,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["PREFECT_UI_ENABLED"] = "false"
     api_url = ensure_prefect_server(home)
     os.environ["PREFECT_API_URL"] = api_url
+    # test modules may have imported prefect while collecting, before these variables were set
+    refresh_prefect_settings()
     yield api_url
     # Send the run logs still queued while the server is up; the URL stays set so that nothing left at exit
     # makes Prefect start its temporary server.
@@ -46,4 +48,5 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     APILogWorker.drain_all(timeout=5)
     os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
+    refresh_prefect_settings()
     stop_prefect_server(home)
