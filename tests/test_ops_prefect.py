@@ -63,11 +63,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
     previous_api = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = api_url  # for subprocesses
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    # The events worker is one per process, bound to the server it first sent to: flush it and let the
+    # next event start one bound to this server (and after these tests, one bound to the previous again).
+    EventsWorker.drain_all(timeout=5)
     with temporary_settings({PREFECT_API_URL: api_url}):
         yield PrefectServer(api_url, home / "prefect" / "server.log")
-        from prefect.logging.handlers import APILogWorker
-
         APILogWorker.drain_all(timeout=5)  # send queued run logs while their server is still up
+        EventsWorker.drain_all(timeout=5)
     if previous_api is None:
         os.environ.pop("PREFECT_API_URL")
     else:
