@@ -77,11 +77,6 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def is_dir(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.isdir(path)
-
-
 def makedirs(uri: str) -> None:
     """Create a directory and its parents; object stores have no directories, so there it does nothing."""
     fs, path = filesystem(uri)
