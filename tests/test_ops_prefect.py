@@ -185,8 +185,8 @@ import sys
 from datetime import timedelta
 from flows.deploy import DeploymentSpec, serve
 
-spec = DeploymentSpec(flow="ops_ping:ping", name="every-few-seconds", work_pool="unused-by-serve",
-                      description="test", parameters={"config_path": sys.argv[1]}, interval=timedelta(seconds=3))
+spec = DeploymentSpec(flow="ops_ping:ping", name="every-20-seconds", work_pool="unused-by-serve",
+                      description="test", parameters={"config_path": sys.argv[1]}, interval=timedelta(seconds=20))
 serve(sys.argv[1], specs=[spec])
 '''
 
@@ -195,7 +195,10 @@ def test_served_deployment_runs_on_its_schedule(prefect_server: PrefectServer, t
     from prefect.client.orchestration import get_client
 
     (tmp_path / "ops_ping.py").write_text(PING_FLOW)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "PREFECT_API_URL": prefect_server.api_url}
+    # Runs every 20 s, not every few: on a busy 2-core machine a run's process can take longer than a
+    # short interval to start, and the backlog of scheduled runs would then starve the manual run.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+           "PREFECT_API_URL": prefect_server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SERVE_SCRIPT), "configs/demo.yaml"],
@@ -204,23 +207,30 @@ def test_served_deployment_runs_on_its_schedule(prefect_server: PrefectServer, t
     try:
         with get_client(sync_client=True) as client:
             deployment = _wait_for(
-                lambda: _read_deployment(client, "ops-ping/every-few-seconds"), 60, "the served deployment")
-            assert deployment.schedules[0].schedule.interval == timedelta(seconds=3)
+                lambda: _read_deployment(client, "ops-ping/every-20-seconds"), 60, "the served deployment")
+            assert deployment.schedules[0].schedule.interval == timedelta(seconds=20)
 
             def completed_runs(auto_scheduled: bool) -> list:
                 runs = client.read_flow_runs()
                 return [r for r in runs if r.deployment_id == deployment.id and r.auto_scheduled == auto_scheduled
                         and r.state and r.state.is_completed()]
 
-            # a run started by hand shows the served process executes what the server hands it ...
-            client.create_flow_run_from_deployment(deployment.id)
-            (manual,) = _wait_for(lambda: completed_runs(False), 240, "the manual run to complete", every=1)
-            assert manual.parameters == {"config_path": "configs/demo.yaml"}
-            # ... and one the server's scheduler created shows the schedule works
+            def explained(timeout: AssertionError) -> AssertionError:
+                runs = [(r.name, r.auto_scheduled, r.state and r.state.name) for r in client.read_flow_runs()
+                        if r.deployment_id == deployment.id]
+                served = (tmp_path / "serve.log").read_text(errors="replace")[-4000:]
+                return AssertionError(f"{timeout}; runs of the deployment: {runs}\nserver errors:\n"
+                                      f"{prefect_server.errors()}\nserve log:\n{served}")
+
             try:
+                # a run started by hand shows the served process executes what the server hands it ...
+                client.create_flow_run_from_deployment(deployment.id)
+                (manual,) = _wait_for(lambda: completed_runs(False), 240, "the manual run to complete", every=1)
+                assert manual.parameters == {"config_path": "configs/demo.yaml"}
+                # ... and one the server's scheduler created shows the schedule works
                 _wait_for(lambda: completed_runs(True), 240, "a scheduled run to complete", every=1)
             except AssertionError as timeout:
-                raise AssertionError(f"{timeout}; server errors:\n{prefect_server.errors()}") from None
+                raise explained(timeout) from None
     finally:
         process.terminate()
         process.wait(timeout=30)
