@@ -7,7 +7,8 @@
    partition goes to the run's `build-progress` artifact and to the CLI's display.
 3. One global step finds exact and near duplicates across every partition and source.
 4. Kept documents land in deterministic split/source/lang shards; every drop lands in rejects with a reason.
-5. Each shard is validated against its contract; a failing shard is quarantined.
+5. Each shard is validated against its contract, in the worker processes, small shards several to a Great
+   Expectations run; a failing shard is quarantined.
 6. The manifest names inputs, config, code, shards, ledger and contract results; its hash is the version.
    The dataset card (README.md, with the pictures) is written beside it, outside the hash.
 7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
@@ -30,14 +31,14 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
-from flows.progress import track_partitions
+from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import task_runner_for
-from flows.workers import run_in_worker, start_workers
+from flows.workers import preload_as_workers_free, run_in_worker, start_workers
 from pipeline import card, contracts, plots, reproduce, shards, sources, storage, versions
-from pipeline.build import assembly, dedup_step, manifest as manifests, partitions
+from pipeline.build import assembly, dedup_step, manifest as manifests, partitions, validation
 from pipeline.config import CorpusflowConfig, load_config
-from pipeline.schema import InputRecord, Manifest, ShardRecord
+from pipeline.schema import InputRecord, Manifest
 from pipeline.sources.base import Partition
 from pipeline.sources.fetch import fetch
 
@@ -110,13 +111,11 @@ def write_shards(
     return assembled
 
 
-@task(task_run_name="validate-{shard.path}")
-def validate_shard(config: CorpusflowConfig, root: str, shard: ShardRecord, suite: str) -> dict | None:
-    if not config.contracts.enabled:
-        return None
+@task(task_run_name="validate-{shards.name}")
+def validate_shards(config: CorpusflowConfig, root: str, shards: validation.ValidationTask) -> dict[str, dict]:
     # In a worker process: Great Expectations is CPU-bound Python, so threads would take turns on one core.
-    return _on_worker(config, contracts.validate_shard, Path(root) / shard.path, suite, config.contracts.directory,
-                      Path(config.run_dir) / "data_docs")
+    return _on_worker(config, validation.validate_task, shards, root, config.contracts,
+                      Path(config.run_dir) / "data_docs", config.runner.validation_batch_rows)
 
 
 @task
@@ -160,15 +159,17 @@ def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)
-    staged = track_partitions(process_partition.map(unmapped(config), work))
+    with listening(_preload_validation(config)):
+        staged = track_partitions(process_partition.map(unmapped(config), work))
     duplicates = deduplicate(config, staged)
     assembled = write_shards(config, staged, duplicates)
-    root = unmapped(assembled.staging)
-    reports = validate_shard.map(
-        unmapped(config), root, assembled.shards, unmapped(config.contracts.documents_suite))
-    reject_reports = validate_shard.map(
-        unmapped(config), root, assembled.rejects, unmapped(config.contracts.rejects_suite))
-    manifest_uri = finalize(config, assembled, inputs, reports.result(), reject_reports.result())
+    reports, reject_reports = [None] * len(assembled.shards), [None] * len(assembled.rejects)
+    if config.contracts.enabled:
+        planned = validation.plan_validation(
+            assembled, config.contracts, config.runner.workers, config.runner.validation_batch_rows)
+        validated = validate_shards.map(unmapped(config), unmapped(assembled.staging), planned)
+        reports, reject_reports = validation.reports_in_order(assembled, validated.result())
+    manifest_uri = finalize(config, assembled, inputs, reports, reject_reports)
     attach_pictures(manifest_uri)
     return manifest_uri
 
@@ -191,6 +192,13 @@ def _on_worker(config: CorpusflowConfig, fn: Callable[..., T], *args: object) ->
     if config.runner.kind == "local":
         return run_in_worker(config.runner.workers, fn, *args)
     return fn(*args)  # on Ray the task already runs in a worker process
+
+
+def _preload_validation(config: CorpusflowConfig) -> Callable[[BuildProgress], None]:
+    """Workers without a partition left import Great Expectations while the others finish and dedup runs."""
+    if config.runner.kind == "local" and config.contracts.enabled:
+        return preload_as_workers_free(config.runner.workers, contracts.warm_up)
+    return lambda progress: None  # on Ray each validation task imports it in its own worker
 
 
 def _source(config: CorpusflowConfig, name: str):

@@ -12,7 +12,10 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from flows.progress import BuildProgress
 
 T = TypeVar("T")
 
@@ -43,6 +46,24 @@ def start_workers(workers: int) -> None:
     pool = worker_pool(workers)
     for _ in range(workers):
         pool.submit(int)
+
+
+def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callable[[BuildProgress], None]:
+    """A progress listener that hands `load` to each worker as the partitions left no longer need it.
+
+    Used to import what a later stage needs (Great Expectations takes seconds) in the time a worker would
+    otherwise wait for the last partitions and the global steps, instead of on that stage's critical path.
+    """
+    handed = 0
+
+    def on_progress(progress: BuildProgress) -> None:
+        nonlocal handed
+        idle = workers - (progress.total - progress.done)
+        while handed < min(idle, workers):
+            worker_pool(workers).submit(load)
+            handed += 1
+
+    return on_progress
 
 
 def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:

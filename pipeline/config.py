@@ -388,6 +388,9 @@ class RunnerConfig(Strict):
     kind: Literal["local", "ray"] = "local"
     workers: int = Field(default=2, ge=1)  # process-pool size for CPU-heavy stages
     ray_address: str | None = None
+    # Shards validated together in one Great Expectations run hold at most this many rows: GX's fixed cost
+    # per run outweighs a small shard's own, and the concatenated batch is held in memory.
+    validation_batch_rows: int = Field(default=200_000, gt=0)
 
 
 class CardConfig(Strict):

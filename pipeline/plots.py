@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from pipeline import storage
 from pipeline.schema import Manifest
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DPI = 110
 DROP_COLORS = {"filtered": "#e07b39", "duplicate": "#8c6bb1", "rejected": "#c0392b"}
@@ -41,7 +43,7 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
     """Characters per kept document, one panel per language, one line per source (log-spaced bins)."""
     lengths = _lengths_by_lang_and_source(version_dir)
     langs = sorted(lengths)
-    figure = Figure(figsize=(6.5, 3.2 * max(len(langs), 1)), dpi=DPI, layout="constrained")
+    figure = _new_figure((6.5, 3.2 * max(len(langs), 1)))
     axes = figure.subplots(max(len(langs), 1), 1, squeeze=False)[:, 0]
     for ax, lang in zip(axes, langs):
         by_source = lengths[lang]
@@ -92,7 +94,7 @@ def plot_filter_funnel(version_dir: str, out_uri: str | None = None) -> str:
     widths.append(kept)
     colors.append("#55a868")
 
-    figure = Figure(figsize=(7.5, 1.2 + 0.38 * len(labels)), dpi=DPI, layout="constrained")
+    figure = _new_figure((7.5, 1.2 + 0.38 * len(labels)))
     ax = figure.subplots()
     positions = np.arange(len(labels))
     ax.barh(positions, widths, left=lefts, color=colors)
@@ -116,7 +118,7 @@ def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
     sources = sorted(s for (s,) in read_by_source)
     kinds = sorted({reason for _, reason in duplicates})
 
-    figure = Figure(figsize=(7.0, 1.4 + 0.45 * max(len(sources), 1)), dpi=DPI, layout="constrained")
+    figure = _new_figure((7.0, 1.4 + 0.45 * max(len(sources), 1)))
     ax = figure.subplots()
     positions = np.arange(len(sources))
     lefts = np.zeros(len(sources))
@@ -140,7 +142,7 @@ def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
 
 def plot_training_loss(history: Sequence[Mapping[str, float]], out_uri: str) -> str:
     """Loss against step; rows have "step" and "loss", optionally "eval_loss" and "lr" (right axis)."""
-    figure = Figure(figsize=(7.0, 3.8), dpi=DPI, layout="constrained")
+    figure = _new_figure((7.0, 3.8))
     ax = figure.subplots()
     for key, style in (("loss", "-"), ("eval_loss", "o--")):
         points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
@@ -173,7 +175,7 @@ def plot_eval_curves(rows: Sequence[Mapping[str, float | str]], out_uri: str) ->
     for row in rows:
         by_task[str(row["task"])].append(row)
     tasks = sorted(by_task)
-    figure = Figure(figsize=(4.2 * max(len(tasks), 1), 3.6), dpi=DPI, layout="constrained")
+    figure = _new_figure((4.2 * max(len(tasks), 1), 3.6))
     axes = figure.subplots(1, max(len(tasks), 1), squeeze=False)[0]
     for ax, task in zip(axes, tasks):
         task_rows = sorted(by_task[task], key=lambda r: float(r["epoch"]))
@@ -184,7 +186,7 @@ def plot_eval_curves(rows: Sequence[Mapping[str, float | str]], out_uri: str) ->
             ax.plot(epochs, values, "o-", label=metric)
         ax.set_title(f"Evaluation: {task}")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_ylabel("metric value")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
@@ -208,6 +210,20 @@ def _sum_by(ledger: pa.Table, keys: tuple[str, ...]) -> dict[tuple[str, ...], in
 
 def _report_uri(version_dir: str, name: str) -> str:
     return storage.join(version_dir, "reports", name)
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    # matplotlib is imported here, not with this module: it takes half a second, and a build's start-up
+    # (which imports the card and so this module) should not wait for pictures drawn at its end
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=DPI, layout="constrained")
+
+
+def _integer_ticks() -> object:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _empty(ax: Axes, message: str) -> None:

@@ -102,6 +102,11 @@ def test_shards_load_with_datasets_and_manifest_describes_them(demo_build: tuple
     assert all(i.fingerprint for i in manifest.inputs)
     assert manifest.contracts == {"documents.v1": "1", "rejects.v1": "1"}
     assert all(s.contract["suite"] == "documents.v1" for s in manifest.shards)
+    # the demo plants bad records of every reader (not HTML, empty extraction, broken JSON ...): each lands in
+    # rejects with a reason its contract knows, so every shard, kept or reject, passes
+    failing = {s.path: s.contract["failed"] for s in manifest.shards + manifest.rejects if not s.contract["success"]}
+    assert failing == {}
+    assert {r.contract["suite"] for r in manifest.rejects} == {"rejects.v1"}
 
 
 def test_version_card_tells_datasets_which_shards_make_each_split(

@@ -59,7 +59,9 @@ def clean_documents() -> pa.Table:
 def clean_rejects() -> pa.Table:
     reasons = [("filtered", "redirect"), ("filtered", "lang:other"), ("filtered", "quality:min_chars"),
                ("duplicate", "exact"), ("duplicate", "near"), ("rejected", "invalid_utf8"),
-               ("rejected", "malformed_json"), ("rejected", "bad_csv_row")]
+               ("rejected", "malformed_json"), ("rejected", "bad_csv_row"), ("rejected", "not_html"),
+               ("rejected", "http_error"), ("rejected", "empty_extraction"), ("rejected", "truncated_record"),
+               ("rejected", "input:binary"), ("rejected", "input:empty"), ("rejected", "input:missing_columns")]
     rows = [{"id": document_id("test", f"r{i}"), "source": "test", "kind": "comments", "lang": None, "title": None,
              "text": "x", "outcome": outcome, "reason": reason, "stage": "read",
              "duplicate_of": document_id("test", "0") if outcome == "duplicate" else None,
