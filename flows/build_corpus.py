@@ -22,6 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -155,7 +156,7 @@ def build_corpus(config_path: str) -> str:
 @flow(name="build-dataset")
 def build_dataset(config: CorpusflowConfig) -> str:
     if config.runner.kind == "local":
-        start_workers(config.runner.workers)
+        start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
     planned = [plan_source.submit(config, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)

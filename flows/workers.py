@@ -2,7 +2,7 @@
 
 Task threads hand whole partitions to worker processes: the GIL would otherwise serialise every stage
 but segmentation. Workers are spawned, not forked, because the calling process runs threads and an event
-loop that a fork would copy in an undefined state; each worker loads jieba's dictionary once.
+loop that a fork would copy in an undefined state; each worker loads the chain's dictionaries once.
 """
 
 from __future__ import annotations
@@ -23,27 +23,33 @@ _pools: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
 
 
-def _warm_worker() -> None:
+def _warm_worker(warm_up: Callable[[], object] | None) -> None:
     import jieba
 
     jieba.setLogLevel(60)
-    jieba.initialize()
+    if warm_up is not None:
+        warm_up()
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """The pool of `workers` processes, created on first use and kept for later builds in this process."""
+def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> ProcessPoolExecutor:
+    """The pool of `workers` processes, created on first use and kept for later builds in this process.
+
+    Each new worker runs `warm_up` (picklable) first: what it loads, it loads while the flow plans, not
+    during its first task; `warm_up` counts only when the pool is created.
+    """
     with _lock:
         if not _pools:
             atexit.register(shutdown_workers)  # idle workers would otherwise outlive a crashed parent's exit
         if workers not in _pools:
             _pools[workers] = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker)
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker,
+                initargs=(warm_up,))
         return _pools[workers]
 
 
-def start_workers(workers: int) -> None:
-    """Spawn the pool's processes now, so they load jieba while the flow is still planning its partitions."""
-    pool = worker_pool(workers)
+def start_workers(workers: int, warm_up: Callable[[], object] | None = None) -> None:
+    """Spawn the pool's processes now, so they warm up while the flow is still planning its partitions."""
+    pool = worker_pool(workers, warm_up)
     for _ in range(workers):
         pool.submit(int)
 

@@ -16,7 +16,7 @@ from pipeline import storage
 from pipeline.build.provenance import code_version
 from pipeline.config import CorpusflowConfig, SourceConfig
 from pipeline.dedup import KEYS_FILE_NAME, ContentHashStage, DedupKeysWriter, MinHashStage
-from pipeline.schema import REJECT_SCHEMA, Ledger
+from pipeline.schema import REJECT_SCHEMA, Ledger, documents_batch
 from pipeline.sources import read_partition
 from pipeline.sources.base import Partition
 from pipeline.stages import Stage, check_chain, run_stages
@@ -66,6 +66,17 @@ def processing_stages(config: CorpusflowConfig) -> list[Stage]:
     stages = [*build_text_stages(config), ContentHashStage(), MinHashStage(config.dedup)]
     check_chain(stages)
     return stages
+
+
+# Two short documents that pass through every stage: traditional script (OpenCC), Chinese and English.
+WARM_UP_TEXTS = {"zh": "這家店的東西很好，物流也快，下次還會再來買。", "en": "The parcel came early and works better than expected."}
+
+
+def warm_up(config: CorpusflowConfig) -> None:
+    """Run the chain once over two short documents, so its dictionaries and models load before real work."""
+    rows = [{"id": f"warm-up-{lang}", "source": "warm-up", "kind": "comments", "lang": lang, "text": text,
+             "meta": {}} for lang, text in WARM_UP_TEXTS.items()]
+    run_stages(processing_stages(config), documents_batch(rows), Ledger())
 
 
 def process_partition(

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from fsspec.core import split_protocol, url_to_fs
 
 from pipeline.config import SourceConfig
-from pipeline.sources.base import Partition, ReadBatch, SourceMappingError, SourceUnreadable, is_transient
+from pipeline.sources.base import Partition, ReadBatch, RecordSeek, SourceMappingError, SourceUnreadable, is_transient
 from pipeline.sources.comments import read_comments
 from pipeline.sources.inputs import (
     TooManyBadInputs,
@@ -30,7 +30,7 @@ from pipeline.sources.inputs import (
     skipped_input_batch,
 )
 from pipeline.sources.news import probe_warc, read_news
-from pipeline.sources.tabular import count_records, probe_input
+from pipeline.sources.tabular import probe_input, record_ranges
 from pipeline.sources.textio import compression_of
 from pipeline.sources.wiki import DumpRange, plan_dump, probe_dump, read_wiki
 
@@ -164,8 +164,8 @@ def _ranges_of(source: SourceConfig, path: str, file_fingerprint: str) -> list[P
     if source.format == "mediawiki":
         return [_dump_partition(source, path, file_fingerprint, 0, part)
                 for part in plan_dump(source, path, source.multistream_index)]
-    return [Partition(source.name, path, file_fingerprint, 0, start, stop)
-            for start, stop in _record_ranges(source, path)]
+    return [Partition(source.name, path, file_fingerprint, 0, start, stop, seek=seek)
+            for start, stop, seek in _record_ranges(source, path)]
 
 
 def _dump_partition(source: SourceConfig, path: str, file_fingerprint: str, index: int, part: DumpRange) -> Partition:
@@ -173,10 +173,10 @@ def _dump_partition(source: SourceConfig, path: str, file_fingerprint: str, inde
                      byte_stop=part.byte_stop, first_record=part.first_page)
 
 
-def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None]]:
+def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None, RecordSeek | None]]:
     if source.format == "warc" or not _may_hold_more_rows_than(path, source.rows_per_partition):
-        return [(0, None)]
-    return _ranges(count_records(source, path), source.rows_per_partition)
+        return [(0, None, None)]
+    return record_ranges(source, path, source.rows_per_partition)
 
 
 def _may_hold_more_rows_than(path: str, rows: int) -> bool:
@@ -186,12 +186,6 @@ def _may_hold_more_rows_than(path: str, rows: int) -> bool:
         return True
     fs, inner = url_to_fs(path)
     return int(fs.info(inner).get("size") or 0) > rows
-
-
-def _ranges(count: int, size: int) -> list[tuple[int, int | None]]:
-    """[start, stop) ranges of `size` records; the last is open-ended, so nothing past a count is lost."""
-    starts = list(range(0, max(count, 1), size))
-    return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
 
 
 def read_partition(source: SourceConfig, partition: Partition, batch_size: int = 1000) -> Iterator[ReadBatch]:

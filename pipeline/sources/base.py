@@ -15,6 +15,16 @@ from pipeline.sources.fetch import FetchError, FetchRefused
 
 
 @dataclass(frozen=True)
+class RecordSeek:
+    """Where a CSV/JSONL partition's first record begins: its data file (zip member, by order) and the
+    number of that file's lines before it. Planning finds these in its one counting pass, so a partition
+    of a large file skips the lines before it unparsed instead of parsing the file from its start."""
+
+    member: int
+    lines: int
+
+
+@dataclass(frozen=True)
 class Partition:
     """The unit of a task, a retry, a cache entry and a resume: one file, or a record range of one file."""
 
@@ -29,6 +39,7 @@ class Partition:
     byte_start: int = 0
     byte_stop: int | None = None
     first_record: int | None = 0
+    seek: RecordSeek | None = None  # CSV/JSONL ranges: where record `start` begins (None: parse from the start)
     origin: str | None = None  # the URL a fetched input came from; the manifest names inputs by it
     encoding: str | None = None  # text inputs: the codec chosen when planning ("member:codec; ..." for a zip)
     # Set when the whole input cannot be read and its source skips bad inputs: the partition then reads

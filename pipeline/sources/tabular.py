@@ -11,10 +11,11 @@ import csv
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from pipeline.config import SourceConfig
-from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
+from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, RecordSeek, SourceUnreadable
 from pipeline.sources.rows import document_row, read_date, reject_row, strip_bom, undecodable_reason
 from pipeline.sources.textio import Line, Member, capped_lines, detect_encoding, members, open_lines_as, read_sample
 
@@ -37,14 +38,29 @@ class RawRecord:
     raw: str  # the record as read, for reject rows
 
 
-def count_records(source: SourceConfig, path: str) -> int:
-    return sum(1 for _ in iter_records(source, path))
+def record_ranges(source: SourceConfig, path: str, size: int) -> list[tuple[int, int | None, RecordSeek | None]]:
+    """[start, stop) ranges of `size` records, each with where it begins, from one parse of the file.
+
+    The last range is open-ended, so nothing past the count is lost. A headerless CSV has no seek points:
+    its first row fixes the width later rows are checked against, so its partitions parse from the start.
+    """
+    seekable = source.format == "jsonl" or source.header
+    starts: list[tuple[int, RecordSeek | None]] = []
+    index = 0
+    for ordinal, member in enumerate(members(path)):
+        for record in _member_records(source, member, index):
+            if record.index % size == 0:
+                starts.append((record.index, RecordSeek(ordinal, record.position - 1) if seekable else None))
+            index = record.index + 1
+    if not starts:
+        return [(0, None, None)]
+    return [(start, starts[i + 1][0] if i + 1 < len(starts) else None, seek) for i, (start, seek) in enumerate(starts)]
 
 
 def read_tabular(
     source: SourceConfig, partition: Partition, batch_size: int, extras: Extras
 ) -> Iterator[ReadBatch]:
-    records = _in_range(iter_records(source, partition.path), partition)
+    records = _in_range(iter_records(source, partition.path, partition.seek, partition.start), partition)
     rows = (to_row(source, record, extras) for record in records)
     yield from RecordBatcher(batch_size).drain(rows)
 
@@ -57,14 +73,21 @@ def _in_range(records: Iterator[RawRecord], partition: Partition) -> Iterator[Ra
             yield record
 
 
-def iter_records(source: SourceConfig, path: str) -> Iterator[RawRecord]:
-    index = 0
-    for member in members(path):
-        encoding = member_encoding(source, member)
-        parse = _jsonl_records if source.format == "jsonl" else _csv_records
-        for record in parse(source, member, encoding, index):
+def iter_records(source: SourceConfig, path: str, seek: RecordSeek | None = None, first: int = 0) -> Iterator[RawRecord]:
+    """The records of an input in order, numbered across zip members; from `seek` (record `first`) if given."""
+    index = first if seek else 0
+    for ordinal, member in enumerate(members(path)):
+        if seek and ordinal < seek.member:
+            continue
+        skip = seek.lines if seek and ordinal == seek.member else 0
+        for record in _member_records(source, member, index, skip):
             yield record
             index = record.index + 1
+
+
+def _member_records(source: SourceConfig, member: Member, first: int, skip_lines: int = 0) -> Iterator[RawRecord]:
+    parse = _jsonl_records if source.format == "jsonl" else _csv_records
+    return parse(source, member, member_encoding(source, member), first, skip_lines)
 
 
 def member_encoding(source: SourceConfig, member: Member) -> str:
@@ -132,10 +155,15 @@ def _delimiter(source: SourceConfig) -> str:
     return "\t" if source.format == "tsv" else ","
 
 
-def _jsonl_records(source: SourceConfig, member: Member, encoding: str, first: int) -> Iterator[RawRecord]:
+def _jsonl_records(
+    source: SourceConfig, member: Member, encoding: str, first: int, skip_lines: int = 0,
+) -> Iterator[RawRecord]:
     index = first
     with open_lines_as(member, encoding) as (stream, line_codec):
-        for line_no, line in enumerate(capped_lines(stream, source.max_record_bytes), start=1):
+        lines = capped_lines(stream, source.max_record_bytes)
+        for _ in islice(lines, skip_lines):
+            pass  # lines before the partition: split, never decoded or parsed
+        for line_no, line in enumerate(lines, start=skip_lines + 1):
             text = line.data.decode(line_codec, "surrogateescape")
             if not line.oversize and not text.strip():
                 continue
@@ -173,6 +201,11 @@ class _LineFeed:
         self.consumed: list[str] = []
         self.oversize = False
 
+    def skip(self, count: int) -> None:
+        """Pass over `count` lines without decoding them (lines before a partition's first record)."""
+        for _ in islice(self._lines, max(count, 0)):
+            self.line_no += 1
+
     def start_record(self) -> int:
         self.consumed, self.oversize = [], False
         return self.line_no + 1
@@ -188,7 +221,9 @@ class _LineFeed:
             yield text
 
 
-def _csv_records(source: SourceConfig, member: Member, encoding: str, first: int) -> Iterator[RawRecord]:
+def _csv_records(
+    source: SourceConfig, member: Member, encoding: str, first: int, skip_lines: int = 0,
+) -> Iterator[RawRecord]:
     # csv's field limit is process-wide; it is raised to the record cap so fields up to the cap parse,
     # and a quoted field growing past it over many lines becomes a csv.Error, not unbounded memory.
     csv.field_size_limit(max(csv.field_size_limit(), source.max_record_bytes))
@@ -198,6 +233,7 @@ def _csv_records(source: SourceConfig, member: Member, encoding: str, first: int
         header = _read_header(source, member, reader) if source.header else None
         if source.header and header is None:
             return  # no row at all: zero records
+        feed.skip(skip_lines - feed.line_no)  # the header read, on to the partition's first record
         width = len(header) if header is not None else None
         text_at = header.index(source.fields["text"]) if header is not None else int(source.fields["text"])
         index = first
