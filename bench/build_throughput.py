@@ -6,11 +6,15 @@ On the online-shopping reviews (10.6 MB of Chinese text, one CSV) and on N copie
 - from the Prefect run of each build: seconds from the command's start to the first partition task's start,
   and the share of the build's wall time spent validating contracts (from the first validation task's
   start to the last one's end);
-- peak RSS of the whole process tree, 1x vs Nx.
+- peak RSS of the whole process tree, 1x vs Nx;
+- with `--data-juicer PATH` (its `dj-process`, installed in a venv of its own: `pip install torch==2.13.0
+  py-data-juicer==1.6.1 aiohttp`), data-juicer's recipe of the same kind of cleaning as a reference row:
+  unicode, punctuation and whitespace normalisation, HTML, e-mail and link removal, traditional to
+  simplified, a length filter and exact dedup, no segmentation, with np=1 and np=2.
 Targets: 2 workers >= 1.3x raw jieba at 1x and >= 1.5x at 3x; validation <= 10 % of the build; start-up
 to the first partition <= 3 s; RSS at Nx <= 1.2x of 1x.
 
-    python bench/build_throughput.py [--data ../shared/data] [--repeat 3]
+    python bench/build_throughput.py [--data ../shared/data] [--repeat 3] [--data-juicer /venv/bin/dj-process]
 """
 
 from __future__ import annotations
@@ -91,6 +95,35 @@ def timed_build(config: dict, scratch: Path, name: str) -> dict:
     return {"seconds": round(wall, 2), "peak_rss_mb": round(peak[0], 1), **_run_timings(started_at, wall)}
 
 
+DATA_JUICER_OPS = [
+    {"fix_unicode_mapper": None}, {"punctuation_normalization_mapper": None},
+    {"whitespace_normalization_mapper": None}, {"clean_html_mapper": None}, {"clean_email_mapper": None},
+    {"clean_links_mapper": None}, {"chinese_convert_mapper": {"mode": "t2s"}}, {"text_length_filter": {"min_len": 5}},
+    {"document_deduplicator": {"lowercase": False, "ignore_non_character": False}},
+]
+
+
+def data_juicer_run(dj_process: str, texts: list[str], scratch: Path, processes: int) -> dict:
+    """Wall seconds of data-juicer's recipe over the texts (JSON lines), and how many texts it kept."""
+    work = scratch / f"data-juicer-np{processes}"
+    work.mkdir(parents=True)
+    dataset = work / "reviews.jsonl"
+    dataset.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    recipe = {"project_name": "corpusflow-bench", "dataset_path": str(dataset), "np": processes, "text_keys": "text",
+              "export_path": str(work / "out" / "kept.jsonl"), "open_tracer": False, "use_cache": False,
+              "skip_op_error": False, "process": DATA_JUICER_OPS}
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(work / "hf")}
+    start = time.perf_counter()
+    done = subprocess.run([dj_process, "--config", str(work / "recipe.yaml")], cwd=work, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"data-juicer np={processes} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    kept = sum(1 for _ in (work / "out" / "kept.jsonl").open(encoding="utf-8"))
+    return {"seconds": round(wall, 2), "kept": kept}
+
+
 def _run_timings(started_at: datetime, wall: float) -> dict:
     """From the newest build-dataset run: start-up to the first partition, and the validation phase's share."""
     from prefect.client.orchestration import get_client
@@ -129,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-juicer", help="data-juicer's dj-process, for its reference row")
     args = parser.parse_args()
     from flows.servers import use_prefect_server
 
@@ -144,6 +178,8 @@ def main() -> None:
             "1x_2_workers": timed_build(config_for(one, scratch / "run-2w", 2), scratch, "two-workers"),
             f"{args.repeat}x_2_workers": timed_build(config_for(many, scratch / "run-nx", 2), scratch, "repeated"),
         }
+        data_juicer = {f"np{n}": data_juicer_run(args.data_juicer, texts, scratch, n)
+                       for n in (1, 2)} if args.data_juicer else {}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     repeated = builds[f"{args.repeat}x_2_workers"]
@@ -153,6 +189,8 @@ def main() -> None:
         "raw_jieba_s": round(jieba_s, 2), "builds": builds,
         "ratio_vs_raw_jieba": {name: round(jieba_s * (args.repeat if name.startswith(f"{args.repeat}x") else 1)
                                            / build["seconds"], 3) for name, build in builds.items()},
+        "data_juicer_1x": data_juicer,
+        "data_juicer_ratio_vs_raw_jieba": {n: round(jieba_s / run["seconds"], 3) for n, run in data_juicer.items()},
         "ratio_2_workers_vs_1": round(builds["1x_1_worker"]["seconds"] / builds["1x_2_workers"]["seconds"], 3),
         f"ratio_rss_{args.repeat}x_vs_1x": round(repeated["peak_rss_mb"] / builds["1x_2_workers"]["peak_rss_mb"], 3),
         "targets": {"1x_2_workers vs raw jieba": ">= 1.3", f"{args.repeat}x_2_workers vs raw jieba": ">= 1.5",
