@@ -22,7 +22,7 @@ from flows.servers import corpusflow_home
 from flows.terminal import flow_display, silence_library_progress_bars
 from pipeline.config import load_config, registered_model_name
 from pipeline.errors import UserError
-from pipeline.versions import resolve_manifest
+from pipeline.versions import LEDGER, resolve_manifest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
 console = Console()
@@ -305,9 +305,9 @@ def _print_label_rates(rates: dict[str, dict[str, dict[str, float]]], skews: lis
 def _print_reasons(root: str, manifest: Any) -> None:
     from pipeline.storage import exists, join, read_arrow_table
 
-    if not exists(join(root, "ledger.arrow")):
+    if not exists(join(root, LEDGER)):
         return
-    ledger = read_arrow_table(join(root, "ledger.arrow")).to_pylist()
+    ledger = read_arrow_table(join(root, LEDGER)).to_pylist()
     reasons: dict[tuple[str, str], int] = {}
     for row in ledger:
         if row["outcome"] != "kept":

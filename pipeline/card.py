@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from pipeline import plots, storage
+from pipeline import plots, storage, versions
 from pipeline.config import CorpusflowConfig
 from pipeline.schema import Manifest, ShardRecord
 
@@ -37,7 +37,7 @@ SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), 
 def write_card(version_dir: Path, manifest: Manifest, config: CorpusflowConfig) -> Path:
     """Draw the version's pictures into reports/ and write README.md beside its manifest; returns the card."""
     pictures = plots.plot_dataset(str(version_dir))
-    ledger = storage.read_arrow_table(storage.join(str(version_dir), "ledger.arrow"))
+    ledger = storage.read_arrow_table(storage.join(str(version_dir), versions.LEDGER))
     card = "\n".join([
         "---", yaml.safe_dump(card_metadata(manifest, config), sort_keys=False, allow_unicode=True).rstrip(), "---",
         "", *_summary(manifest, config),

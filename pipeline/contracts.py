@@ -502,7 +502,7 @@ def suite_for(path: Path, config: ContractsConfig) -> str:
 def shard_paths(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
-        return sorted(path.rglob("*.arrow"))
+        return sorted(p for p in path.rglob("*.arrow") if p.name != versions.LEDGER)
     if path.is_file():
         return [path]
     raise ContractError(f"no shard or directory at {path}")

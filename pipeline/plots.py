@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
+from pipeline import storage, versions
 from pipeline.schema import Manifest
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def _is_number(value: object) -> bool:
 
 
 def _read_ledger(version_dir: str) -> pa.Table:
-    return storage.read_arrow_table(storage.join(version_dir, "ledger.arrow"))
+    return storage.read_arrow_table(storage.join(version_dir, versions.LEDGER))
 
 
 def _sum_by(ledger: pa.Table, keys: tuple[str, ...]) -> dict[tuple[str, ...], int]:

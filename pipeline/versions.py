@@ -24,6 +24,7 @@ from pipeline.errors import UserError
 from pipeline.schema import Manifest
 
 MANIFEST = "manifest.json"
+LEDGER = "ledger.arrow"  # every record's outcome, beside the manifest: Arrow, but not a shard
 LATEST = "LATEST"
 FAILED = "failed"
 

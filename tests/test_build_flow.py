@@ -347,6 +347,12 @@ def test_cli_finds_a_flipped_byte_without_rebuilding(demo_build: tuple[Path, str
     validate = _cli("validate", str(copy))
     assert validate.returncode == 1 and "Traceback" not in validate.stdout + validate.stderr
     assert "unreadable" in validate.stdout and shard.name in validate.stdout
+    assert validate.stdout.count(" no ") == 1  # the flipped shard fails, nothing else
+    healthy = _cli("validate", str(Path(manifest_path).parent))
+    manifest = load_manifest(manifest_path)
+    assert healthy.returncode == 0, healthy.stdout
+    assert healthy.stdout.count(" yes ") == len(manifest.shards) + len(manifest.rejects)
+    assert "ledger" not in healthy.stdout  # the version's ledger is not a shard
     intact = _cli("verify", str(Path(manifest_path).parent), "--no-rebuild")
     assert intact.returncode == 0 and "intact" in intact.stdout and "reproduced" not in intact.stdout
 

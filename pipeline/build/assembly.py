@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
+from pipeline import storage, versions
 from pipeline.build.partitions import StagedPartition
 from pipeline.config import CorpusflowConfig
 from pipeline.dedup import REPEATED_ID_NOTE, apply_renames
@@ -112,4 +112,4 @@ def _route(
 
 
 def write_ledger(staging: Path, rows: list[dict]) -> None:
-    write_shard(pa.Table.from_pylist(rows, LEDGER_SCHEMA), staging / "ledger.arrow")
+    write_shard(pa.Table.from_pylist(rows, LEDGER_SCHEMA), staging / versions.LEDGER)
