@@ -166,9 +166,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
     assembled = write_shards(config, staged, duplicates)
     reports, reject_reports = [None] * len(assembled.shards), [None] * len(assembled.rejects)
     if config.contracts.enabled:
-        planned = validation.plan_validation(
+        validation_tasks = validation.plan_validation(
             assembled, config.contracts, config.runner.workers, config.runner.validation_batch_rows)
-        validated = validate_shards.map(unmapped(config), unmapped(assembled.staging), planned)
+        validated = validate_shards.map(unmapped(config), unmapped(assembled.staging), validation_tasks)
         reports, reject_reports = validation.reports_in_order(assembled, validated.result())
     manifest_uri = finalize(config, assembled, inputs, reports, reject_reports)
     attach_pictures(manifest_uri)

@@ -28,7 +28,10 @@ def _warm_worker(warm_up: Callable[[], object] | None) -> None:
 
     jieba.setLogLevel(60)
     if warm_up is not None:
-        warm_up()
+        try:
+            warm_up()
+        except Exception:  # noqa: BLE001 - a failing initializer breaks the whole pool; the first task
+            pass  # that needs what failed to load raises the same error, named in its own partition
 
 
 def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> ProcessPoolExecutor:

@@ -131,3 +131,11 @@ def test_rjieba_engine_without_the_package_names_the_extra(monkeypatch: pytest.M
 @pytest.mark.parametrize("run", ["", "嫪毐吕不韦", "片儿川a1好", "王小明李晓华张伟", "啊", "Abc123中文%3.5混合"])
 def test_hmm_cut_gives_finalsegs_words(run: str) -> None:
     assert hmm_cut(run) == list(jieba.finalseg.cut(run))
+
+
+def test_a_missing_user_dictionary_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A user error, printed as a short block by the CLI and never retried, not an OSError."""
+    missing = tmp_path / "words.txt"
+    with pytest.raises(ConfigError, match="segment.user_dicts") as error:
+        SegmenterSpec.from_config(config_with({"user_dicts": [str(missing)]}).segment)
+    assert str(missing) in str(error.value)

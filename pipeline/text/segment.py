@@ -56,7 +56,7 @@ class SegmenterSpec:
         paths = tuple(str(Path(p).resolve()) for p in config.user_dicts)
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
-            raise FileNotFoundError(f"segment.user_dicts: no such file(s): {missing}")
+            raise ConfigError(f"segment.user_dicts: no such file(s): {missing}")
         if config.engine == "rjieba" and importlib.util.find_spec("rjieba") is None:
             raise ConfigError(
                 "segment.engine: 'rjieba' needs the rjieba package, which is not installed; "
