@@ -67,8 +67,8 @@ def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callabl
 
     def on_progress(progress: BuildProgress) -> None:
         nonlocal handed
-        idle = workers - (progress.total - progress.done)
-        while handed < min(idle, workers):
+        idle = workers - (progress.total - progress.done)  # never more than `workers`: done <= total
+        while handed < idle:
             worker_pool(workers).submit(load)
             handed += 1
 

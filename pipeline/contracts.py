@@ -248,11 +248,13 @@ def _batches(
             groups.setdefault((checks[index].suite, table.schema.to_string(show_schema_metadata=False)), []).append(index)
     for members in groups.values():
         batch: list[int] = []
+        held = 0
         for index in members:
-            if batch and sum(tables[i].num_rows for i in batch) + tables[index].num_rows > batch_rows:
+            if batch and held + tables[index].num_rows > batch_rows:
                 batches.append(batch)
-                batch = []
+                batch, held = [], 0
             batch.append(index)
+            held += tables[index].num_rows
         batches.append(batch)
     return batches
 
