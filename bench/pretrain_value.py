@@ -54,7 +54,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from pipeline.config import TaskConfig, TrainConfig, load_config  # noqa: E402
 from pipeline.schema import document_id  # noqa: E402
 from pipeline.versions import load_manifest  # noqa: E402
-from pipeline.text.segment import SegmenterSpec, segment_zh  # noqa: E402
+from pipeline.text.segment import SegmenterSpec, segment_zh, zh_cutter  # noqa: E402
 from pipeline.train.evaluate import evaluate_lm, ngrams  # noqa: E402
 from pipeline.train.finetune import finetune  # noqa: E402
 from pipeline.train.data import PackedStream, mask_for_mlm, shard_urls  # noqa: E402
@@ -125,8 +125,10 @@ class Decontaminator:
         return _normalized(text) in self.exact or not self.grams.isdisjoint(ngrams(text, "zh", CONTAMINATION_N))
 
 
-def _corpus_texts(data: Path) -> Iterator[tuple[str, str, str]]:
-    """(source, native id, text) of the headlines and reviews the corpus is made of."""
+def _corpus_texts(data: Path, tasks: dict[str, TaskConfig]) -> Iterator[tuple[str, str, str]]:
+    """(source, native id, text) of the corpus: headlines, reviews, and the sentences of the NER task's train
+    split without their tags (news text from the same newspaper as the task's dev and test sentences, which
+    the task's own split keeps apart: task-adaptive pretraining on unlabelled text)."""
     for name in ("tnews_unlabeled.json", "tnews_train_few_all.json"):
         with open(data / "news" / name, encoding="utf-8") as lines:
             for number, line in enumerate(lines):
@@ -143,21 +145,24 @@ def _corpus_texts(data: Path) -> Iterator[tuple[str, str, str]]:
         with archive.open(member) as raw:
             for number, row in enumerate(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))):
                 yield "online_shopping", str(number), row["review"] or ""
+    ner = tasks["msra_ner"]
+    for number, row in enumerate(load_task(ner.model_copy(update={"max_examples": None})).train):
+        yield "msra", str(number), item_text(row, ner.lang)
 
 
-def build_corpus(data: Path, tasks: list[TaskConfig], out: Path) -> tuple[Path, dict[str, int]]:
+def build_corpus(data: Path, tasks: dict[str, TaskConfig], out: Path) -> tuple[Path, dict[str, int]]:
     """The decontaminated, deduplicated, segmented corpus as a dataset version; returns (manifest, counts)."""
     manifest = out / "manifest.json"
     counts_file = out / "counts.json"
     if manifest.exists() and counts_file.exists():
         return manifest, json.loads(counts_file.read_text())
     shutil.rmtree(out, ignore_errors=True)
-    decontaminator = Decontaminator(tasks)
-    spec = SegmenterSpec(hmm=True, user_dicts=())
+    decontaminator = Decontaminator(list(tasks.values()))
+    cut = zh_cutter(SegmenterSpec(hmm=True, user_dicts=(), engine="jieba"))
     counts = {"read": 0, "empty": 0, "duplicate": 0, "contaminated": 0, "kept": 0, "chars": 0}
     seen: set[str] = set()
     rows: dict[str, list[dict]] = {"train": [], "validation": []}
-    for source, native_id, raw in _corpus_texts(data):
+    for source, native_id, raw in _corpus_texts(data, tasks):
         counts["read"] += 1
         text = unicodedata.normalize("NFKC", raw.replace("\ufeff", "")).strip()
         key = _normalized(text)
@@ -174,9 +179,9 @@ def build_corpus(data: Path, tasks: list[TaskConfig], out: Path) -> tuple[Path, 
         counts["kept"] += 1
         counts["chars"] += len(text)
         split = "validation" if counts["kept"] % VALIDATION_EVERY == 0 else "train"
-        words = segment_zh(text, spec)
+        words = segment_zh(text, cut)
         rows[split].append({
-            "id": document_id(source, native_id), "source": source, "kind": "news" if source == "tnews" else "comment",
+            "id": document_id(source, native_id), "source": source, "kind": "news" if source in ("tnews", "msra") else "comment",
             "lang": "zh", "text": text, "meta": "{}", "words": words, "n_words": len(words), "split": split,
         })
     records = []
@@ -353,9 +358,10 @@ def main() -> None:
     finetune_settings = settings["finetune"]
     tasks = task_configs(args.data, finetune_settings, args.examples)
 
-    corpus_manifest, corpus_counts = build_corpus(args.data, list(tasks.values()), args.work / "corpus")
+    corpus_manifest, corpus_counts = build_corpus(args.data, tasks, args.work / "corpus-with-ner-train")
     log.info("corpus: %s", corpus_counts)
-    tokenizer_dir = args.work / f"tokenizer-{_settings_hash(train.tokenizer.model_dump())}"
+    corpus_id = hashlib.sha256(corpus_manifest.read_bytes()).hexdigest()[:12]  # its shards' sha256s included
+    tokenizer_dir = args.work / f"tokenizer-{_settings_hash(corpus_id, train.tokenizer.model_dump())}"
     if not (tokenizer_dir / "tokenizer.json").exists():
         train_tokenizer(str(corpus_manifest), train.tokenizer, tokenizer_dir)
     if args.head_speed:
@@ -363,12 +369,12 @@ def main() -> None:
                                          "batch_size": train.pretrain.batch_size, "vocab_size": train.tokenizer.vocab_size,
                                          **head_speed(train, tokenizer_dir, corpus_manifest)})
         return
-    pretrain_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump())
+    pretrain_hash = _settings_hash(corpus_id, train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump())
     cost = pretrained_model(corpus_manifest, train, tokenizer_dir, args.work / f"pretrain-{pretrain_hash}")
     log.info("pretraining: %s", cost)
     pretrained_dir = Path(cost["model_dir"])
 
-    shape_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump())
+    shape_hash = _settings_hash(corpus_id, train.tokenizer.model_dump(), train.model.model_dump())
     random_dirs = {seed: _random_init(train, tokenizer_dir, args.work / f"random-{shape_hash}-{seed}", seed)
                    for seed in args.seeds}
     perplexity = {
@@ -379,7 +385,7 @@ def main() -> None:
 
     per_task = {}
     # the random arm depends on the tokenizer and the shape only, so runs that differ in pretraining share it
-    random_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), finetune_settings, args.examples)
+    random_hash = _settings_hash(shape_hash, finetune_settings, args.examples)
     finetune_hash = {"random": random_hash, "pretrained": _settings_hash(pretrain_hash, finetune_settings, args.examples)}
     for name in args.tasks:
         task = tasks[name]

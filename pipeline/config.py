@@ -352,6 +352,14 @@ class TaskConfig(Strict):
     epochs: int = Field(default=3, gt=0)
     batch_size: int = Field(default=32, gt=0)
     lr: float = Field(default=1e-3, ge=0)
+    # Learning rate of the task head (everything the checkpoint's encoder does not hold: classifier, pooler,
+    # ModernBERT's head over the pooled tokens) as a multiple of `lr`. A pretrained encoder's pooled features
+    # differ little from text to text, so a head at the encoder's rate fits slowly; a fresh head can move fast
+    # while the pretrained layers move at `lr`.
+    head_lr_scale: float = Field(default=1.0, gt=0)
+    # Layer-wise decay: layer k of L (counted from the top, the top layer is 0) trains at lr * decay**k, and
+    # the embeddings at lr * decay**L; 1.0 trains every layer at `lr`.
+    layer_lr_decay: float = Field(default=1.0, gt=0, le=1)
     patience: int = Field(default=2, gt=0)  # epochs without a better dev score before training stops
     primary_metric: Literal["accuracy", "macro_f1", "entity_f1"] = "accuracy"
 

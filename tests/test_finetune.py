@@ -6,10 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.tasks import ner_task, sentiment_task, tiny_pretrained, write_sentiment_csv
-from transformers import AutoTokenizer
+from pydantic import ValidationError
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pipeline.train.finetune import _encode_tokens, finetune
+from pipeline.config import ModelConfig
+from pipeline.train.finetune import _encode_tokens, finetune, parameter_groups
+from pipeline.train.loading import load_for_task
+from pipeline.train.pretrain import save_random_init
 from pipeline.train.tasks import load_task
 
 
@@ -64,3 +70,62 @@ def test_ner_tags_go_to_first_subtoken_only(pretrained: Path, tmp_path: Path) ->
 
     # [CLS] 张 伟 去 北 京 [SEP]: each word's tag on its first character, the rest and specials ignored
     assert example["labels"] == [-100, label2id["B-PER"], -100, label2id["O"], label2id["B-LOC"], -100, -100]
+
+
+def _rate_of(groups: list[dict], model: torch.nn.Module) -> dict[str, float]:
+    by_id = {id(p): group["lr"] for group in groups for p in group["params"]}
+    assert sum(len(group["params"]) for group in groups) == len(by_id) == len(list(model.parameters()))
+    return {name: by_id[id(p)] for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_learning_rates_by_depth_and_a_faster_head(arch: str, pretrained: Path, tmp_path: Path) -> None:
+    shape = ModelConfig(arch=arch, hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64, max_seq_len=32)
+    encoder = save_random_init(shape, pretrained, tmp_path / arch, seed=0)
+    model = load_for_task(AutoModelForSequenceClassification, encoder, num_labels=2)
+    task = sentiment_task(tmp_path / "unused.csv", lr=1e-3, head_lr_scale=10.0, layer_lr_decay=0.5)
+
+    rates = _rate_of(parameter_groups(model, task), model)
+
+    prefix = model.base_model_prefix
+    layer = "model.layers" if arch == "modernbert" else "bert.encoder.layer"
+    assert rates[f"{layer}.2.attn.Wqkv.weight" if arch == "modernbert" else f"{layer}.2.attention.self.query.weight"] == pytest.approx(1e-3)
+    def distinct(names: list[str]) -> list[float]:
+        assert names
+        return sorted({rates[name] for name in names})
+
+    assert distinct([n for n in rates if n.startswith(f"{layer}.0.")]) == pytest.approx([2.5e-4])
+    assert distinct([n for n in rates if n.startswith(f"{layer}.1.")]) == pytest.approx([5e-4])
+    assert distinct([n for n in rates if ".embeddings." in n]) == pytest.approx([1.25e-4])
+    head = [n for n in rates if not n.startswith(f"{prefix}.") or ".pooler." in n]
+    assert "classifier.weight" in head and distinct(head) == pytest.approx([1e-2])
+    if arch == "modernbert":
+        assert rates["model.final_norm.weight"] == pytest.approx(1e-3)
+        assert "head.dense.weight" in head  # the pretrained prediction head over the pooled tokens
+    else:
+        assert "bert.pooler.dense.weight" in head
+
+
+def test_default_rates_are_one_rate_for_every_parameter(pretrained: Path) -> None:
+    model = load_for_task(AutoModelForSequenceClassification, pretrained, num_labels=2)
+    groups = parameter_groups(model, sentiment_task(Path("unused.csv"), lr=3e-3))
+    assert [group["lr"] for group in groups] == [3e-3]
+
+
+def test_a_steep_layer_decay_leaves_the_embeddings_where_pretraining_put_them(pretrained: Path, tmp_path: Path) -> None:
+    csv_path = write_sentiment_csv(tmp_path / "reviews.csv")
+    before = load_file(pretrained / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+
+    def embeddings_after(**overrides: float) -> torch.Tensor:
+        out = tmp_path / f"model-{len(list(tmp_path.iterdir()))}"
+        finetune(sentiment_task(csv_path, epochs=2, patience=2, **overrides), pretrained, out)
+        return load_file(out / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+
+    assert (embeddings_after(layer_lr_decay=1e-4) - before).abs().max() < 1e-5
+    assert (embeddings_after() - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("field, value", [("head_lr_scale", 0.0), ("layer_lr_decay", 0.0), ("layer_lr_decay", 1.5)])
+def test_rate_knobs_out_of_range_are_config_errors(field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        sentiment_task(Path("unused.csv"), **{field: value})

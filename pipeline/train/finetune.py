@@ -11,6 +11,7 @@ the figure logged is the figure a downloaded model reproduces.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ WARMUP_FRACTION = 0.1
 WEIGHT_DECAY = 0.01
 GRAD_CLIP = 1.0
 IGNORED = -100  # label of sub-tokens and special tokens: the loss skips them
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")  # ModernBERT's model.layers.N., BERT's encoder.layer.N.
 
 
 @dataclass
@@ -65,7 +67,7 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
     tokenizer = AutoTokenizer.from_pretrained(pretrained_dir)
     model = _load_pretrained(task, pretrained_dir, data.labels)
     loader = _train_loader(task, data, tokenizer, model, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(parameter_groups(model, task), lr=task.lr, weight_decay=WEIGHT_DECAY)
     total_steps = task.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * total_steps), total_steps)
     dev_key = f"dev_{task.primary_metric}"
@@ -87,6 +89,25 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
         task=task.name, model_dir=Path(out_dir), metrics=evaluation["metrics"], best_epoch=best_epoch,
         history=history, evaluation=evaluation,
     )
+
+
+def parameter_groups(model: PreTrainedModel, task: TaskConfig) -> list[dict[str, Any]]:
+    """One AdamW group per learning rate: the task head at lr * head_lr_scale, encoder layer k from the top at
+    lr * layer_lr_decay**k, the embeddings below the lowest layer (see TaskConfig)."""
+    encoder = f"{model.base_model_prefix}."
+    layers = model.config.num_hidden_layers
+    rates: dict[float, list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not name.startswith(encoder) or ".pooler." in name:  # BERT's pooler is never trained by masked LM
+            rate = task.lr * task.head_lr_scale
+        elif ".embeddings." in name:
+            rate = task.lr * task.layer_lr_decay**layers
+        elif layer := _LAYER_INDEX.search(name):
+            rate = task.lr * task.layer_lr_decay ** (layers - 1 - int(layer.group(1)))
+        else:  # a norm above the top layer
+            rate = task.lr
+        rates.setdefault(rate, []).append(parameter)
+    return [{"params": parameters, "lr": rate} for rate, parameters in rates.items()]
 
 
 def _load_pretrained(task: TaskConfig, pretrained_dir: Path, labels: list[str]) -> PreTrainedModel:
