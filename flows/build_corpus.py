@@ -13,6 +13,8 @@
    The dataset card (README.md, with the pictures) is written beside it, outside the hash.
 7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
    A build over them is set aside under failed/ with its reports, LATEST stays, and the flow run fails.
+
+All of it runs under the dataset's lease (flows/lease.py): one build of a dataset at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.events import announce_dataset_version
+from flows.lease import dataset_lease
 from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import task_runner_for
@@ -147,10 +150,16 @@ def finalize(
 
 
 @flow(name="build-corpus", log_prints=True)
-def build_corpus(config_path: str) -> str:
-    """Build the dataset the config describes; returns the manifest's path."""
+def build_corpus(config_path: str, refresh: bool = False, wait: bool = True) -> str:
+    """Build the dataset the config describes; returns the manifest's path.
+
+    One build of a dataset at a time: another one's lease is waited for, or with `wait` off fails this run
+    (LeaseHeld). A refresh deduplicates against the newest version unless the config says otherwise.
+    """
     config = load_config(config_path)
-    return build_dataset.with_options(task_runner=task_runner_for(config.runner))(config)
+    with dataset_lease(config, wait):
+        config = dedup_step.settle_previous_version(config, refresh)
+        return build_dataset.with_options(task_runner=task_runner_for(config.runner))(config)
 
 
 @flow(name="build-dataset")

@@ -28,6 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and 
 console = Console()
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config")]
 _debug = False  # --debug: tracebacks on the terminal, and a known error raised instead of summarised
+UNEXPECTED_MESSAGE_CHARS = 500  # of an unknown error's message: some carry a whole response body
 
 
 def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
@@ -42,11 +43,16 @@ def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> An
         return flow(*args, **kwargs)
 
 
+WaitOption = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="when another build of the dataset runs: wait for it, or exit 2 at once")]
+
+
 @app.command()
-def build(config: ConfigOption = Path("configs/demo.yaml")) -> None:
+def build(config: ConfigOption = Path("configs/demo.yaml"), wait: WaitOption = True) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
     load_config(config)  # a bad config fails here, before a server starts
-    manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config))
+    manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config),
+                         wait=wait)
     _print_manifest(manifest)
 
 
@@ -150,11 +156,14 @@ def train(
 
 
 @app.command()
-def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False) -> None:
-    """The whole chain: build the corpus, then train and register when the dataset version changed."""
+def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False, wait: WaitOption = True) -> None:
+    """The whole chain: refresh the corpus, then train and register when the dataset version changed.
+
+    As a refresh, the build deduplicates against the newest version: a text ingested again keeps its id.
+    """
     load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
-                       force_train=force_train)
+                       force_train=force_train, wait=wait)
     console.print_json(data=result)
 
 
@@ -333,15 +342,42 @@ def main() -> None:
             raise
         _print_user_error(error)
         sys.exit(2)
+    except Exception as error:  # a bug, or a failure nobody has named yet: still a short block, not pages
+        if _debug:
+            raise
+        _print_unexpected_error(error)
+        sys.exit(1)
 
 
 def _print_user_error(error: UserError) -> None:
     """What failed, where (the message names file, record or setting), what to do, where the whole story is."""
+    log = _save_traceback(error)
+    console.print(f"[bold red]{type(error).__name__}[/bold red]: {error}", highlight=False)
+    console.print(f"[bold]what to do[/bold]: {error.hint}", highlight=False)
+    _print_where_the_traceback_is(log)
+
+
+def _print_unexpected_error(error: Exception) -> None:
+    """What failed and in which line of code, and where the traceback is."""
+    log = _save_traceback(error)
+    message = str(error)
+    if len(message) > UNEXPECTED_MESSAGE_CHARS:
+        message = message[:UNEXPECTED_MESSAGE_CHARS] + " ..."
+    console.print(f"[bold red]unexpected error[/bold red] {type(error).__name__}: {message}", highlight=False)
+    innermost = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    for frame in innermost:
+        console.print(f"[bold]where[/bold]: {frame.filename}:{frame.lineno} in {frame.name}", highlight=False)
+    _print_where_the_traceback_is(log)
+
+
+def _save_traceback(error: BaseException) -> Path:
     log = corpusflow_home() / "logs" / "last-error.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
-    console.print(f"[bold red]{type(error).__name__}[/bold red]: {error}", highlight=False)
-    console.print(f"[bold]what to do[/bold]: {error.hint}", highlight=False)
+    return log
+
+
+def _print_where_the_traceback_is(log: Path) -> None:
     console.print(f"[dim]traceback: {log} (or run again with --debug); flow runs and their logs: `corpusflow ui`[/dim]",
                   highlight=False)
 

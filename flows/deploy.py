@@ -127,8 +127,9 @@ def deployment_specs(config_path: str) -> list[DeploymentSpec]:
             name="nightly",
             work_pool=CPU_POOL,
             description="Corpus refresh: rebuild the dataset from its sources every night; inputs that did "
-            "not change come from cache, and a changed dataset is announced to training.",
-            parameters={"config_path": config_path},
+            "not change come from cache, documents keep the ids of the previous version, and a changed dataset "
+            "is announced to training.",
+            parameters={"config_path": config_path, "refresh": True},
             cron="0 2 * * *",
         ),
         DeploymentSpec(

@@ -18,9 +18,9 @@ from pipeline.versions import load_manifest
 
 
 @flow(name="refresh")  # no log_prints: see train_models
-def refresh(config_path: str, force_train: bool = False) -> dict:
+def refresh(config_path: str, force_train: bool = False, wait: bool = True) -> dict:
     config = load_config(config_path)
-    manifest_path = build_corpus(config_path)
+    manifest_path = build_corpus(config_path, refresh=True, wait=wait)
     version = load_manifest(manifest_path).version
     if not config.train.enabled:
         return {"dataset_version": version, "trained": False, "why": "training disabled in config"}

@@ -247,6 +247,9 @@ class QualityConfig(Strict):
         return rule_sets
 
 
+AGAINST_PREVIOUS_ON_REFRESH = "on_refresh"
+
+
 class DedupConfig(Strict):
     exact: bool = True
     near: bool = True
@@ -262,8 +265,10 @@ class DedupConfig(Strict):
     en_word_ngram: int = Field(default=5, ge=1)
     min_chars_for_near: int = Field(default=20, ge=0)  # canonical characters (no spaces or punctuation)
     seed: int = 1
-    # An earlier version whose documents win ties: a manifest, a version directory, a version id or "latest".
-    against_previous: str | None = None
+    # An earlier version whose documents win ties, so a text ingested again keeps the id readers know: a
+    # manifest, a version directory, a version id or "latest". "on_refresh": the newest version, on
+    # refreshes only (the scheduled deployment, `corpusflow run`), not on `corpusflow build`; null: never.
+    against_previous: str | None = AGAINST_PREVIOUS_ON_REFRESH
 
 
 class ContractsConfig(Strict):
@@ -401,6 +406,10 @@ class RunnerConfig(Strict):
     # Shards validated together in one Great Expectations run hold at most this many rows: GX's fixed cost
     # per run outweighs a small shard's own, and the concatenated batch is held in memory.
     validation_batch_rows: int = Field(default=200_000, gt=0)
+    # One build of a dataset at a time: a later build takes over the lease of one whose heartbeat is older
+    # than this (a lost node, a frozen process), or on the same host as soon as its process is gone. The
+    # Prefect server's side of the lease lasts at least 60 s (its minimum) before it expires by itself.
+    lease_stale_after_s: float = Field(default=120, ge=4)
 
 
 class CardConfig(Strict):
@@ -409,6 +418,12 @@ class CardConfig(Strict):
     license: str = "other"  # a license id the Hugging Face Hub knows (e.g. cc-by-sa-4.0); "other" for a mix
     source_licenses: dict[str, str] = Field(default_factory=dict)  # source name -> its license or attribution
     task_categories: list[str] = Field(default_factory=lambda: ["fill-mask", "text-generation", "text-classification"])
+
+
+# Settings that only choose which of equal documents keeps its id: neither a cache entry nor the version id
+# depends on them, because the shards' hashes already carry their effect. So a refresh against each new
+# previous version reuses every partition and, when its inputs did not change, keeps the version id.
+TIE_BREAKERS: dict[str, set[str]] = {"dedup": {"against_previous"}}
 
 
 class CorpusflowConfig(Strict):
@@ -464,12 +479,13 @@ class CorpusflowConfig(Strict):
 
     def section_hash(self, *sections: str) -> str:
         """Hash of the named config sections: the part of the config a cache entry depends on."""
-        payload = {name: _jsonable(getattr(self, name)) for name in sections}
+        payload = {name: _jsonable(getattr(self, name), exclude=TIE_BREAKERS.get(name)) for name in sections}
         return _sha256_json(payload)
 
     def config_hash(self) -> str:
         """Hash of everything that decides the dataset's content (where it is written, and its card, do not)."""
-        return _sha256_json(self.model_dump(mode="json", exclude={"run_dir", "output_uri", "runner", "card"}))
+        excluded = {"run_dir": True, "output_uri": True, "runner": True, "card": True, **TIE_BREAKERS}
+        return _sha256_json(self.model_dump(mode="json", exclude=excluded))
 
 
 def registered_model_name(registry: RegistryConfig, task: str) -> str:
@@ -483,9 +499,9 @@ class ConfigError(UserError, ValueError):
     hint = "correct the key the message names in the config file; `configs/demo.yaml` shows every section"
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, exclude: set[str] | None = None) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", exclude=exclude)
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value

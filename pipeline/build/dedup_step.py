@@ -9,9 +9,26 @@ from pathlib import Path
 
 from pipeline import storage, versions
 from pipeline.build.partitions import StagedPartition, staged_key
-from pipeline.config import CorpusflowConfig
+from pipeline.config import AGAINST_PREVIOUS_ON_REFRESH, CorpusflowConfig
 from pipeline.dedup import PREVIOUS_RANK, KeyFile, find_duplicates_in_files, write_text_keys
 from pipeline.shards import write_shard
+
+
+def settle_previous_version(config: CorpusflowConfig, refresh: bool) -> CorpusflowConfig:
+    """The config with `dedup.against_previous` as the manifest URI of the version whose documents win ties,
+    or None; "on_refresh" becomes the newest version on a refresh of a dataset that has one.
+
+    Pinned to a manifest, the config stored with the new version says exactly what it was deduplicated
+    against, and `corpusflow verify` rebuilds against the same version even after LATEST has moved.
+    """
+    wanted = config.dedup.against_previous
+    if wanted == AGAINST_PREVIOUS_ON_REFRESH:
+        wanted = versions.latest_version(config.datasets_uri, config.dataset) if refresh else None
+    manifest = versions.resolve_manifest(wanted, config.datasets_uri, config.dataset) if wanted else None
+    if manifest and "://" not in manifest:  # a plain path: absolute, so it holds from any directory
+        manifest = str(Path(manifest).resolve())
+    return config.model_copy(update={"dedup": config.dedup.model_copy(update={"against_previous": manifest})})
+
 
 def key_files(config: CorpusflowConfig, staged: Sequence[StagedPartition], work_dir: Path) -> list[KeyFile]:
     """The partitions' key files in build order (source rank, partition), then the previous version's."""
@@ -25,7 +42,7 @@ def previous_version_keys(config: CorpusflowConfig, work_dir: Path) -> list[KeyF
 
     Final shards keep no signatures, so they are computed again from the stored text.
     """
-    if not config.dedup.against_previous:
+    if config.dedup.against_previous in (None, AGAINST_PREVIOUS_ON_REFRESH):  # not a refresh
         return []
     manifest_path = versions.resolve_manifest(config.dedup.against_previous, config.datasets_uri, config.dataset)
     manifest = versions.load_manifest(manifest_path)
