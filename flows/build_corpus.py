@@ -158,7 +158,7 @@ def build_corpus(config_path: str, refresh: bool = False, wait: bool = True) -> 
     """
     config = load_config(config_path)
     with dataset_lease(config, wait):
-        config = dedup_step.settle_previous_version(config, refresh)
+        config = dedup_step.settle_previous_versions(config, refresh)
         return build_dataset.with_options(task_runner=task_runner_for(config.runner))(config)
 
 

@@ -352,7 +352,7 @@ def main() -> None:
 def _print_user_error(error: UserError) -> None:
     """What failed, where (the message names file, record or setting), what to do, where the whole story is."""
     log = _save_traceback(error)
-    console.print(f"[bold red]{type(error).__name__}[/bold red]: {error}", highlight=False)
+    console.print(f"[bold red]{type(error).__name__}[/bold red]: {error}", highlight=False, soft_wrap=True)
     console.print(f"[bold]what to do[/bold]: {error.hint}", highlight=False)
     _print_where_the_traceback_is(log)
 

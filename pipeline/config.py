@@ -247,7 +247,7 @@ class QualityConfig(Strict):
         return rule_sets
 
 
-AGAINST_PREVIOUS_ON_REFRESH = "on_refresh"
+KEEP_IDS_ON_REFRESH = "on_refresh"
 
 
 class DedupConfig(Strict):
@@ -265,10 +265,14 @@ class DedupConfig(Strict):
     en_word_ngram: int = Field(default=5, ge=1)
     min_chars_for_near: int = Field(default=20, ge=0)  # canonical characters (no spaces or punctuation)
     seed: int = 1
-    # An earlier version whose documents win ties, so a text ingested again keeps the id readers know: a
-    # manifest, a version directory, a version id or "latest". "on_refresh": the newest version, on
-    # refreshes only (the scheduled deployment, `corpusflow run`), not on `corpusflow build`; null: never.
-    against_previous: str | None = AGAINST_PREVIOUS_ON_REFRESH
+    # An earlier version whose documents win ties, for a build of new inputs alone (a backfill): a manifest,
+    # a version directory, a version id or "latest". Its documents stay out of the new version.
+    against_previous: str | None = None
+    # A version whose ids win ties among this build's documents, so a text ingested again (a re-published
+    # article, a record exported twice) is the duplicate and readers keep the id they know: a reference as
+    # above; "on_refresh": the newest version, on refreshes only (the scheduled deployment, `corpusflow
+    # run`), not on `corpusflow build`; null: ties go by source order and id alone.
+    keep_ids_of: str | None = KEEP_IDS_ON_REFRESH
 
 
 class ContractsConfig(Strict):
@@ -423,7 +427,7 @@ class CardConfig(Strict):
 # Settings that only choose which of equal documents keeps its id: neither a cache entry nor the version id
 # depends on them, because the shards' hashes already carry their effect. So a refresh against each new
 # previous version reuses every partition and, when its inputs did not change, keeps the version id.
-TIE_BREAKERS: dict[str, set[str]] = {"dedup": {"against_previous"}}
+TIE_BREAKERS: dict[str, set[str]] = {"dedup": {"against_previous", "keep_ids_of"}}
 
 
 class CorpusflowConfig(Strict):

@@ -16,6 +16,7 @@ from pipeline.dedup import (
     RepeatedIdError,
     find_duplicates,
     find_duplicates_in_files,
+    write_id_keys,
     write_text_keys,
 )
 from pipeline.dedup.exact import content_hashes
@@ -24,9 +25,15 @@ from pipeline.dedup.minhash import connected_components, estimated_jaccard, near
 CONFIG = DedupConfig()
 
 
-def reference_duplicates(keys: pa.Table, config: DedupConfig) -> pa.Table:
-    """The rules stated in memory, one table: sort by (rank, id), exact groups, near clusters, union-find."""
-    keys = keys.sort_by([("rank", "ascending"), ("id", "ascending")])
+def reference_duplicates(keys: pa.Table, config: DedupConfig, carried: frozenset[str] = frozenset()) -> pa.Table:
+    """The rules stated in memory, one table: sort by (rank, id), exact groups, near clusters, union-find.
+
+    `carried`: ids of current documents that a previous version also holds; they come before other current
+    documents in ties."""
+    preference = [-1 if doc_id in carried else 2 * rank
+                  for doc_id, rank in zip(keys.column("id").to_pylist(), keys.column("rank").to_pylist())]
+    keys = keys.append_column("preference", pa.array(preference, pa.int64()))
+    keys = keys.sort_by([("preference", "ascending"), ("id", "ascending")])
     ids = keys.column("id").combine_chunks()
     n = len(ids)
     exact = np.arange(n)
@@ -139,7 +146,9 @@ def test_previous_document_with_a_current_id_is_left_out_and_repeated_ids_fail(t
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     files = write_key_files(current, tmp_path / "a", 1) + write_key_files(previous, tmp_path / "b", 1)
-    assert find_duplicates_in_files(files, CONFIG, tmp_path).duplicates.equals(reference_duplicates(current, CONFIG))
+    carried = frozenset([current.column("id")[0].as_py()])
+    assert find_duplicates_in_files(files, CONFIG, tmp_path).duplicates.equals(
+        reference_duplicates(current, CONFIG, carried))
     twice = files[:1] + files[:1]
     with pytest.raises(RepeatedIdError, match=r"held more than once: .*no partition tells them apart"):
         find_duplicates_in_files(twice, CONFIG, tmp_path)
@@ -167,3 +176,16 @@ def test_previous_version_texts_become_a_key_file_that_wins_ties(tmp_path) -> No
     files = [KeyFile(str(tmp_path / "current.arrow"), 0), KeyFile(str(tmp_path / "previous.arrow"), PREVIOUS_RANK)]
     result = {r["id"]: (r["duplicate_of"], r["kind"]) for r in find_duplicates_in_files(files, CONFIG).duplicates.to_pylist()}
     assert result == {"new-1": ("old", "exact"), "new-2": ("old", "near")}  # the old "new-1" gave way to the new
+
+
+def test_a_document_keeping_a_previous_id_wins_ties_and_previous_ids_alone_take_nothing(tmp_path) -> None:
+    text = "市政府今天上午召开新闻发布会，介绍今年城市轨道交通建设的最新进展和下一步的工作计划。"
+    other = "本市第一家社区图书馆正式开放，居民可以凭身份证免费借阅图书，每天开放十二个小时。"
+    write_id_keys([pa.record_batch({"id": ["b-original", "gone"]})], tmp_path / "previous.arrow", CONFIG)
+    write_text_keys([texts(["a-copy", "b-original", "c-new"], [text, text, other])], tmp_path / "current.arrow", CONFIG)
+    current = KeyFile(str(tmp_path / "current.arrow"), 0)
+    plain = find_duplicates_in_files([current], CONFIG).duplicates.to_pylist()
+    assert [(r["id"], r["duplicate_of"]) for r in plain] == [("b-original", "a-copy")], "by id alone the copy wins"
+    files = [current, KeyFile(str(tmp_path / "previous.arrow"), PREVIOUS_RANK)]
+    kept_ids = find_duplicates_in_files(files, CONFIG).duplicates.to_pylist()
+    assert [(r["id"], r["duplicate_of"], r["kind"]) for r in kept_ids] == [("a-copy", "b-original", "exact")]

@@ -9,25 +9,31 @@ from pathlib import Path
 
 from pipeline import storage, versions
 from pipeline.build.partitions import StagedPartition, staged_key
-from pipeline.config import AGAINST_PREVIOUS_ON_REFRESH, CorpusflowConfig
-from pipeline.dedup import PREVIOUS_RANK, KeyFile, find_duplicates_in_files, write_text_keys
+from pipeline.config import KEEP_IDS_ON_REFRESH, CorpusflowConfig
+from pipeline.dedup import PREVIOUS_RANK, KeyFile, find_duplicates_in_files, write_id_keys, write_text_keys
 from pipeline.shards import write_shard
 
 
-def settle_previous_version(config: CorpusflowConfig, refresh: bool) -> CorpusflowConfig:
-    """The config with `dedup.against_previous` as the manifest URI of the version whose documents win ties,
-    or None; "on_refresh" becomes the newest version on a refresh of a dataset that has one.
+def settle_previous_versions(config: CorpusflowConfig, refresh: bool) -> CorpusflowConfig:
+    """The config with `dedup.against_previous` and `dedup.keep_ids_of` as manifest URIs, or None;
+    "on_refresh" becomes the newest version on a refresh of a dataset that has one, None otherwise.
 
-    Pinned to a manifest, the config stored with the new version says exactly what it was deduplicated
-    against, and `corpusflow verify` rebuilds against the same version even after LATEST has moved.
+    Pinned to manifests, the config stored with the new version says exactly which version settled its
+    ties, and `corpusflow verify` rebuilds against the same one after LATEST has moved on.
     """
-    wanted = config.dedup.against_previous
-    if wanted == AGAINST_PREVIOUS_ON_REFRESH:
-        wanted = versions.latest_version(config.datasets_uri, config.dataset) if refresh else None
-    manifest = versions.resolve_manifest(wanted, config.datasets_uri, config.dataset) if wanted else None
-    if manifest and "://" not in manifest:  # a plain path: absolute, so it holds from any directory
-        manifest = str(Path(manifest).resolve())
-    return config.model_copy(update={"dedup": config.dedup.model_copy(update={"against_previous": manifest})})
+    keep_ids_of = config.dedup.keep_ids_of
+    if keep_ids_of == KEEP_IDS_ON_REFRESH:
+        keep_ids_of = versions.latest_version(config.datasets_uri, config.dataset) if refresh else None
+    settled = {"against_previous": _manifest_of(config, config.dedup.against_previous),
+               "keep_ids_of": _manifest_of(config, keep_ids_of)}
+    return config.model_copy(update={"dedup": config.dedup.model_copy(update=settled)})
+
+
+def _manifest_of(config: CorpusflowConfig, reference: str | None) -> str | None:
+    if not reference:
+        return None
+    manifest = versions.resolve_manifest(reference, config.datasets_uri, config.dataset)
+    return manifest if "://" in manifest else str(Path(manifest).resolve())  # a path that holds from anywhere
 
 
 def key_files(config: CorpusflowConfig, staged: Sequence[StagedPartition], work_dir: Path) -> list[KeyFile]:
@@ -38,22 +44,31 @@ def key_files(config: CorpusflowConfig, staged: Sequence[StagedPartition], work_
 
 
 def previous_version_keys(config: CorpusflowConfig, work_dir: Path) -> list[KeyFile]:
-    """Key files of the earlier version's shards, ranked to win ties; its documents are never reported.
+    """Key files of an earlier version's shards, ranked to win ties; its documents are never reported.
 
-    Final shards keep no signatures, so they are computed again from the stored text.
+    With `against_previous` its documents take part whole, so they win ties against any current document;
+    with `keep_ids_of` only their ids do, so a current document that keeps one wins ties, and a text whose
+    earlier holder left the sources is kept rather than matched to a document no longer there. Final shards
+    keep no signatures, so they are computed again from the stored text where they are needed.
     """
-    if config.dedup.against_previous in (None, AGAINST_PREVIOUS_ON_REFRESH):  # not a refresh
+    reference = config.dedup.against_previous or config.dedup.keep_ids_of
+    if reference in (None, KEEP_IDS_ON_REFRESH):  # "on_refresh" left unsettled: not a refresh
         return []
-    manifest_path = versions.resolve_manifest(config.dedup.against_previous, config.datasets_uri, config.dataset)
+    whole = bool(config.dedup.against_previous)
+    manifest_path = versions.resolve_manifest(reference, config.datasets_uri, config.dataset)
     manifest = versions.load_manifest(manifest_path)
     root = versions.version_dir(manifest_path)
     files = []
     for index, shard in enumerate(manifest.usable_shards()):
+        path = Path(work_dir) / "dedup" / f"previous-{manifest.version}-{'docs' if whole else 'ids'}-{index:05d}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["id", "lang", "text", "content_hash"] if whole else ["id"]
         with storage.open_arrow(storage.join(root, shard.path), shard.sha256) as (_, batches):
-            columns = ["id", "lang", "text", "content_hash"]
-            path = Path(work_dir) / "dedup" / f"previous-{manifest.version}-{index:05d}.arrow"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_keys((batch.select(columns) for batch in batches), path, config.dedup)
+            batches = (batch.select(columns) for batch in batches)
+            if whole:
+                write_text_keys(batches, path, config.dedup)
+            else:
+                write_id_keys(batches, path, config.dedup)
         files.append(KeyFile(str(path), PREVIOUS_RANK))
     return files
 

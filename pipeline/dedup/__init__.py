@@ -27,7 +27,7 @@ from pipeline.dedup.external import (
     find_duplicates_in_files,
 )
 from pipeline.dedup.ids import LOCATOR_COLUMNS, RENAMED_SCHEMA, REPEATED_ID_NOTE, RepeatedIdError, apply_renames
-from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch, write_text_keys
+from pipeline.dedup.keyfiles import KEYS_FILE_NAME, DedupKeysWriter, dedup_keys_batch, write_id_keys, write_text_keys
 from pipeline.dedup.minhash import MinHasher, MinHashStage
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "deduplicate",
     "find_duplicates",
     "find_duplicates_in_files",
+    "write_id_keys",
     "write_text_keys",
 ]
 

@@ -30,6 +30,7 @@ from pipeline.dedup.keyfiles import band_layout, keys_schema
 from pipeline.dedup.minhash import BUCKET_WINDOW, bucket_pairs, connected_components, estimated_jaccard
 
 PREVIOUS_RANK = -1  # rank of the previous dataset version's documents: they win every tie, and stay
+CARRIED_PREFERENCE = -1  # in ties (ranks doubled), a current doc keeping a previous id: after those, before the rest
 DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -80,7 +81,7 @@ def find_duplicates_in_files(
         if corpus.size == 0:
             return DedupResult(DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {})
         settled = _settle_ids(corpus, spills["id"], keep_same_text=not config.exact)
-        corpus.renamed = settled.new_ids
+        corpus.renamed, corpus.carried = settled.new_ids, settled.carried
         duplicates = DUPLICATES_SCHEMA.empty_table()
         if config.exact or config.near:
             ignored = settled.ignored
@@ -116,6 +117,7 @@ class _Corpus:
         self.ranks = np.array([f.rank for f in self.files], dtype=np.int64)
         self.ends: np.ndarray | None = None
         self.renamed: dict[int, str] = {}  # doc -> the id it was given because an earlier doc holds its own
+        self.carried = _EMPTY  # sorted current docs whose id the previous version holds: they win ties
 
     @property
     def size(self) -> int:
@@ -126,6 +128,15 @@ class _Corpus:
 
     def rank_of(self, docs: np.ndarray) -> np.ndarray:
         return self.ranks[self.file_of(docs)]
+
+    def preference_of(self, docs: np.ndarray) -> np.ndarray:
+        """The order of docs in ties: the previous version's first, then current docs that keep one of its
+        ids, then the rest by rank. So a text ingested again under another id is the duplicate, and readers
+        keep the id they know."""
+        preference = self.rank_of(docs) * 2  # previous: -2, sources: 0, 2, 4 ...
+        if len(self.carried):
+            preference[_is_member(docs, self.carried)] = CARRIED_PREFERENCE
+        return preference
 
     def batches(self, columns: Sequence[str], only_files: Sequence[int] | None = None,
                 ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
@@ -265,6 +276,7 @@ class _SettledIds:
 
     ignored: np.ndarray  # sorted: previous docs whose id a current doc holds, and same-text repeats
     new_ids: dict[int, str]  # doc -> new id, for every later occurrence of a taken id
+    carried: np.ndarray  # sorted: current docs that keep an id the previous version holds
     renamed: pa.Table  # RENAMED_SCHEMA
     repeats: pa.Table  # same-text repeats: (id: the new id, first: the id of the first occurrence)
     repeated_by_source: dict[str, int]
@@ -287,7 +299,7 @@ class _SettledIds:
 def _settle_ids(corpus: _Corpus, id_spill: _Spill, keep_same_text: bool) -> _SettledIds:
     """Settle the few docs whose id another doc also holds; every other doc is untouched."""
     candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
-    none = _SettledIds(_EMPTY, {}, RENAMED_SCHEMA.empty_table(), pa.table({"id": pa.array([], pa.string()),
+    none = _SettledIds(_EMPTY, {}, _EMPTY, RENAMED_SCHEMA.empty_table(), pa.table({"id": pa.array([], pa.string()),
                                                                             "first": pa.array([], pa.string())}), {})
     if not len(candidates):
         return none
@@ -318,8 +330,11 @@ def _settle_ids(corpus: _Corpus, id_spill: _Spill, keep_same_text: bool) -> _Set
         renamed.column("partition").to_pylist(), renamed.column("row").to_pylist(), renamed.column("new_id").to_pylist())}
     same_text = set(resolved.repeats.column("id").to_pylist())
     ignored += [doc for doc, new in new_ids.items() if new in same_text]
-    return _SettledIds(np.array(sorted(ignored), dtype=np.int64), new_ids, renamed, resolved.repeats,
-                       resolved.repeated_by_source())
+    previous_ids = set(pc.filter(shared.column("id"), pa.array(~is_current)).to_pylist())
+    carried = [doc for doc, doc_id, current in zip(docs.tolist(), ids, is_current.tolist())
+               if current and doc not in new_ids and doc_id in previous_ids]
+    return _SettledIds(np.array(sorted(ignored), dtype=np.int64), new_ids, np.array(sorted(carried), dtype=np.int64),
+                       renamed, resolved.repeats, resolved.repeated_by_source())
 
 
 def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +343,7 @@ def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> t
     if not len(candidates):
         return _EMPTY, _EMPTY
     table = corpus.gather(candidates, ["id", "content_hash"])
-    table = table.append_column("rank", pa.array(corpus.rank_of(candidates)))
+    table = table.append_column("rank", pa.array(corpus.preference_of(candidates)))
     # an order and small codes rather than a sorted copy of the table: the hashes are most of its bytes
     sorted_rows = pc.sort_indices(
         table, [("content_hash", "ascending"), ("rank", "ascending"), ("id", "ascending")]).to_numpy()
@@ -462,7 +477,7 @@ def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
 
 def _preference(corpus: _Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For sorted docs: each one's place in (rank, id) order, and the index of the doc at each place."""
-    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.rank_of(docs)))
+    table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.preference_of(docs)))
     preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
     places = np.empty(len(docs), dtype=np.int64)
     places[preference] = np.arange(len(docs))

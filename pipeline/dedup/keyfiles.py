@@ -108,6 +108,16 @@ class DedupKeysWriter:
         self.close()
 
 
+def write_id_keys(documents: Iterable[pa.RecordBatch], path: str | Path, config: DedupConfig) -> None:
+    """Key file of documents' ids alone: they take part in the id join, never in exact or near dedup."""
+    with DedupKeysWriter(path, config) as writer:
+        for batch in documents:
+            rows = batch.num_rows
+            writer.write(pa.RecordBatch.from_arrays(
+                [batch.column("id"), pa.nulls(rows, pa.string()), pa.nulls(rows, pa.list_(pa.uint32(), config.num_perm))],
+                names=["id", "content_hash", "minhash"]))
+
+
 def write_text_keys(documents: Iterable[pa.RecordBatch], path: str | Path, config: DedupConfig) -> None:
     """Key file of documents that hold `text`, `lang` and `content_hash` but no signature, such as a
     previous version's shards (they keep no signatures): signatures are computed batch by batch."""
