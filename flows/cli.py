@@ -28,7 +28,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and 
 console = Console()
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config")]
 _debug = False  # --debug: tracebacks on the terminal, and a known error raised instead of summarised
-UNEXPECTED_MESSAGE_CHARS = 500  # of an unknown error's message: some carry a whole response body
+# of an unknown error's message: some carry a whole response body or one paragraph per field
+UNEXPECTED_MESSAGE_LINES, UNEXPECTED_MESSAGE_CHARS = 3, 400
+PROJECT_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / package) for package in ("flows", "pipeline"))
 
 
 def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
@@ -358,15 +360,19 @@ def _print_user_error(error: UserError) -> None:
 
 
 def _print_unexpected_error(error: Exception) -> None:
-    """What failed and in which line of code, and where the traceback is."""
+    """What failed, the line of corpusflow's code it failed in, and where the traceback is."""
     log = _save_traceback(error)
-    message = str(error)
-    if len(message) > UNEXPECTED_MESSAGE_CHARS:
-        message = message[:UNEXPECTED_MESSAGE_CHARS] + " ..."
-    console.print(f"[bold red]unexpected error[/bold red] {type(error).__name__}: {message}", highlight=False)
-    innermost = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-    for frame in innermost:
-        console.print(f"[bold]where[/bold]: {frame.filename}:{frame.lineno} in {frame.name}", highlight=False)
+    lines = str(error).splitlines() or [""]
+    message = "\n  ".join(lines[:UNEXPECTED_MESSAGE_LINES])[:UNEXPECTED_MESSAGE_CHARS]
+    if len(lines) > UNEXPECTED_MESSAGE_LINES or len(message) == UNEXPECTED_MESSAGE_CHARS:
+        message += " ..."
+    console.print(f"[bold red]unexpected error[/bold red] {type(error).__name__}: {message}", highlight=False,
+                  soft_wrap=True)
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(PROJECT_PACKAGES)]
+    for frame in (ours or frames)[-1:]:
+        console.print(f"[bold]where[/bold]: {frame.filename}:{frame.lineno} in {frame.name}", highlight=False,
+                      soft_wrap=True)
     _print_where_the_traceback_is(log)
 
 
@@ -379,7 +385,7 @@ def _save_traceback(error: BaseException) -> Path:
 
 def _print_where_the_traceback_is(log: Path) -> None:
     console.print(f"[dim]traceback: {log} (or run again with --debug); flow runs and their logs: `corpusflow ui`[/dim]",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,12 @@ from logging import Logger, LoggerAdapter
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 from prefect.variables import Variable
 
 from pipeline import lease
@@ -105,7 +104,7 @@ def _take_slot(client, name: str, me: lease.Holder, lease_s: float, holder: Conc
         try:
             response = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease_s, holder)
             return UUID(response.json()["lease_id"])
-        except httpx.HTTPStatusError as error:
+        except PrefectHTTPStatusError as error:
             if error.response.status_code != 423:  # 423 Locked: the slot is taken
                 raise
             retry_after = float(error.response.headers.get("Retry-After", 1))
@@ -143,6 +142,6 @@ def _release_server_lease(lease_id: str) -> None:
     with get_client(sync_client=True) as client:
         try:
             client.release_concurrency_slots_with_lease(UUID(lease_id))
-        except httpx.HTTPStatusError as error:
+        except PrefectHTTPStatusError as error:
             if error.response.status_code != 404:  # 404: it expired already
                 raise

@@ -368,6 +368,18 @@ def test_cli_prints_a_user_error_as_a_short_block(tmp_path: Path) -> None:
     assert config_error.returncode == 2 and "max_rowz" in config_error.stdout and "Traceback" not in config_error.stderr
 
 
+def test_cli_prints_an_unexpected_error_as_a_short_block(tmp_path: Path) -> None:
+    not_a_manifest = tmp_path / "manifest.json"
+    not_a_manifest.write_text('{"dataset": "demo"}')  # JSON, but no manifest: an error no rule names yet
+    unexpected = _cli("diff", str(not_a_manifest), str(not_a_manifest))
+    assert unexpected.returncode == 1
+    assert "unexpected error ValidationError" in unexpected.stdout and "where: " in unexpected.stdout
+    assert "last-error.log" in unexpected.stdout and "--debug" in unexpected.stdout
+    assert "Traceback" not in unexpected.stdout + unexpected.stderr and len(unexpected.stdout.splitlines()) <= 8
+    debug = _cli("--debug", "diff", str(not_a_manifest), str(not_a_manifest))
+    assert debug.returncode == 1 and "Traceback" in debug.stdout + debug.stderr
+
+
 def _published_events(api_url: str, dataset: str) -> list[dict]:
     from flows.events import DATASET_PUBLISHED, dataset_resource_id
 

@@ -154,7 +154,7 @@ def test_deploy_all_registers_schedules_pools_and_the_dataset_trigger(prefect_ap
         assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("0 2 * * *", TIMEZONE)]
         assert [(s.schedule.cron, s.schedule.timezone) for s in training.schedules] == [("0 4 * * 0", TIMEZONE)]
         assert (nightly.work_pool_name, training.work_pool_name) == (CPU_POOL, GPU_POOL)
-        assert nightly.parameters == {"config_path": str(config_path.resolve())}
+        assert nightly.parameters == {"config_path": str(config_path.resolve()), "refresh": True}
         assert nightly.job_variables == {"working_dir": str(Path.cwd())}
         assert nightly.entrypoint == "flows.build_corpus.build_corpus"
         assert client.read_work_pool(GPU_POOL).concurrency_limit == 1
