@@ -154,7 +154,7 @@ def build_corpus(config_path: str, refresh: bool = False, wait: bool = True) -> 
     """Build the dataset the config describes; returns the manifest's path.
 
     One build of a dataset at a time: another one's lease is waited for, or with `wait` off fails this run
-    (LeaseHeld). A refresh deduplicates against the newest version unless the config says otherwise.
+    (LeaseHeld). A refresh keeps the ids of the newest version where documents tie (`dedup.keep_ids_of`).
     """
     config = load_config(config_path)
     with dataset_lease(config, wait):

@@ -161,7 +161,7 @@ def train(
 def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False, wait: WaitOption = True) -> None:
     """The whole chain: refresh the corpus, then train and register when the dataset version changed.
 
-    As a refresh, the build deduplicates against the newest version: a text ingested again keeps its id.
+    As a refresh, the build keeps the newest version's ids: a text ingested again is the duplicate.
     """
     load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),

@@ -56,8 +56,10 @@ def dataset_lease(config: CorpusflowConfig, wait: bool = True) -> Iterator[None]
     me = lease.Holder.this_process(config.dataset, run.flow_run.name if run else "")
     stale_after_s = config.runner.lease_stale_after_s
     path = lease.lease_path(config.run_dir, config.dataset)
-    with lease.holding(path, me, stale_after_s, wait, lambda other: logger.warning("waiting for %s", other.describe())
-                       ) as held:
+    def say_waiting(other: lease.Holder) -> None:
+        logger.warning("waiting for %s", other.describe())
+
+    with lease.holding(path, me, stale_after_s, wait, say_waiting) as held:
         if held.taken_over:
             logger.warning(held.taken_over.note())
             _release_server_lease(held.taken_over.holder.prefect_lease)

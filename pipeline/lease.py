@@ -63,11 +63,11 @@ class Holder:
         return f"build {self.flow_run or '(outside a flow run)'} of dataset {self.dataset}, started {started}, " \
                f"pid {self.pid}{where}"
 
-    def gone_because(self, stale_after_s: float, now: float | None = None) -> str | None:
+    def gone_because(self, stale_after_s: float) -> str | None:
         """Why this holder is no longer building, or None while it may still be."""
         if self.host == socket.gethostname() and not _same_process_alive(self.pid, self.process_start):
             return f"its process {self.pid} is gone"
-        age = (now or time.time()) - self.heartbeat
+        age = time.time() - self.heartbeat
         if age > stale_after_s:
             return f"its heartbeat is {age:.0f} s old (more than {stale_after_s:g} s)"
         return None

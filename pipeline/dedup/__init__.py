@@ -103,7 +103,7 @@ def find_duplicates(keys: pa.Table, config: DedupConfig, spill_dir: str | Path |
     always names the cluster's kept document; `kind` is "exact" when the text equals it in canonical form,
     otherwise "near", with `similarity` the estimated Jaccard to it (it can be below the threshold at the
     end of a chain). Documents of rank -1 (the previous version) are never reported, and one whose id a
-    current document holds is left out. The result does not depend on the input order. Ids must be
+    current document holds is left out; that current document comes first among the current ones. The result does not depend on the input order. Ids must be
     unique among the current documents unless the keys locate them (see `deduplicate`).
     """
     return deduplicate(keys, config, spill_dir=spill_dir).duplicates

@@ -9,7 +9,8 @@ only keys held by two or more documents are kept. Those collisions are the dupli
 candidates, a small share of the corpus; only their ids, hashes and signatures are gathered back from the
 key files (signatures into a file on disk, read per pair), and they are resolved with the rules of
 `find_duplicates`: each cluster keeps its smallest (rank, id), exact groups first, then near clusters over
-the exact representatives by banding, estimated-Jaccard verification and union-find.
+the exact representatives by banding, estimated-Jaccard verification and union-find. In that order a
+current document that keeps an id of the previous version comes before the other current documents.
 """
 
 from __future__ import annotations
@@ -476,7 +477,8 @@ def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
 
 
 def _preference(corpus: _Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For sorted docs: each one's place in (rank, id) order, and the index of the doc at each place."""
+    """For sorted docs: each one's place in (rank, id) order (`preference_of` for the rank), and the index
+    of the doc at each place."""
     table = corpus.gather(docs, ["id"]).append_column("rank", pa.array(corpus.preference_of(docs)))
     preference = pc.sort_indices(table, [("rank", "ascending"), ("id", "ascending")]).to_numpy()
     places = np.empty(len(docs), dtype=np.int64)
