@@ -245,6 +245,25 @@ def deploy(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     console.print_json(data=names)
 
 
+infra_app = typer.Typer(no_args_is_help=True, help="The shared stack (infra/docker-compose.yml): its secrets.")
+app.add_typer(infra_app, name="infra")
+
+
+@infra_app.command("init-env")
+def init_env(
+    path: Annotated[Path | None, typer.Option(help="env file to write; default: infra/.env")] = None,
+    rotate: Annotated[list[str] | None, typer.Option(help="give only this secret a new value (repeatable)")] = None,
+    force: Annotated[bool, typer.Option(help="replace every secret of an existing file")] = False,
+) -> None:
+    """Write infra/.env with a random value for every secret the compose stack reads (owner-only file)."""
+    from flows import infra
+
+    target = path or infra.ENV_FILE
+    written = infra.rotate(rotate, target) if rotate else infra.init_env(target, force=force)
+    changed = ", ".join(rotate) if rotate else f"{len(infra.SECRETS)} secrets"
+    console.print(f"{written}: {changed} written; published ports bind {infra.read_env(written).get('CORPUSFLOW_BIND_ADDRESS')}")
+
+
 @app.command()
 def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
     """Run a local worker that executes the scheduled deployments (Ctrl-C stops it)."""

@@ -16,7 +16,10 @@ Aliases: `candidate` moves to every new version; `champion` moves only when the 
 `config.champion_metric` beats the champion's by more than `config.champion_margin` (the first version
 becomes champion). `set_alias` promotes or rolls back by hand.
 
-By default the store is SQLite in the run directory with artifacts beside it; any tracking URI works.
+By default the store is SQLite in the run directory with artifacts beside it; any tracking URI works. A
+server that asks for a login (MLflow's `basic-auth` app) gets the account in MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD, which MLflow's client sends with every call; they live in the environment, never in
+the config file. A refused call says which of them to set.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import functools  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
@@ -38,11 +43,42 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
 
 from pipeline.config import RegistryConfig  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 
 MODEL_ARTIFACT = "model"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 LOG_BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+USERNAME_VARIABLE = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_VARIABLE = "MLFLOW_TRACKING_PASSWORD"
+REFUSALS = {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+
+Returned = TypeVar("Returned")
+
+
+class RegistryAccessRefused(UserError, PermissionError):
+    hint = (f"set {USERNAME_VARIABLE} and {PASSWORD_VARIABLE} to an account of the tracking server with edit "
+            "rights on the model (the shared stack's workers use corpusflow-worker; see README.md, Security)")
+
+
+def _explains_refusals(function: Callable[..., Returned]) -> Callable[..., Returned]:
+    """A tracking server's 401/403 becomes an error that names the account variables, instead of a bare HTTP
+    failure deep in a training run."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Returned:
+        try:
+            return function(*args, **kwargs)
+        except MlflowException as error:
+            if error.error_code not in REFUSALS:
+                raise
+            account = os.environ.get(USERNAME_VARIABLE)
+            who = f"as {account!r}" if account else f"anonymously ({USERNAME_VARIABLE} is not set)"
+            raise RegistryAccessRefused(
+                f"the tracking server refused a call made {who}: {error.error_code}: {error.message[:200]}"
+            ) from error
+
+    return wrapper
 
 
 def tracking_uri_for(run_dir: Path, configured: str | None) -> str:
@@ -52,6 +88,7 @@ def tracking_uri_for(run_dir: Path, configured: str | None) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
+@_explains_refusals
 def register_model(
     model_dir: Path,
     *,
@@ -99,6 +136,7 @@ def pretraining_gain(finetuned: dict[str, float], random_init: dict[str, float])
     }
 
 
+@_explains_refusals
 def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any]]:
     """Every version of the registered model, newest first, with aliases, run metrics and lineage tags."""
     client = _client(tracking_uri)
@@ -126,6 +164,7 @@ def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any
     return listed
 
 
+@_explains_refusals
 def set_alias(config: RegistryConfig, tracking_uri: str, alias: str, version: str | int) -> None:
     """Point `alias` at `version` (promotion or rollback); the version must exist."""
     client = _client(tracking_uri)
