@@ -109,7 +109,7 @@ def test_compose_services_reference_images_ports_and_each_other_consistently() -
                     continue
                 assert host in services, f"{name} points at unknown host {host}: {text}"
                 assert int(port) in _container_ports(services[host]), f"{name}: {host} does not expose {port}"
-    host_ports = [str(p).split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    host_ports = [str(p).split(":")[-2] for s in services.values() for p in s.get("ports", [])]  # [ip:]host:container
     assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
     for image, build in built.items():
         assert (ROOT / build["context"].replace("..", ".") / build["dockerfile"]).exists()
