@@ -120,6 +120,11 @@ def stop_prefect_server(home: Path | None = None) -> bool:
         return False
     pid = json.loads(state.read_text())["pid"]
     state.unlink()
+    return _stop_group(pid)
+
+
+def _stop_group(pid: int) -> bool:
+    """SIGTERM the process group a detached server leads, and wait until it has exited."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -143,13 +148,19 @@ def _alive(pid: int) -> bool:
 
 def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:
     """Start `mlflow server` (one worker, loopback only, no login: one user on one machine) over the run
-    directory's SQLite store; returns its URL."""
+    directory's SQLite store; returns its URL.
+
+    A recorded server is reused only when it runs without job execution; one started by an older corpusflow
+    (with MLflow's job runner and consumers, ~2 GB idle) is replaced.
+    """
     run_dir = Path(run_dir).resolve()
     state = run_dir / "mlflow-ui.json"
     if state.exists():
-        url = json.loads(state.read_text())["url"]
-        if _healthy(f"{url}/health"):
-            return url
+        recorded = json.loads(state.read_text())
+        if _healthy(f"{recorded['url']}/health"):
+            if recorded.get("job_execution") is False:
+                return recorded["url"]
+            _stop_group(recorded["pid"])
     port = port or free_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -163,5 +174,5 @@ def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:
     process = _start_detached(command, log, env)
     url = f"http://127.0.0.1:{port}"
     _wait_healthy(f"{url}/health", process, log)
-    state.write_text(json.dumps({"url": url, "pid": process.pid}))
+    state.write_text(json.dumps({"url": url, "pid": process.pid, "job_execution": False}))
     return url

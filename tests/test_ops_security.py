@@ -383,8 +383,9 @@ def test_a_training_run_with_the_worker_account_registers_its_models(
 
 @pytest.mark.slow
 def test_the_ui_mlflow_server_runs_without_job_consumers(tmp_path: Path) -> None:
+    state = tmp_path / "mlflow-ui.json"
     url = ensure_mlflow_ui(tmp_path)
-    pid = json.loads((tmp_path / "mlflow-ui.json").read_text())["pid"]
+    pid = json.loads(state.read_text())["pid"]
     try:
         assert url.startswith("http://127.0.0.1:")
         # with job execution on, an idle server is 10 processes (a job runner and 7 consumers beside uvicorn)
@@ -392,5 +393,13 @@ def test_the_ui_mlflow_server_runs_without_job_consumers(tmp_path: Path) -> None
         commands = [" ".join(p.cmdline()) for p in processes]
         assert len(processes) <= 3, commands
         assert not [c for c in commands if "huey" in c or "job" in c.lower()], commands
+        assert ensure_mlflow_ui(tmp_path) == url  # reused
+
+        # recorded the way an older corpusflow did, which started its server with the job runner: replaced
+        state.write_text(json.dumps({"url": url, "pid": pid}))
+        replacement = ensure_mlflow_ui(tmp_path)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        pid = json.loads(state.read_text())["pid"]
+        assert json.loads(state.read_text())["job_execution"] is False and replacement.startswith("http://127.0.0.1:")
     finally:
         os.killpg(pid, signal.SIGTERM)
