@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
-ENV_FILE = Path(__file__).resolve().parents[1] / "infra" / ".env"
+ENV_FILE = Path("infra") / ".env"  # from the repository root, where the compose commands run too
 SECRET_BYTES = 24  # 32 URL-safe characters: safe inside connection URLs and compose interpolation
 
 # Every secret the compose file references, with what holds it. Values are URL-safe random strings, except
