@@ -82,6 +82,46 @@ class SourceConfig(Strict):
         return self
 
 
+# Sections a reader skips and a language model should not learn from: references, notes, link lists.
+# Compared with the heading's text case-insensitively, without spaces; a heading joining several of
+# them ("Notes and references", "注释与参考资料") goes too.
+DEFAULT_BOILERPLATE_HEADINGS = [
+    "references", "reference", "notes", "footnotes", "citations", "sources", "bibliography", "works cited",
+    "external links", "external link", "see also", "further reading", "related pages", "other websites",
+    "参考资料", "參考資料", "参考文献", "參考文獻", "参考来源", "參考來源", "参考", "參考", "来源", "來源",
+    "注释", "註釋", "注釋", "注解", "註解", "脚注", "腳註", "引用",
+    "外部链接", "外部鏈接", "外部連結", "外部连结", "外部連接", "相关链接", "相關連結",
+    "参见", "參見", "参看", "參看", "另见", "另見", "相关条目", "相關條目", "延伸阅读", "延伸閱讀", "扩展阅读", "擴展閱讀",
+]
+# Templates that make a page a disambiguation page (a list of other pages' titles, not text), zhwiki's and
+# enwiki's names and their redirects; `__DISAMBIG__` marks one too.
+DEFAULT_DISAMBIGUATION_TEMPLATES = [
+    "disambig", "disambiguation", "dab", "disamb", "hndis", "geodis", "numberdis", "letter-numbercombdisambig",
+    "消歧义", "消歧義", "消歧义页", "消歧義頁",
+]
+
+
+class WikiConfig(Strict):
+    """How wiki pages become text: which templates keep their words, which sections and pages go."""
+
+    # template name -> what it renders as: `{1}` a positional argument, `{lt}` a named one, `{lt|1}` the
+    # first given, `[...]` a part left out when an argument in it is missing, e.g. {"bd": "{1}–{2}"}.
+    # Adds to (or replaces an entry of) the built-in table in pipeline/sources/wiki_templates.py.
+    inline_templates: dict[str, str] = Field(default_factory=dict)
+    boilerplate_headings: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE_HEADINGS))
+    disambiguation_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_DISAMBIGUATION_TEMPLATES))
+
+    @field_validator("inline_templates")
+    @classmethod
+    def _patterns_read(cls, patterns: dict[str, str]) -> dict[str, str]:
+        # imported here: pipeline.sources imports this module, so a module-level import would be circular
+        from pipeline.sources.wiki_templates import compile_pattern
+
+        for pattern in patterns.values():
+            compile_pattern(pattern)  # a PatternError (a ValueError) names the pattern and what is wrong
+        return patterns
+
+
 class NormalizeConfig(Strict):
     unicode_form: Literal["NFKC", "NFC"] = "NFKC"
     # NFKC folds full-width ASCII letters and digits; Chinese punctuation (，。！？：；) is restored after it,
@@ -435,6 +475,7 @@ class CorpusflowConfig(Strict):
     run_dir: str = "runs/demo"
     output_uri: str | None = None  # where shards land (any fsspec URL); None: <run_dir>/datasets
     sources: list[SourceConfig]
+    wiki: WikiConfig = WikiConfig()
     # Inputs skipped as unreadable (see a source's on_bad_input) that a build tolerates: an integer is a
     # count, a number below 1 a fraction of the build's inputs. Past it the build fails, naming them.
     max_bad_inputs: int | float = Field(default=0.1, ge=0)

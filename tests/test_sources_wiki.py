@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.sources import expand_uri, plan_partitions
 from pipeline.sources.base import Partition, SourceUnreadable
-from pipeline.sources.wikitext import convert_variants, wikitext_to_text
+from pipeline.sources.wikitext import WikitextCleaner, convert_variants
 from helpers.sources import read_rows, reasons, source_for
 
 
@@ -45,7 +45,7 @@ def test_wikitext_cleaning_removes_markup_and_keeps_headings_and_paragraphs() ->
         "== 历史 ==\n见[[乙|乙方]]与[[丙]]。[[文件:图.jpg|thumb|说明]]<!-- 注释 -->\n"
         '{| class="wikitable"\n| 表格 || 内容\n|}\n__NOTOC__\n[[分类:甲]]\n[[en:Alpha]]'
     )
-    text = wikitext_to_text(wikitext, frozenset({"文件", "分类"}))
+    text = WikitextCleaner(hidden_namespaces=frozenset({"文件", "分类"})).text(wikitext)
     assert text == "甲是一种计算机。\n历史\n见乙方与丙。"
 
 

@@ -23,7 +23,7 @@ from pipeline.stages import Stage, check_chain, run_stages
 from pipeline.text import build_text_stages
 
 # Sections of the config that change what a partition's processing produces: its cache key covers them.
-PARTITION_SECTIONS = ("normalize", "script", "pii", "langid", "segment", "quality", "dedup")
+PARTITION_SECTIONS = ("wiki", "normalize", "script", "pii", "langid", "segment", "quality", "dedup")
 # Signatures go to the partition's dedup key file; the documents file keeps only what the shards hold.
 STAGED_ONLY_COLUMNS = ["minhash"]
 
@@ -98,7 +98,7 @@ def process_partition(
     stages = processing_stages(config)
     with (_StreamFile(tmp / "documents.arrow") as documents, _StreamFile(tmp / "rejects.arrow") as rejects,
           DedupKeysWriter(tmp / KEYS_FILE_NAME, config.dedup) as keys):
-        for read in read_partition(source, partition):
+        for read in read_partition(source, partition, wiki=config.wiki):
             ledger.add_rejects(read.rejects)
             rejects.write(pa.Table.from_batches([read.rejects], REJECT_SCHEMA))
             chain = run_stages(stages, read.documents, ledger)

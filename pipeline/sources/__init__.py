@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from fsspec.core import split_protocol, url_to_fs
 
-from pipeline.config import SourceConfig
+from pipeline.config import SourceConfig, WikiConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordSeek, SourceMappingError, SourceUnreadable, is_transient
 from pipeline.sources.comments import read_comments
 from pipeline.sources.inputs import (
@@ -188,8 +188,11 @@ def _may_hold_more_rows_than(path: str, rows: int) -> bool:
     return int(fs.info(inner).get("size") or 0) > rows
 
 
-def read_partition(source: SourceConfig, partition: Partition, batch_size: int = 1000) -> Iterator[ReadBatch]:
-    """Documents and reject rows of one partition, `batch_size` rows at a time.
+def read_partition(
+    source: SourceConfig, partition: Partition, batch_size: int = 1000, wiki: WikiConfig | None = None
+) -> Iterator[ReadBatch]:
+    """Documents and reject rows of one partition, `batch_size` rows at a time (wiki pages as `wiki` says,
+    by default the config's defaults).
 
     A skipped input reads as one rejected record. An input that turns out unreadable only now (it changed
     since planning) is skipped the same way, once, by the partition that starts the file.
@@ -200,7 +203,7 @@ def read_partition(source: SourceConfig, partition: Partition, batch_size: int =
         yield skipped_input_batch(source, partition.path, partition.skipped, partition.skip_detail or "")
         return
     try:
-        yield from _read(source, partition, batch_size)
+        yield from _read(source, partition, batch_size, wiki or WikiConfig())
     except SourceUnreadable as error:
         if source.on_bad_input == "fail":
             raise
@@ -208,9 +211,9 @@ def read_partition(source: SourceConfig, partition: Partition, batch_size: int =
             yield skipped_input_batch(source, partition.path, f"input:{error.reason}", error.detail)
 
 
-def _read(source: SourceConfig, partition: Partition, batch_size: int) -> Iterator[ReadBatch]:
+def _read(source: SourceConfig, partition: Partition, batch_size: int, wiki: WikiConfig) -> Iterator[ReadBatch]:
     if source.format == "mediawiki":
-        yield from read_wiki(source, partition, batch_size)
+        yield from read_wiki(source, partition, batch_size, wiki)
     elif source.format == "warc" or source.kind == "news":
         yield from read_news(source, partition, batch_size)
     else:

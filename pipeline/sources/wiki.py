@@ -19,15 +19,16 @@ How a dump splits into partitions, so that each costs the same wherever it lies 
 from __future__ import annotations
 
 import codecs
+import re
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from pipeline.config import SourceConfig
+from pipeline.config import SourceConfig, WikiConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, SourceUnreadable
 from pipeline.sources.multistream import (
     StreamIndex,
@@ -38,13 +39,13 @@ from pipeline.sources.multistream import (
 )
 from pipeline.sources.rows import document_row, native_lang, read_date, reject_row
 from pipeline.sources.textio import open_binary
-from pipeline.sources.wikitext import DEFAULT_HIDDEN_NAMESPACES, wikitext_to_text
+from pipeline.sources.wikitext import DEFAULT_HIDDEN_NAMESPACES, WikitextCleaner
 
 _CHUNK = 1 << 20
 _PAGE_TAG = b"<page>"
 _SITE_INFO_CHUNK = 1 << 14  # the header is a few kilobytes; reading it must not decompress pages
 _SAMPLE_BYTES = 256 * 1024  # compressed bytes decompressed to estimate the pages per byte of a dump without index
-_REDIRECT_PREFIXES = ("#redirect", "#重定向")
+_REDIRECT_PREFIXES = ("#redirect", "#重定向", "#重新导向", "#重新導向")
 _MEDIA_AND_CATEGORY_KEYS = ("-2", "6", "14")  # Media, File, Category in every MediaWiki
 
 
@@ -52,6 +53,7 @@ _MEDIA_AND_CATEGORY_KEYS = ("-2", "6", "14")  # Media, File, Category in every M
 class SiteInfo:
     article_base: str | None = None  # e.g. https://zh.wikipedia.org/wiki/
     hidden_namespaces: frozenset[str] = DEFAULT_HIDDEN_NAMESPACES
+    lang: str | None = None  # the wiki's language, from its address (zh.wikipedia.org: zh)
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,12 @@ def site_info(path: str) -> SiteInfo:
     return SiteInfo()
 
 
-def read_wiki(source: SourceConfig, partition: Partition, batch_size: int) -> Iterator[ReadBatch]:
+def read_wiki(source: SourceConfig, partition: Partition, batch_size: int, wiki: WikiConfig) -> Iterator[ReadBatch]:
     dump_range = DumpRange(partition.start, partition.stop, partition.byte_start, partition.byte_stop,
                            partition.first_record)
     reader = DumpReader(partition.path, dump_range)
-    rows = (_page_row(source, reader, page) for page in reader.pages())
+    pages = PageReader(source, wiki)
+    rows = (pages.row(reader, page) for page in reader.pages())
     yield from RecordBatcher(batch_size).drain(rows)
 
 
@@ -333,7 +336,9 @@ def _site_info(siteinfo: ET.Element) -> SiteInfo:
         if ns.get("key") in _MEDIA_AND_CATEGORY_KEYS
     }
     article_base = base.rsplit("/", 1)[0] + "/" if base and "/wiki/" in base else None
-    return SiteInfo(article_base, DEFAULT_HIDDEN_NAMESPACES | (names - {""}))
+    host = urlsplit(base or "").hostname or ""
+    lang = host.split(".", 1)[0] if host.endswith(".wikipedia.org") else None
+    return SiteInfo(article_base, DEFAULT_HIDDEN_NAMESPACES | (names - {""}), lang)
 
 
 def _raw_page(page: ET.Element, ordinal: int) -> RawPage:
@@ -348,52 +353,84 @@ def _raw_page(page: ET.Element, ordinal: int) -> RawPage:
     )
 
 
-def _page_row(source: SourceConfig, reader: DumpReader, page: RawPage | BrokenPage) -> tuple[str, dict[str, Any]]:
-    path, site = reader.path, reader.site
-    key = PurePosixPath(path).name
-    # without the file's page numbers, a page is named by where its partition starts and its number in it
-    at = f"{key}:" if reader.positions_known else f"{key}@{reader.range.byte_start}:"
-    position_key = f"{at}{page.ordinal}"
-    meta: dict[str, Any] = {"file": path, "position": page.ordinal if reader.positions_known else None}
-    if isinstance(page, BrokenPage):
-        meta["cause"] = page.cause
-        return "reject", reject_row(source, position_key, "truncated_page", page.title or "", meta,
-                                    title=page.title)
-    meta.update(page_id=page.page_id, rev_id=page.revision["id"], rev_timestamp=page.revision["timestamp"],
-                namespace=page.namespace)
-    native_id = page.page_id or position_key
-    wikitext = page.revision["text"] or ""
-    problem = _page_problem(source, page, wikitext)
-    if problem:
-        outcome = "filtered" if problem in ("namespace", "redirect") else "rejected"
-        return "reject", reject_row(source, native_id, problem, wikitext, meta, outcome=outcome, title=page.title)
-    text = wikitext_to_text(wikitext, site.hidden_namespaces)
-    if not text:
-        return "reject", reject_row(source, native_id, "empty_text", wikitext, meta, title=page.title)
-    return "document", document_row(
-        source,
-        native_id,
-        text,
-        meta,
-        title=page.title,
-        url=_page_url(source, site, page.title),
-        # a wiki page has no publication date; its revision time says how current the text is
-        published_at=read_date(page.revision["timestamp"], meta),
-    )
+class PageReader:
+    """Turns the pages of a dump into document or reject rows, by the source's settings and the `wiki` config."""
+
+    def __init__(self, source: SourceConfig, wiki: WikiConfig) -> None:
+        self.source = source
+        self.wiki = wiki
+        self._cleaners: dict[tuple[frozenset[str], str], WikitextCleaner] = {}
+        self._disambiguation = _template_use(wiki.disambiguation_templates)
+
+    def row(self, reader: DumpReader, page: RawPage | BrokenPage) -> tuple[str, dict[str, Any]]:
+        source, path, site = self.source, reader.path, reader.site
+        key = PurePosixPath(path).name
+        # without the file's page numbers, a page is named by where its partition starts and its number in it
+        at = f"{key}:" if reader.positions_known else f"{key}@{reader.range.byte_start}:"
+        position_key = f"{at}{page.ordinal}"
+        meta: dict[str, Any] = {"file": path, "position": page.ordinal if reader.positions_known else None}
+        if isinstance(page, BrokenPage):
+            meta["cause"] = page.cause
+            return "reject", reject_row(source, position_key, "truncated_page", page.title or "", meta,
+                                        title=page.title)
+        meta.update(page_id=page.page_id, rev_id=page.revision["id"], rev_timestamp=page.revision["timestamp"],
+                    namespace=page.namespace)
+        native_id = page.page_id or position_key
+        wikitext = page.revision["text"] or ""
+        problem = self._problem(page, wikitext)
+        if problem:
+            outcome = "filtered" if problem in _FILTERED else "rejected"
+            return "reject", reject_row(source, native_id, problem, wikitext, meta, outcome=outcome, title=page.title)
+        text = self._cleaner(site).text(wikitext)
+        if not text:
+            return "reject", reject_row(source, native_id, "empty_text", wikitext, meta, title=page.title)
+        return "document", document_row(
+            source,
+            native_id,
+            text,
+            meta,
+            title=page.title,
+            url=_page_url(source, site, page.title),
+            # a wiki page has no publication date; its revision time says how current the text is
+            published_at=read_date(page.revision["timestamp"], meta),
+        )
+
+    def _cleaner(self, site: SiteInfo) -> WikitextCleaner:
+        """One cleaner per wiki: template labels are written in its language (the source's, if unnamed)."""
+        lang = site.lang or native_lang(self.source) or "en"
+        key = (site.hidden_namespaces, lang)
+        if key not in self._cleaners:
+            self._cleaners[key] = WikitextCleaner(self.wiki, site.hidden_namespaces, lang)
+        return self._cleaners[key]
+
+    def _problem(self, page: RawPage, wikitext: str) -> str | None:
+        if (page.namespace or "0").strip() != "0":
+            return "namespace"
+        if page.redirect or wikitext.lstrip()[:12].lower().startswith(_REDIRECT_PREFIXES):
+            return "redirect"
+        if not wikitext.strip():
+            return "missing_text"
+        if len(wikitext) > self.source.max_record_bytes or len(wikitext.encode()) > self.source.max_record_bytes:
+            return "record_too_large"
+        if "\ufffd" in wikitext:
+            return "invalid_utf8"
+        if _DISAMBIGUATION_MAGIC in wikitext or self._disambiguation.search(wikitext):
+            return "disambiguation"
+        return None
 
 
-def _page_problem(source: SourceConfig, page: RawPage, wikitext: str) -> str | None:
-    if (page.namespace or "0").strip() != "0":
-        return "namespace"
-    if page.redirect or wikitext.lstrip()[:12].lower().startswith(_REDIRECT_PREFIXES):
-        return "redirect"
-    if not wikitext.strip():
-        return "missing_text"
-    if len(wikitext) > source.max_record_bytes or len(wikitext.encode()) > source.max_record_bytes:
-        return "record_too_large"
-    if "\ufffd" in wikitext:
-        return "invalid_utf8"
-    return None
+# Pages that are not articles: filtered, not rejected (nothing is wrong with them).
+_FILTERED = frozenset({"namespace", "redirect", "disambiguation"})
+_DISAMBIGUATION_MAGIC = "__DISAMBIG__"
+
+
+def _template_use(names: list[str]) -> re.Pattern[str]:
+    """Matches a use of any of the templates `names` ({{Disambig}}, {{消歧义|...}}), however it is cased
+    and spaced; matches nothing when there are none."""
+    if not names:
+        return re.compile(r"(?!)")
+    alternatives = "|".join(r"[\s_]+".join(re.escape(word) for word in name.split()) for name in names)
+    return re.compile(rf"\{{\{{\s*(?:template:|模板:)?\s*(?:{alternatives})\s*(?:\||\}}\}})", re.IGNORECASE)
 
 
 def _page_url(source: SourceConfig, site: SiteInfo, title: str | None) -> str | None:
