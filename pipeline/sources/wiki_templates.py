@@ -31,6 +31,8 @@ _SYNTAX = re.compile(r"(\{[^{}\[\]]*\}|\[|\])")
 _LANGUAGE_CODE = r"[a-z]{2,3}(?:-[a-z0-9]+)*"
 _NUMBER = re.compile(r"^[-+−–]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?(?:[+/]\d+(?:/\d+)?)?$", re.IGNORECASE)
 # what {{convert}} accepts between the numbers of a range ("10|to|20|km"): written as they stand
+# units written as a reader sees them where the template's code is not the symbol itself
+_TEMPERATURE_UNITS = {"C": "°C", "F": "°F"}
 _CONVERT_RANGE_WORDS = frozenset({"-", "–", "to", "and", "or", "by", "x", "×", "+", "+/-", "±", "to(-)", "and(-)"})
 
 
@@ -80,7 +82,7 @@ def _parse(pattern: str) -> tuple[str | _Argument | _Optional, ...]:
                 raise PatternError(f"{pattern!r}: ']' without '['")
             group = _Optional(tuple(stack.pop()))
             stack[-1].append(group)
-        elif token.startswith("{"):
+        elif token.startswith("{") and token.endswith("}"):
             names = tuple(name.strip() for name in token[1:-1].split("|"))
             if not all(names):
                 raise PatternError(f"{pattern!r}: {token} names an empty argument")
@@ -152,7 +154,7 @@ def _convert(arguments: Arguments, _lang: str) -> str:
         elif value.lower() in _CONVERT_RANGE_WORDS and index + 1 < len(values) and _NUMBER.match(values[index + 1]):
             words.append(value)
         elif _NUMBER.match(before) and not _NUMBER.match(value):
-            words.append(value)  # the unit written after a number
+            words.append(_TEMPERATURE_UNITS.get(value, value))  # the unit written after a number
             if index + 1 >= len(values) or not _NUMBER.match(values[index + 1]):
                 break  # what follows is the unit converted to
         else:
@@ -219,6 +221,7 @@ _DEFAULT_FUNCTIONS: dict[str, Rendering] = {
 }
 # Families named by a language code: {{link-ja|...}} and {{Link-en|...}} alike; {{lang-fr|texte}}.
 _LINK_FAMILY = re.compile(rf"^link-({_LANGUAGE_CODE})$")
+_FORMATNUM = "formatnum:"  # a parser function: its argument is part of the name
 _LANG_FAMILY = re.compile(rf"^lang-({_LANGUAGE_CODE})$")
 
 
@@ -247,6 +250,9 @@ class InlineTemplates:
         found = self._table.get(key)
         if found is not None:
             return found
+        if key.startswith(_FORMATNUM):
+            number = name.split(":", 1)[1].strip()
+            return lambda _arguments, _lang: number  # {{formatnum:6500000}}: the number, as written
         if _LINK_FAMILY.match(key):
             return self._link_xx
         lang_xx = _LANG_FAMILY.match(key)
