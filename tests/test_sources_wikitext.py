@@ -264,3 +264,18 @@ def test_disambiguation_marks_are_configurable(tmp_path: Path) -> None:
     partition = plan_partitions(source, expand_uri(source))[0]
     rejected = [r for batch in read_partition(source, partition, wiki=wiki) for r in batch.rejects.to_pylist()]
     assert [(r["title"], r["reason"]) for r in rejected] == [("甲", "disambiguation"), ("乙", "disambiguation")]
+
+
+@pytest.mark.parametrize(
+    ("wikitext", "expected"),
+    [
+        ("（{{lang-en|'''Q'''uick '''U'''DP '''I'''nternet '''C'''onnections}}，缩写：QUIC）",
+         "（英语：Quick UDP Internet Connections，缩写：QUIC）"),
+        ("QUIC的{{link-en|网络草案|Internet Draft}}被正式提交至", "QUIC的网络草案被正式提交至"),
+        ("大大减少{{Link-en|开销|Overhead (computing)}}。", "大大减少开销。"),
+        ("-{zh-tw:串流控制傳輸協定; zh-cn:流控制传输协议;}-", "流控制传输协议"),
+        ("HTTP（{{Lang-en|HTTP over QUIC}}）", "HTTP（英语：HTTP over QUIC）"),
+    ],
+)
+def test_the_reported_sentences(wikitext: str, expected: str) -> None:
+    assert ZH.text(wikitext) == expected
