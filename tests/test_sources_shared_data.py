@@ -26,6 +26,10 @@ def test_enwiki_excerpt(shared_data: Path) -> None:
     anarchism = next(d for d in documents if d["title"] == "Anarchism")
     assert anarchism["url"] == "https://en.wikipedia.org/wiki/Anarchism"
     assert re.search(r"^Etymology and terminology$", anarchism["text"], re.M)
+    # boilerplate sections go, the words of inline templates stay; disambiguation pages are filtered
+    assert not re.search(r"^(?:References|External links|See also|Further reading)$", anarchism["text"], re.M)
+    assert "from the Greek ἀναρχία" in anarchism["text"]
+    assert filtered.count("disambiguation") == 8
 
 
 def test_tnews_unlabeled_read_completely(shared_data: Path) -> None:

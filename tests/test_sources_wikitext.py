@@ -279,3 +279,22 @@ def test_disambiguation_marks_are_configurable(tmp_path: Path) -> None:
 )
 def test_the_reported_sentences(wikitext: str, expected: str) -> None:
     assert ZH.text(wikitext) == expected
+
+
+@pytest.mark.parametrize(
+    ("wikitext", "expected"),
+    [
+        ("每天约有{{formatnum:6500000}}人次乘坐。", "每天约有6500000人次乘坐。"),
+        ("票价为{{formatnum:{{Inflation|US|5|1929}}}}美元。", "票价为美元。"),
+        ("维也纳（{{lang-en<!-- 英文名 -->|Vienna}}）", "维也纳（英语：Vienna）"),
+        ("{{lang-ar|{{large|الجزائر}}}}", "阿拉伯语：الجزائر"),
+    ],
+)
+def test_names_render_before_lookup(wikitext: str, expected: str) -> None:
+    assert ZH.text(wikitext) == expected
+
+
+def test_sections_inside_italics_left_open_are_sections_still() -> None:
+    # mwparserfromhell runs '' over the following lines up to the next '', headings included
+    wikitext = "甲说''他是\n正文。\n== 参考资料 ==\n* 书\n== 外部链接 ==\n* [https://x.org 站]\n== 历史 ==\n后来''的事。"
+    assert ZH.text(wikitext) == "甲说他是\n正文。\n历史\n后来的事。"

@@ -205,7 +205,7 @@ _DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
     "{3|2}": ("transl", "transliteration", "translit"),  # {{transl|ar|DIN|al-Qāhira}} or {{transl|ja|kanji}}
     # {{nihongo|Tokyo|東京|Tōkyō}} -> Tokyo (東京, Tōkyō)
     "{1}[ ({2}[, {3}])]": ("nihongo",),
-    "{1}": ("nihongo2", "nowrap", "nobr", "small", "smaller", "big", "larger", "abbr", "lj"),
+    "{1}": ("nihongo2", "nowrap", "nobr", "small", "smaller", "big", "large", "larger", "abbr", "lj"),
     "{1} {2}": ("sortname",),  # {{sortname|Ada|Lovelace}} -> Ada Lovelace
     "–": ("ndash", "snd", "spaced ndash"),
     "—": ("mdash", "spaced mdash"),

@@ -33,6 +33,9 @@ _DROPPED_TAGS = frozenset(
     {"ref", "references", "table", "gallery", "math", "chem", "imagemap", "timeline", "score", "graph",
      "templatedata", "syntaxhighlight", "source", "mapframe", "maplink", "categorytree", "inputbox"}
 )
+# Tags that only style the text inside them (rendered as their contents), and those that start a line.
+_LINE_TAGS = frozenset({"li", "dt", "dd", "p", "div"})
+_TEXT_TAGS = frozenset({"i", "b", "u", "s", "em", "strong", "span", "small", "big", "center", "font"}) | _LINE_TAGS
 _INTERLANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}(?:-[a-z]+)*$")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _EMPTY_PARENS = re.compile(r"[(（][\s,;，；、]*[)）]")
@@ -196,13 +199,27 @@ def _heading_key(heading: str) -> str:
 def _split_sections(nodes: list[Node]) -> Iterable[tuple[int, Wikicode | None, list[Node]]]:
     """(level, title, body nodes) of the lead (level 0) and of each heading, in page order."""
     level, title, body = 0, None, []
-    for node in nodes:
+    for node in _with_headings_on_top(nodes):
         if isinstance(node, Heading):
             yield level, title, body
             level, title, body = node.level, node.title, []
         else:
             body.append(node)
     yield level, title, body
+
+
+def _with_headings_on_top(nodes: Iterable[Node]) -> Iterable[Node]:
+    """The nodes, with the contents of a text tag that holds headings in place of the tag: mwparserfromhell
+    lets italics left open (`''` without its closing pair on the line) run on over later sections, which
+    MediaWiki closes at the line's end."""
+    for node in nodes:
+        if (isinstance(node, Tag) and str(node.tag).strip().lower() in _TEXT_TAGS and node.contents is not None
+                and any(isinstance(inner, Heading) for inner in node.contents.nodes)):
+            if str(node.tag).strip().lower() in _LINE_TAGS:
+                yield Text("\n")
+            yield from _with_headings_on_top(node.contents.nodes)
+        else:
+            yield node
 
 
 def _finish(text: str) -> list[str]:
@@ -261,7 +278,9 @@ class _PageRender:
                 return ""  # comments, template arguments: no prose of their own
 
     def _template(self, template: Template) -> str:
-        name = str(template.name)
+        # the name as rendered: without comments, and with what a parser function's own argument renders to
+        # ({{formatnum:{{Inflation|...}}}} is "formatnum:", a value computed at render time)
+        name = self.render(template.name)
         rendering = self.cleaner.templates.rendering(name)
         if rendering is None:
             if template_key(name) == _NOTE_TA:
@@ -297,6 +316,6 @@ class _PageRender:
             return ""
         if name == "br":
             return "\n"
-        if name in ("li", "dt", "dd", "p", "div"):
+        if name in _LINE_TAGS:
             return "\n" + self.render(tag.contents) if tag.contents is not None else "\n"
         return self.render(tag.contents) if tag.contents is not None else ""
