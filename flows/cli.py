@@ -7,7 +7,9 @@ starting Prefect, and every command that runs a flow first points Prefect at the
 from __future__ import annotations
 
 import importlib
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -27,21 +29,24 @@ from pipeline.versions import LEDGER, resolve_manifest
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Chinese and English corpora to shards to models.")
 console = Console()
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run config")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the whole result as JSON instead of the summary "
+                                                     "(progress goes to stderr)")]
 _debug = False  # --debug: tracebacks on the terminal, and a known error raised instead of summarised
 # of an unknown error's message: some carry a whole response body or one paragraph per field
 UNEXPECTED_MESSAGE_LINES, UNEXPECTED_MESSAGE_CHARS = 3, 400
 PROJECT_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / package) for package in ("flows", "pipeline"))
 
 
-def _run_flow(description: str, flow_path: str, *args: Any, **kwargs: Any) -> Any:
+def _run_flow(description: str, flow_path: str, *args: Any, progress_to_stderr: bool = False, **kwargs: Any) -> Any:
     """Run `module:flow` against the local server; the server must be chosen before Prefect is imported."""
     from flows.servers import use_prefect_server
 
+    display = Console(stderr=True) if progress_to_stderr else console
     api = use_prefect_server()
-    console.print(f"Prefect API: {api.removesuffix('/api')}")
+    display.print(f"Prefect API: {api.removesuffix('/api')}")
     module, name = flow_path.split(":")
     flow = getattr(importlib.import_module(module), name)
-    with flow_display(console, description, debug=_debug):
+    with flow_display(display, description, debug=_debug):
         return flow(*args, **kwargs)
 
 
@@ -149,43 +154,95 @@ def validate(path: Annotated[Path, typer.Argument(help="a shard (.arrow) or a di
 def train(
     config: ConfigOption = Path("configs/demo.yaml"),
     manifest: Annotated[str | None, typer.Option(help="dataset manifest; default: the newest version")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Train tokenizer, pretrain, fine-tune, evaluate and register, from a built dataset version."""
-    load_config(config)  # a bad config fails here, before a server starts
+    cfg = load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("training models", "flows.train_models:train_models", str(config), manifest_path=manifest,
-                       force=True)
-    console.print_json(data=result)
+                       force=True, progress_to_stderr=as_json)
+    _print_result(result, cfg, config, as_json)
 
 
 @app.command()
-def run(config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False, wait: WaitOption = True) -> None:
+def run(
+    config: ConfigOption = Path("configs/demo.yaml"), force_train: bool = False, wait: WaitOption = True,
+    as_json: JsonOption = False,
+) -> None:
     """The whole chain: refresh the corpus, then train and register when the dataset version changed.
 
     As a refresh, the build keeps the newest version's ids: a text ingested again is the duplicate.
     """
-    load_config(config)  # a bad config fails here, before a server starts
+    cfg = load_config(config)  # a bad config fails here, before a server starts
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
-                       force_train=force_train, wait=wait)
-    console.print_json(data=result)
+                       force_train=force_train, wait=wait, progress_to_stderr=as_json)
+    _print_result(result, cfg, config, as_json)
+
+
+def _print_result(result: dict, cfg: Any, config: Path, as_json: bool) -> None:
+    from flows.summary import print_run_summary
+
+    if as_json:
+        console.print_json(data=result)
+    else:
+        print_run_summary(console, result, cfg, config)
 
 
 @app.command()
 def models(config: ConfigOption = Path("configs/demo.yaml")) -> None:
-    """Registered model versions of every task, with their aliases, metrics and lineage."""
+    """Registered model versions of every task: aliases, score next to the majority and random-init baselines,
+    the gain pretraining brought, lineage."""
     from pipeline.registry import list_models, tracking_uri_for
 
     cfg = load_config(config)
     tracking_uri = tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri)
     for task in cfg.train.tasks:
         registry = _task_registry(cfg, task.name)
-        table = Table("version", "aliases", task.primary_metric, "baseline", "dataset", "commit",
+        metric = task.primary_metric
+        table = Table("version", "aliases", metric, "majority", "random init", "gain", "dataset", "commit",
                       title=registry.model_name)
         for row in list_models(registry, tracking_uri):
             metrics, tags = row.get("metrics", {}), row.get("tags", {})
-            score, baseline = metrics.get(task.primary_metric), metrics.get(f"majority_{task.primary_metric}")
-            table.add_row(str(row["version"]), ", ".join(row.get("aliases", [])), _fmt(score), _fmt(baseline),
-                          tags.get("dataset_version", ""), tags.get("git_commit", "")[:10])
+            gain = metrics.get(f"pretraining_gain_{metric}")
+            table.add_row(str(row["version"]), ", ".join(row.get("aliases", [])), _fmt(metrics.get(metric)),
+                          _fmt(metrics.get(f"majority_{metric}")), _fmt(metrics.get(f"random_init_{metric}")),
+                          "" if gain is None else f"{gain:+.4f}", tags.get("dataset_version", ""),
+                          tags.get("git_commit", "")[:10])
         console.print(table)
+
+
+@app.command("serve-model")
+def serve_model(
+    task: Annotated[str, typer.Argument(help="the task whose registered model to serve")],
+    alias: Annotated[str, typer.Option(help="which version, by alias")] = "champion",
+    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1; default: a free one")] = None,
+    config: ConfigOption = Path("configs/demo.yaml"),
+) -> None:
+    """Serve a task's registered model on 127.0.0.1 with `mlflow models serve` until Ctrl-C (POST /invocations)."""
+    from flows.servers import start_model_server, stop_model_server
+    from pipeline.registry import serving_example, tracking_uri_for, version_for_alias
+
+    cfg = load_config(config)
+    registry = _task_registry(cfg, task)
+    tracking_uri = tracking_uri_for(Path(cfg.run_dir), cfg.registry.tracking_uri)
+    found = version_for_alias(registry, tracking_uri, alias)
+    model_uri = f"models:/{registry.model_name}@{alias}"
+    log = Path(cfg.run_dir).resolve() / "logs" / f"serve-{registry.model_name}.log"
+    console.print(f"starting {model_uri} (version {found['version']}) ...", highlight=False)
+    # SIGTERM ends the command as Ctrl-C does, through the `finally` that stops the server's process group
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    process, url = start_model_server(model_uri, tracking_uri, log, port)
+    try:
+        body = serving_example(tracking_uri, found["run_id"])
+        console.print(f"serving {registry.model_name} version {found['version']} at {url}/invocations",
+                      highlight=False, soft_wrap=True)
+        console.print(f"curl -s {url}/invocations -H 'Content-Type: application/json' -d {shlex.quote(body)}",
+                      highlight=False, markup=False, soft_wrap=True)
+        console.print(f"server log: {log}; Ctrl-C stops it", highlight=False, soft_wrap=True)
+        returncode = process.wait()
+    finally:
+        stop_model_server(process)
+    console.print(f"[red]the model server exited with code {returncode}[/red]; see {log}", highlight=False)
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -23,10 +23,12 @@ def refresh(config_path: str, force_train: bool = False, wait: bool = True) -> d
     manifest_path = build_corpus(config_path, refresh=True, wait=wait)
     version = load_manifest(manifest_path).version
     if not config.train.enabled:
-        return {"dataset_version": version, "trained": False, "why": "training disabled in config"}
+        return {"dataset_version": version, "manifest": manifest_path, "trained": False,
+                "why": "training disabled in config"}
     if not force_train and _already_trained(config, version):
         get_run_logger().info("dataset version %s already has registered models: nothing to train", version)
-        return {"dataset_version": version, "trained": False, "why": "dataset version unchanged"}
+        return {"dataset_version": version, "manifest": manifest_path, "trained": False,
+                "why": "dataset version unchanged"}
     result = train_models(config_path, manifest_path=manifest_path)
     return {"dataset_version": version, "trained": True, **result}
 

@@ -176,3 +176,49 @@ def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:
     _wait_healthy(f"{url}/health", process, log)
     state.write_text(json.dumps({"url": url, "pid": process.pid, "job_execution": False}))
     return url
+
+
+def start_model_server(model_uri: str, tracking_uri: str, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve` of a registered model on loopback, in this environment, in its own process group;
+    returns the process and the server's URL once `/ping` answers (stop it with `stop_model_server`)."""
+    port = port or free_port()
+    env = {
+        **os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # mlflow execs `uvicorn` by name: this interpreter's scripts directory goes first on PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    # --env-manager local: the model runs with the packages installed here, no virtualenv built, nothing fetched
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]
+    process = _start_detached(command, log, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(f"{url}/ping", process, log)
+    except BaseException:
+        stop_model_server(process)
+        raise
+    return process, url
+
+
+def stop_model_server(process: subprocess.Popen) -> None:
+    """Stop the server's whole process group: mlflow's uvicorn child outlives a stopped mlflow process."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(process):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reaps the leader once it has exited: a zombie leader is not a running server
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

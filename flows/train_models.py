@@ -6,8 +6,9 @@
 3. It is fine-tuned on every task of the config, in parallel.
 4. Language-model loss on the validation split, task metrics (of the saved models, reloaded) next to a
    majority baseline, and a decontamination report per task.
-5. Each fine-tuned model is registered in MLflow with the dataset version, manifest hash, config hash and
-   commit; `champion` moves only when the new version beats it.
+5. Each fine-tuned model gets a model card and is registered in MLflow as an MLflow model (loadable with
+   `mlflow.pyfunc`, servable with `mlflow models serve`, still a `from_pretrained` folder) with the dataset
+   version, manifest hash, config hash and commit; `champion` moves only when the new version beats it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from prefect.logging import get_run_logger
 
 from pipeline import plots
 from pipeline.config import ContractsConfig, CorpusflowConfig, TaskConfig, load_config, registered_model_name
+from pipeline.model_card import Pretraining, write_model_card
 from pipeline.registry import pretraining_gain, register_model, tracking_uri_for
 from pipeline.storage import file_sha256
 from pipeline.train.evaluate import decontamination_report, evaluate_lm
 from pipeline.train.finetune import FinetuneResult, finetune
 from pipeline.train.pretrain import PretrainResult, pretrain, save_random_init
-from pipeline.train.tasks import check_task_data
+from pipeline.train.tasks import check_task_data, example_texts
 from pipeline.versions import load_manifest, resolve_manifest
 from pipeline.train.tokenizer import train_tokenizer
 
@@ -88,14 +90,22 @@ def register_task(
         "model_name": registered_model_name(config.registry, task_config.name),
         "champion_metric": task_config.primary_metric,
     })
+    write_model_card(
+        result.model_dir, name=registry.model_name, task=task_config, evaluation=evaluation, gain=gain,
+        lineage=lineage, license_id=config.card.license,
+        pretraining=Pretraining(arch=config.train.model.arch, steps=pretrained.steps, tokens_seen=pretrained.tokens_seen,
+                                train_seconds=pretrained.train_seconds, tokens_per_s=pretrained.tokens_per_s,
+                                validation_loss=lm_metrics.get("loss"), validation_perplexity=lm_metrics.get("perplexity")),
+    )
     metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}, **gain}
-    return register_model(
+    registered = register_model(
         result.model_dir, config=registry, tracking_uri=tracking_uri_for(Path(config.run_dir), registry.tracking_uri),
         params={"task": task_config.name, "arch": config.train.model.arch, **config.train.model.model_dump(),
                 "pretrain_steps": pretrained.steps},
         metrics=metrics, curves={"pretrain_loss": pretrained.losses, **result.curves()}, lineage=lineage,
-        artifacts={"pretrain_loss.png": Path(loss_png)},
+        artifacts={"pretrain_loss.png": Path(loss_png)}, input_example=example_texts(task_config),
     )
+    return {**registered, "model_name": registry.model_name}
 
 
 # No log_prints here: datasets hashes functions through dill, which reads `dis` output from a captured stdout
@@ -123,8 +133,10 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
                                    unmapped(pretrained), unmapped(lineage), unmapped(loss_png), gains).result()
     _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered, gains)
-    return {"dataset_version": lineage["dataset_version"], "lm": _numbers(lm_metrics.result()),
-            "tasks": {t.name: {**_numbers(e["metrics"]), **g, "registered_version": r["version"], "promoted": r["promoted"]}
+    return {"dataset_version": lineage["dataset_version"], "manifest": manifest_path, "lm": _numbers(lm_metrics.result()),
+            "tasks": {t.name: {**_numbers(e["metrics"]), **g, "primary_metric": t.primary_metric,
+                               "model_name": r["model_name"], "registered_version": r["version"],
+                               "aliases": r["aliases"], "promoted": r["promoted"]}
                       for t, e, r, g in zip(tasks, evaluations, registered, gains)}}
 
 

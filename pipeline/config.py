@@ -396,6 +396,10 @@ class TaskConfig(Strict):
     # role -> column: text (several columns joined: "title,description"), label, optional id; headerless tsv
     # columns are named by position ("0", "1", ...); conll files need no fields
     fields: dict[str, str] = Field(default_factory=lambda: {"text": "text", "label": "label"})
+    # Class names of a sequence task whose labels are numbers (a 0/1 sentiment column, TNEWS's 100..116):
+    # label as written in the file -> name. They become the model's id2label, so predictions, reports and the
+    # served model speak in names. Empty: the labels as the files write them (already names when they are words).
+    label_names: dict[str, str] = Field(default_factory=dict)
     max_examples: int | None = Field(default=None, gt=0)  # caps every split (a seeded sample), for demos
     max_seq_len: int = Field(default=128, gt=2)  # longer inputs are truncated
     epochs: int = Field(default=3, gt=0)
@@ -414,6 +418,14 @@ class TaskConfig(Strict):
     patience: int = Field(default=2, gt=0)  # epochs without a better dev score before training stops
     primary_metric: Literal["accuracy", "macro_f1", "entity_f1"] = "accuracy"
 
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, names: Any) -> Any:
+        # YAML reads `{0: negative}` with an integer key; labels are compared as the file's text
+        if isinstance(names, dict):
+            return {str(k): str(v) for k, v in names.items()}
+        return names
+
     @model_validator(mode="after")
     def _metric_and_format_fit_type(self) -> TaskConfig:
         token_task = self.type == "token_classification"
@@ -421,6 +433,8 @@ class TaskConfig(Strict):
             raise ValueError("primary_metric 'entity_f1' goes with type 'token_classification' and only with it")
         if token_task != (self.format in ("conll", "zip_conll")):
             raise ValueError("formats 'conll' and 'zip_conll' go with type 'token_classification' and only with it")
+        if token_task and self.label_names:
+            raise ValueError("label_names is for sequence_classification; a token task's BIO tags are its names")
         return self
 
 

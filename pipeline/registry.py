@@ -3,14 +3,16 @@
 Layout of one registration (all through an `MlflowClient`, no global MLflow state):
 - a run in the experiment `config.experiment` with the params, the final metrics, the curves as step
   metrics and the lineage as run tags;
-- the model directory as it is (config.json, model.safetensors, tokenizer files) under the run's
-  artifact path `model`, so a downloaded version loads with `AutoModel.from_pretrained` as it stands;
-  other files (evaluation reports, loss plots) under their own artifact paths;
+- under the run's artifact path `model`, the model directory as it is (config.json, model.safetensors,
+  tokenizer files, README.md model card) plus the files that make it an MLflow model: `MLmodel` (a
+  python_function whose loader is `pipeline/corpusflow_pyfunc.py`, copied into `code/`, which says why not
+  the transformers flavor), a signature (texts in; label and score, or entity spans, out), an input example
+  and the pinned requirements. So a version loads both ways: `AutoModel*.from_pretrained(<downloaded>)` and
+  `mlflow.pyfunc.load_model("models:/<name>@champion")`, and `mlflow models serve` serves it;
+- other files (evaluation reports, loss plots) under their own artifact paths;
 - a registered version of `config.model_name` whose source is that `model` folder, tagged with the
   lineage and with the decision of the champion gate.
-A plain `save_pretrained` folder is not an MLflow model, so `mlflow.register_model` refuses it, and
-`mlflow.transformers.log_model` fails on a local checkpoint path here (MLflow 3.17); logging the folder
-and calling `create_model_version` works offline and keeps the folder byte for byte.
+`create_model_version` on the logged folder works offline and keeps the model's files byte for byte.
 
 Aliases: `candidate` moves to every new version; `champion` moves only when the new version's
 `config.champion_metric` beats the champion's by more than `config.champion_margin` (the first version
@@ -32,20 +34,36 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import functools  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from importlib.metadata import version as installed_version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
+from mlflow.models import Model, ModelSignature  # noqa: E402
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode  # noqa: E402
+from mlflow.types.schema import Array, ColSpec, Object, Property, Schema  # noqa: E402
 
 from pipeline.config import RegistryConfig  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 MODEL_ARTIFACT = "model"
+PYFUNC_LOADER = Path(__file__).with_name("corpusflow_pyfunc.py")
+TEXTS = Schema([ColSpec("string")])
+LABEL_AND_SCORE = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
+ENTITY_SPANS = Schema([ColSpec(Array(Object([
+    Property("entity", "string"), Property("text", "string"), Property("start", "long"), Property("end", "long"),
+    Property("score", "double"),
+])))])
+# What loading a registered model needs besides mlflow (which pins itself): the versions it was trained with
+RUNTIME_PACKAGES = ("torch", "transformers", "pandas")
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 LOG_BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
@@ -99,16 +117,18 @@ def register_model(
     curves: dict[str, list[tuple[int, float]]],
     lineage: dict[str, str],
     artifacts: dict[str, Path],
+    input_example: list[str],
 ) -> dict[str, Any]:
-    """Log and register `model_dir`; returns {run_id, version, aliases, promoted, model_uri}."""
+    """Log `model_dir` as an MLflow model (`input_example`: texts like the task's) and register it; returns
+    {run_id, version, aliases, promoted, model_uri}."""
     if config.champion_metric not in metrics:
         raise ValueError(
             f"champion metric {config.champion_metric!r} is not among the metrics {sorted(metrics)}; "
             "set registry.champion_metric to one of them"
         )
     client = _client(tracking_uri)
-    run_id = _log_run(client, _experiment_id(client, config, tracking_uri), model_dir, params, metrics, curves,
-                      lineage, artifacts)
+    run_id = _log_run(client, _experiment_id(client, config, tracking_uri), model_dir, input_example, params, metrics,
+                      curves, lineage, artifacts)
     version = _create_version(client, config.model_name, run_id, lineage)
     promoted, decision = _champion_gate(client, config, metrics[config.champion_metric])
     client.set_model_version_tag(config.model_name, version, "champion_gate", decision)
@@ -164,6 +184,35 @@ def list_models(config: RegistryConfig, tracking_uri: str) -> list[dict[str, Any
     return listed
 
 
+class ModelVersionNotFound(UserError, LookupError):
+    """No registered version answers to the name and alias asked for."""
+
+    hint = "`corpusflow models -c <config>` lists the versions and their aliases; `corpusflow run` trains them"
+
+
+@_explains_refusals
+def version_for_alias(config: RegistryConfig, tracking_uri: str, alias: str) -> dict[str, str]:
+    """{version, run_id} of the version `alias` points at; ModelVersionNotFound when none does."""
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(config.model_name, alias)
+    except MlflowException as error:
+        # a missing model is RESOURCE_DOES_NOT_EXIST, a missing alias of a model INVALID_PARAMETER_VALUE
+        if error.error_code not in (ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)):
+            raise
+        raise ModelVersionNotFound(f"no version of {config.model_name!r} has the alias {alias!r} in the registry "
+                                   f"{tracking_uri}") from None
+    return {"version": str(version.version), "run_id": version.run_id}
+
+
+@_explains_refusals
+def serving_example(tracking_uri: str, run_id: str) -> str:
+    """The request body MLflow wrote for the model of `run_id` (its input example as `{"inputs": [...]}`)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = _client(tracking_uri).download_artifacts(run_id, f"{MODEL_ARTIFACT}/serving_input_example.json", scratch)
+        return json.dumps(json.loads(Path(path).read_text(encoding="utf-8")), ensure_ascii=False)
+
+
 @_explains_refusals
 def set_alias(config: RegistryConfig, tracking_uri: str, alias: str, version: str | int) -> None:
     """Point `alias` at `version` (promotion or rollback); the version must exist."""
@@ -206,6 +255,7 @@ def _log_run(
     client: MlflowClient,
     experiment_id: str,
     model_dir: Path,
+    input_example: list[str],
     params: dict[str, Any],
     metrics: dict[str, float],
     curves: dict[str, list[tuple[int, float]]],
@@ -221,7 +271,8 @@ def _log_run(
         points += [Metric(name, float(value), now, int(step)) for name, curve in curves.items() for step, value in curve]
         for start in range(0, len(points), LOG_BATCH_LIMIT):
             client.log_batch(run_id, metrics=points[start : start + LOG_BATCH_LIMIT])
-        client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+        with mlflow_model_dir(Path(model_dir), input_example) as packaged:
+            client.log_artifacts(run_id, str(packaged), MODEL_ARTIFACT)
         for name, path in artifacts.items():
             _log_artifact(client, run_id, name, Path(path))
     except BaseException:
@@ -229,6 +280,66 @@ def _log_run(
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+@contextmanager
+def mlflow_model_dir(model_dir: Path, input_example: list[str]) -> Iterator[Path]:
+    """A temporary directory holding `model_dir`'s files (hard links where possible) and the MLflow model files
+    beside them; checked by predicting `input_example` with the loader the registered model will use."""
+    # here, not at the top: pyfunc and the loader bring torch and transformers, which listing models does without
+    import mlflow.pyfunc
+
+    from pipeline import corpusflow_pyfunc
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-mlflow-", dir=model_dir.parent))
+    try:
+        labels, schema = _labels_and_output(model_dir)
+        mlflow.pyfunc.save_model(
+            str(staging), loader_module=PYFUNC_LOADER.stem, code_paths=[str(PYFUNC_LOADER)],
+            signature=ModelSignature(inputs=TEXTS, outputs=schema), input_example=input_example,
+            pip_requirements=[_pinned(name) for name in RUNTIME_PACKAGES], metadata={"labels": labels},
+        )
+        for path in sorted(model_dir.iterdir()):
+            _link_or_copy(path, staging / path.name)
+        _record_size(staging)
+        corpusflow_pyfunc._load_pyfunc(str(staging)).predict(input_example)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _labels_and_output(model_dir: Path) -> tuple[list[str], Schema]:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    labels = [label for _, label in sorted((int(i), label) for i, label in config.get("id2label", {}).items())]
+    token_task = any(name.endswith("ForTokenClassification") for name in config.get("architectures") or [])
+    return labels, ENTITY_SPANS if token_task else LABEL_AND_SCORE
+
+
+def _pinned(package: str) -> str:
+    return f"{package}=={installed_version(package).split('+')[0]}"  # no local label: 2.13.0+cpu -> 2.13.0
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists():
+        raise FileExistsError(f"{source} has the name of an MLflow model file ({target.name}); rename it")
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(source, target)
+
+
+def _link_or_copy_file(source: str | Path, target: str | Path) -> None:
+    try:
+        Path(target).hardlink_to(source)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
+
+
+def _record_size(model_root: Path) -> None:
+    """MLmodel's `model_size_bytes` counted the MLflow files alone: count the weights and tokenizer too."""
+    mlmodel = Model.load(str(model_root / "MLmodel"))
+    mlmodel.model_size_bytes = sum(p.stat().st_size for p in model_root.rglob("*") if p.is_file())
+    mlmodel.save(str(model_root / "MLmodel"))
 
 
 def _log_artifact(client: MlflowClient, run_id: str, name: str, path: Path) -> None:

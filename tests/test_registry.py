@@ -42,6 +42,7 @@ def _register(run_dir: Path, result: FinetuneResult, config: RegistryConfig, **m
         curves=result.curves(),
         lineage=LINEAGE,
         artifacts={"evaluation": run_dir / "report.json"},
+        input_example=["这家酒店非常干净，很满意", "房间太脏了，很失望"],
     )
 
 

@@ -1,13 +1,18 @@
-"""The whole chain through Prefect: build, train, evaluate, register; a second refresh trains nothing."""
+"""The whole chain through Prefect: build, train, evaluate, register (a champion that pyfunc loads), the summary
+a person reads at the end; a second refresh trains nothing."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
+from rich.console import Console
 
-from pipeline.config import load_config, registered_model_name
+from flows.summary import print_run_summary
+from pipeline.config import CorpusflowConfig, load_config, registered_model_name
 from pipeline.registry import list_models, tracking_uri_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
-    prefect_api: str, tmp_path: Path
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.refresh import refresh
 
@@ -50,6 +55,29 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
         assert len(tags["manifest_sha256"]) == 64 and tags["config_hash"] == config.config_hash()
         assert tags["git_commit"] and "documents.v1" in tags["contracts"]
 
+    # the champion as a person uses it: the demo's 0/1 sentiment labels come back as the names in label_names
+    reviews = ["房间干净，服务热情，下次还来", "太吵了，很失望"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    predictions = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}-sentiment_zh@champion").predict(reviews)
+    assert set(predictions["label"]) <= {"negative", "positive"} and len(predictions) == 2
+
+    screen = _summary(first, config, config_path)
+    assert f"Dataset demo version {first['dataset_version']}" in screen
+    for name, task in first["tasks"].items():
+        metric = task["primary_metric"]
+        figures = [f"{task[key]:.4f}" for key in (metric, f"majority_{metric}", f"random_init_{metric}")]
+        row = rf"{name}\s+{metric}\s+{figures[0]}\s+{figures[1]}\s+{figures[2]}\s+" \
+              rf"{task[f'pretraining_gain_{metric}']:+.4f}\s+{task['model_name']} v1 champion"
+        assert re.search(row, screen), screen
+    assert "corpusflow serve-model" in screen and "Prefect UI:" in screen
+
     second = refresh(str(config_path))
-    assert second == {"dataset_version": first["dataset_version"], "trained": False,
+    assert second == {"dataset_version": first["dataset_version"], "manifest": first["manifest"], "trained": False,
                       "why": "dataset version unchanged"}
+    assert "No training: dataset version unchanged." in _summary(second, config, config_path)
+
+
+def _summary(result: dict, config: CorpusflowConfig, config_path: Path) -> str:
+    console = Console(record=True, width=200)
+    print_run_summary(console, result, config, config_path)
+    return console.export_text()

@@ -34,7 +34,7 @@ from transformers import (
 from pipeline.config import TaskConfig
 from pipeline.train.evaluate import evaluate_split, evaluate_task, input_length
 from pipeline.train.loading import load_for_task, save_model_dir
-from pipeline.train.tasks import SEQUENCE, TaskData, load_task
+from pipeline.train.tasks import SEQUENCE, TaskData, load_task, numbered_labels
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ def parameter_groups(model: PreTrainedModel, task: TaskConfig) -> list[dict[str,
 
 
 def _load_pretrained(task: TaskConfig, pretrained_dir: Path, labels: list[str]) -> PreTrainedModel:
+    if task.type == SEQUENCE and numbered_labels(labels):
+        log.warning("task %s: labels %s are numbers, so the model will predict numbers; name them with the task's "
+                    "label_names", task.name, labels[:5])
     auto = AutoModelForSequenceClassification if task.type == SEQUENCE else AutoModelForTokenClassification
     return load_for_task(
         auto,

@@ -72,6 +72,8 @@ class PretrainResult:
     tokens_per_s: float
     mfu: float | None
     resumed_from: int | None
+    tokens_seen: int = 0  # what pretraining cost, over every resumed attempt: the model card reports it
+    train_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -428,6 +430,8 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
         tokens_per_s=tokens_per_s,
         mfu=flops_token * tokens_per_s / (peak * runtime.world) if peak else None,
         resumed_from=resumed_from,
+        tokens_seen=tokens_seen,
+        train_seconds=train_seconds,
     )
 
 

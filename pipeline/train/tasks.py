@@ -1,8 +1,9 @@
 """Fine-tuning task data: local files read with `datasets`, mapped to one row shape, split and capped.
 
 Rows of a sequence task are {id, text, label}; rows of a token task are {id, tokens, tags} (BIO tags).
-Labels are strings whatever the file holds (TNEWS has ints, others words), and the label set comes from
-the train split only: a dev or test label the model never saw simply counts as an error.
+Labels are strings whatever the file holds (TNEWS has ints, others words), renamed through the task's
+`label_names` when it has them, and the label set comes from the train split only: a dev or test label the
+model never saw simply counts as an error.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def item_text(row: dict[str, Any], lang: str) -> str:
 def _read(task: TaskConfig, path: str, split: str, skipped: Counter[str]) -> Dataset:
     if task.format in ("conll", "zip_conll"):
         return _read_conll(path, split, skipped)
-    return _map_fields(_read_table(task.format, path), task.fields, Path(path).name, split, skipped)
+    return _map_fields(_read_table(task.format, path), task, Path(path).name, split, skipped)
 
 
 def _read_table(fmt: str, path: str) -> Dataset:
@@ -96,7 +97,8 @@ def _tsv_width(path: str) -> int:
         return len(f.readline().rstrip("\n").split("\t"))
 
 
-def _map_fields(ds: Dataset, fields: dict[str, str], file_name: str, split: str, skipped: Counter[str]) -> Dataset:
+def _map_fields(ds: Dataset, task: TaskConfig, file_name: str, split: str, skipped: Counter[str]) -> Dataset:
+    fields = task.fields
     text_columns = [c.strip() for c in fields["text"].split(",")]
     wanted = [*text_columns, fields["label"], *([fields["id"]] if "id" in fields else [])]
     missing = [c for c in wanted if c not in ds.column_names]
@@ -110,8 +112,29 @@ def _map_fields(ds: Dataset, fields: dict[str, str], file_name: str, split: str,
             skipped[f"{split}:{'empty_text' if not text else 'missing_label'}"] += 1
             continue
         row_id = _clean(row[fields["id"]]) if "id" in fields else f"{file_name}:{index}"
-        rows.append({"id": row_id, "text": text, "label": label})
+        rows.append({"id": row_id, "text": text, "label": _named(label, task, file_name, index)})
     return Dataset.from_list(rows) if rows else Dataset.from_dict({"id": [], "text": [], "label": []})
+
+
+def _named(label: str, task: TaskConfig, file_name: str, index: int) -> str:
+    if not task.label_names:
+        return label
+    if label not in task.label_names:
+        raise TaskDataRejected(f"{file_name} row {index}: label {label!r} has no name in task {task.name!r}'s "
+                               f"label_names {task.label_names}")
+    return task.label_names[label]
+
+
+def numbered_labels(labels: list[str]) -> bool:
+    """Whether a label set is numbers only (0/1, TNEWS's codes): a model's id2label then names nothing."""
+    return all(label.lstrip("-").isdigit() for label in labels)
+
+
+def example_texts(task: TaskConfig, count: int = 2) -> list[str]:
+    """The first texts of the task's test split: what a registered model shows as its input example."""
+    data = load_task(task)
+    rows = data.test if len(data.test) else data.train
+    return [item_text(row, task.lang) for row in rows.select(range(min(count, len(rows))))]
 
 
 def _clean(value: Any) -> str:
@@ -202,7 +225,7 @@ def _label_set(task: TaskConfig, train: Dataset) -> list[str]:
 class TaskDataRejected(UserError, ValueError):
     """A task's labelled data broke a critical expectation of the tasks contract: training would learn from it."""
 
-    hint = "fix the task's files or its `fields`/`labels` in the config's train.tasks section"
+    hint = "fix the task's files or its `fields`/`label_names` in the config's train.tasks section"
 
 
 def check_task_data(task: TaskConfig, contracts_config: ContractsConfig) -> list[dict[str, Any]]:

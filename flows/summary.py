@@ -1,0 +1,86 @@
+"""The last screen of `corpusflow run` and `corpusflow train`: what a person needs from the result.
+
+The dataset version and what happened to its records, each task's score next to the majority and
+random-init baselines and whether it became champion, then where to look next (the UIs) and how to use a
+model. The full result, every figure at full precision, is what `--json` prints instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import CorpusflowConfig
+from pipeline.versions import load_manifest
+
+OUTCOMES = ("filtered", "duplicate", "rejected")
+
+
+def print_run_summary(console: Console, result: dict[str, Any], config: CorpusflowConfig, config_path: Path) -> None:
+    console.print()
+    _dataset(console, result)
+    tasks = result.get("tasks") or {}
+    if tasks:
+        console.print(models_table(tasks))
+        _language_model(console, result.get("lm") or {})
+    elif "why" in result:
+        console.print(f"No training: {result['why']}.", highlight=False)
+    _where_next(console, config, config_path, sorted(tasks) or [t.name for t in config.train.tasks])
+
+
+def models_table(tasks: dict[str, dict[str, Any]]) -> Table:
+    table = Table("task", "metric", "model", "majority", "random init", "gain", "registered",
+                  title="Task models (test split)", title_justify="left")
+    for name, task in tasks.items():
+        metric = task["primary_metric"]
+        gain = task.get(f"pretraining_gain_{metric}")
+        table.add_row(name, metric, _figure(task.get(metric)), _figure(task.get(f"majority_{metric}")),
+                      _figure(task.get(f"random_init_{metric}")), "" if gain is None else f"{gain:+.4f}",
+                      _registered(task))
+    return table
+
+
+def _figure(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _registered(task: dict[str, Any]) -> str:
+    where = f"{task['model_name']} v{task['registered_version']}"
+    return f"{where} [green]champion[/green]" if task["promoted"] else f"{where} candidate (champion kept)"
+
+
+def _dataset(console: Console, result: dict[str, Any]) -> None:
+    manifest = load_manifest(result["manifest"])
+    totals = manifest.ledger_totals
+    console.print(f"Dataset [bold]{manifest.dataset}[/bold] version [bold]{manifest.version}[/bold]  "
+                  f"({result['manifest']})", highlight=False)
+    dropped = ", ".join(f"{totals.get(outcome, 0):,} {outcome}" for outcome in OUTCOMES)
+    console.print(f"  {totals.get('read', 0):,} records read: {totals.get('kept', 0):,} kept, {dropped}",
+                  highlight=False)
+
+
+def _language_model(console: Console, lm: dict[str, float]) -> None:
+    if "loss" in lm:
+        console.print(f"Pretrained encoder on the validation split: loss {lm['loss']:.4f}, "
+                      f"perplexity {lm.get('perplexity', float('nan')):.1f}", highlight=False)
+
+
+def _where_next(console: Console, config: CorpusflowConfig, config_path: Path, tasks: list[str]) -> None:
+    option = f"-c {shlex.quote(str(config_path))}"
+    if tasks:
+        console.print(f"Use a model:  corpusflow serve-model {tasks[0]} {option}   "
+                      f"(versions: corpusflow models {option})", highlight=False)
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    if prefect_api:
+        console.print(f"Prefect UI:   {prefect_api.removesuffix('/api')}   (flow runs, logs, artifacts)",
+                      highlight=False)
+    if config.registry.tracking_uri:
+        console.print(f"MLflow:       {config.registry.tracking_uri}", highlight=False)
+    else:
+        store = Path(config.run_dir) / "mlflow.db"
+        console.print(f"MLflow UI:    corpusflow ui {option}   (store {store})", highlight=False)
