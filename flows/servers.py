@@ -178,7 +178,9 @@ def ensure_mlflow_ui(run_dir: Path, port: int | None = None) -> str:
     return url
 
 
-def start_model_server(model_uri: str, tracking_uri: str, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_model_server(
+    model_uri: str, tracking_uri: str, log: Path, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
     """`mlflow models serve` of a registered model on loopback, in this environment, in its own process group;
     returns the process and the server's URL once `/ping` answers (stop it with `stop_model_server`)."""
     port = port or free_port()

@@ -30,7 +30,7 @@ def print_run_summary(console: Console, result: dict[str, Any], config: Corpusfl
         _language_model(console, result.get("lm") or {})
     elif "why" in result:
         console.print(f"No training: {result['why']}.", highlight=False)
-    _where_next(console, config, config_path, sorted(tasks) or [t.name for t in config.train.tasks])
+    _where_next(console, config, config_path, [t.name for t in config.train.tasks])
 
 
 def models_table(tasks: dict[str, dict[str, Any]]) -> Table:

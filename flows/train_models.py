@@ -93,9 +93,11 @@ def register_task(
     write_model_card(
         result.model_dir, name=registry.model_name, task=task_config, evaluation=evaluation, gain=gain,
         lineage=lineage, license_id=config.card.license,
-        pretraining=Pretraining(arch=config.train.model.arch, steps=pretrained.steps, tokens_seen=pretrained.tokens_seen,
-                                train_seconds=pretrained.train_seconds, tokens_per_s=pretrained.tokens_per_s,
-                                validation_loss=lm_metrics.get("loss"), validation_perplexity=lm_metrics.get("perplexity")),
+        pretraining=Pretraining(
+            arch=config.train.model.arch, steps=pretrained.steps, tokens_seen=pretrained.tokens_seen,
+            train_seconds=pretrained.train_seconds, tokens_per_s=pretrained.tokens_per_s,
+            validation_loss=lm_metrics.get("loss"), validation_perplexity=lm_metrics.get("perplexity"),
+        ),
     )
     metrics = {**_numbers(evaluation["metrics"]), **{f"lm_{k}": v for k, v in _numbers(lm_metrics).items()}, **gain}
     registered = register_model(
@@ -133,7 +135,8 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
                                    unmapped(pretrained), unmapped(lineage), unmapped(loss_png), gains).result()
     _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered, gains)
-    return {"dataset_version": lineage["dataset_version"], "manifest": manifest_path, "lm": _numbers(lm_metrics.result()),
+    return {"dataset_version": lineage["dataset_version"], "manifest": manifest_path,
+            "lm": _numbers(lm_metrics.result()),
             "tasks": {t.name: {**_numbers(e["metrics"]), **g, "primary_metric": t.primary_metric,
                                "model_name": r["model_name"], "registered_version": r["version"],
                                "aliases": r["aliases"], "promoted": r["promoted"]}

@@ -39,7 +39,7 @@ class TextClassifier:
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         texts = _texts(model_input)
-        # truncation: the tokenizer's model_max_length is the model's own length (see _pipeline)
+        # truncation at the tokenizer's model_max_length: the length the model was fine-tuned at (see _pipeline)
         results = self.pipeline(texts, truncation=True, batch_size=BATCH_SIZE) if texts else []
         return pd.DataFrame({"label": [r["label"] for r in results], "score": [float(r["score"]) for r in results]})
 
@@ -71,8 +71,9 @@ def _load_pyfunc(model_dir: str) -> TextClassifier | EntityTagger:
 
 def _pipeline(task: str, auto_class: Any, model_dir: str) -> Any:
     model = auto_class.from_pretrained(model_dir)
-    # Pretraining tokenizers carry no length of their own; the model's position table is the limit.
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, model_max_length=model.config.max_position_embeddings)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # fine-tuning saves the length it trained at; a tokenizer without one must still stop at the model's positions
+    tokenizer.model_max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     device = 0 if torch.cuda.is_available() else -1
     return hf_pipeline(task, model=model, tokenizer=tokenizer, device=device)
 

@@ -65,7 +65,9 @@ def write_model_card(
 ) -> Path:
     """README.md in `model_dir` (a fine-tuned model folder); `gain` holds random_init_<m> and
     pretraining_gain_<m> (empty when no random-init baseline was trained)."""
-    labels = [label for _, label in sorted(AutoConfig.from_pretrained(model_dir).id2label.items())]
+    model_config = AutoConfig.from_pretrained(model_dir)
+    labels = [label for _, label in sorted(model_config.id2label.items())]
+    window = min(task.max_seq_len, getattr(model_config, "max_position_embeddings", task.max_seq_len))
     parameters = _parameter_count(Path(model_dir) / WEIGHTS)
     card = "\n".join([
         "---", yaml.safe_dump(card_metadata(name, task, evaluation["metrics"], license_id), sort_keys=False,
@@ -75,7 +77,7 @@ def write_model_card(
         "", *_evaluation(task, evaluation, gain),
         "", *_data(task, evaluation, lineage),
         "", *_pretraining_cost(pretraining),
-        "", *_use_and_limits(task),
+        "", *_use_and_limits(task, window),
         "", *_how_to_load(name, task),
     ]) + "\n"
     path = Path(model_dir) / CARD
@@ -168,7 +170,8 @@ def _data(task: TaskConfig, evaluation: dict[str, Any], lineage: dict[str, str])
                       (("train", task.train), ("validation", task.validation), ("test", task.test)) if path)
     lines = [
         "## Training data", "",
-        f"- Pretraining corpus: dataset `{lineage.get('dataset', '?')}` version `{lineage.get('dataset_version', '?')}`, "
+        f"- Pretraining corpus: dataset `{lineage.get('dataset', '?')}` "
+        f"version `{lineage.get('dataset_version', '?')}`, "
         f"manifest `{lineage.get('manifest_uri', '?')}` (sha256 `{lineage.get('manifest_sha256', '?')}`); "
         f"contracts {lineage.get('contracts', '?')}: {lineage.get('contract_results', '?')}.",
         f"- Task data: {files}" + ("" if task.validation and task.test else
@@ -185,18 +188,18 @@ def _data(task: TaskConfig, evaluation: dict[str, Any], lineage: dict[str, str])
 def _pretraining_cost(pretraining: Pretraining) -> list[str]:
     row = (pretraining.steps, f"{pretraining.tokens_seen / 1e6:.2f}M", f"{pretraining.train_seconds:.0f} s",
            f"{pretraining.tokens_per_s:,.0f}", _figure(pretraining.validation_loss),
-           _figure(pretraining.validation_perplexity))
+           "" if pretraining.validation_perplexity is None else f"{pretraining.validation_perplexity:.1f}")
     return ["## Pretraining cost", "",
             *_table(("steps", "tokens", "training time", "tokens/s", "validation loss", "perplexity"), [row])]
 
 
-def _use_and_limits(task: TaskConfig) -> list[str]:
+def _use_and_limits(task: TaskConfig, window: int) -> list[str]:
+    """`window`: the tokens the model reads at once, as in fine-tuning (the task's length, within the model's)."""
     if task.type == SEQUENCE:
-        length = f"Only the first {task.max_seq_len} tokens of a text count; the rest is cut."
+        length = f"Only the first {window} tokens of a text count; the rest is cut."
         scope = "It answers one of the labels above for every text, including texts that fit none of them."
     else:
-        length = (f"Texts longer than the model's {task.max_seq_len}-token window are tagged in overlapping "
-                  "windows.")
+        length = f"Texts longer than {window} tokens are tagged in overlapping windows of that length."
         scope = "It finds only the entity types above."
     return [
         "## Intended use and limits", "",

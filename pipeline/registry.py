@@ -290,6 +290,7 @@ def mlflow_model_dir(model_dir: Path, input_example: list[str]) -> Iterator[Path
     import mlflow.pyfunc
 
     from pipeline import corpusflow_pyfunc
+    from pipeline.train.loading import MODEL_LOCK
 
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-mlflow-", dir=model_dir.parent))
     try:
@@ -302,7 +303,9 @@ def mlflow_model_dir(model_dir: Path, input_example: list[str]) -> Iterator[Path
         for path in sorted(model_dir.iterdir()):
             _link_or_copy(path, staging / path.name)
         _record_size(staging)
-        corpusflow_pyfunc._load_pyfunc(str(staging)).predict(input_example)
+        with MODEL_LOCK:  # tasks register in threads; see pipeline/train/loading.py
+            loaded = corpusflow_pyfunc._load_pyfunc(str(staging))
+        loaded.predict(input_example)
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)

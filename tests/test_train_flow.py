@@ -58,7 +58,8 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     # the champion as a person uses it: the demo's 0/1 sentiment labels come back as the names in label_names
     reviews = ["房间干净，服务热情，下次还来", "太吵了，很失望"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    predictions = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}-sentiment_zh@champion").predict(reviews)
+    champion = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}-sentiment_zh@champion")
+    predictions = champion.predict(reviews)
     assert set(predictions["label"]) <= {"negative", "positive"} and len(predictions) == 2
 
     screen = _summary(first, config, config_path)
@@ -66,9 +67,9 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     for name, task in first["tasks"].items():
         metric = task["primary_metric"]
         figures = [f"{task[key]:.4f}" for key in (metric, f"majority_{metric}", f"random_init_{metric}")]
-        row = rf"{name}\s+{metric}\s+{figures[0]}\s+{figures[1]}\s+{figures[2]}\s+" \
-              rf"{task[f'pretraining_gain_{metric}']:+.4f}\s+{task['model_name']} v1 champion"
-        assert re.search(row, screen), screen
+        gain = f"{task[f'pretraining_gain_{metric}']:+.4f}"
+        cells = [name, metric, *figures, gain, f"{task['model_name']} v1 champion"]
+        assert re.search(r"[\s│]+".join(re.escape(cell) for cell in cells), screen), screen
     assert "corpusflow serve-model" in screen and "Prefect UI:" in screen
 
     second = refresh(str(config_path))

@@ -66,6 +66,9 @@ def finetune(task: TaskConfig, pretrained_dir: Path, out_dir: Path, seed: int = 
     data = load_task(task)
     tokenizer = AutoTokenizer.from_pretrained(pretrained_dir)
     model = _load_pretrained(task, pretrained_dir, data.labels)
+    # saved with the model: whoever loads the folder (a transformers pipeline, the served model) cuts texts
+    # where training and evaluation did
+    tokenizer.model_max_length = input_length(model, task)
     loader = _train_loader(task, data, tokenizer, model, seed)
     optimizer = torch.optim.AdamW(parameter_groups(model, task), lr=task.lr, weight_decay=WEIGHT_DECAY)
     total_steps = task.epochs * len(loader)
