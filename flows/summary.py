@@ -15,7 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import CorpusflowConfig
+from pipeline.config import CorpusflowConfig, registered_model_name
+from pipeline.registry import CHAMPION, list_models, tracking_uri_for
 from pipeline.versions import load_manifest
 
 OUTCOMES = ("filtered", "duplicate", "rejected")
@@ -26,16 +27,19 @@ def print_run_summary(console: Console, result: dict[str, Any], config: Corpusfl
     _dataset(console, result)
     tasks = result.get("tasks") or {}
     if tasks:
-        console.print(models_table(tasks))
+        console.print(models_table(tasks, "Task models (test split)"))
         _language_model(console, result.get("lm") or {})
-    elif "why" in result:
-        console.print(f"No training: {result['why']}.", highlight=False)
+    else:
+        console.print(f"No training: {result.get('why', 'nothing to train')}.", highlight=False)
+        champions = registered_champions(config)
+        if champions:
+            console.print(models_table(champions, "Champions in the registry (test split)"))
     _where_next(console, config, config_path, [t.name for t in config.train.tasks])
 
 
-def models_table(tasks: dict[str, dict[str, Any]]) -> Table:
+def models_table(tasks: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table("task", "metric", "model", "majority", "random init", "gain", "registered",
-                  title="Task models (test split)", title_justify="left")
+                  title=title, title_justify="left")
     for name, task in tasks.items():
         metric = task["primary_metric"]
         gain = task.get(f"pretraining_gain_{metric}")
@@ -43,6 +47,20 @@ def models_table(tasks: dict[str, dict[str, Any]]) -> Table:
                       _figure(task.get(f"random_init_{metric}")), "" if gain is None else f"{gain:+.4f}",
                       _registered(task))
     return table
+
+
+def registered_champions(config: CorpusflowConfig) -> dict[str, dict[str, Any]]:
+    """Each task's champion version, in the shape of a training result's task entry."""
+    tracking_uri = tracking_uri_for(Path(config.run_dir), config.registry.tracking_uri)
+    champions = {}
+    for task in config.train.tasks:
+        registry = config.registry.model_copy(update={"model_name": registered_model_name(config.registry, task.name)})
+        for version in list_models(registry, tracking_uri):
+            if CHAMPION in version["aliases"]:
+                champions[task.name] = {**version["metrics"], "primary_metric": task.primary_metric,
+                                        "model_name": registry.model_name, "registered_version": version["version"],
+                                        "promoted": True}
+    return champions
 
 
 def _figure(value: float | None) -> str:

@@ -75,7 +75,9 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     second = refresh(str(config_path))
     assert second == {"dataset_version": first["dataset_version"], "manifest": first["manifest"], "trained": False,
                       "why": "dataset version unchanged"}
-    assert "No training: dataset version unchanged." in _summary(second, config, config_path)
+    screen = _summary(second, config, config_path)
+    assert "No training: dataset version unchanged." in screen
+    assert "Champions in the registry" in screen and f"{first['tasks']['ner_zh']['model_name']} v1 champion" in screen
 
 
 def _summary(result: dict, config: CorpusflowConfig, config_path: Path) -> str:
