@@ -381,25 +381,40 @@ def test_a_training_run_with_the_worker_account_registers_its_models(
 # ---- the embedded MLflow UI --------------------------------------------------------------------------------
 
 
+HEALTHY_STUB = """
+import http.server, sys
+class Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"OK")
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Healthy).serve_forever()
+"""
+
+
 @pytest.mark.slow
 def test_the_ui_mlflow_server_runs_without_job_consumers(tmp_path: Path) -> None:
+    # A healthy server recorded the way an older corpusflow did (it started MLflow with the job runner) is
+    # stopped and replaced, not reused.
+    stub_port = free_port()
+    stub = subprocess.Popen([sys.executable, "-c", HEALTHY_STUB, str(stub_port)], start_new_session=True)
+    stub_url = f"http://127.0.0.1:{stub_port}"
+    while _call_or_none(f"{stub_url}/health") != 200:
+        assert stub.poll() is None
+        time.sleep(0.1)
     state = tmp_path / "mlflow-ui.json"
+    state.write_text(json.dumps({"url": stub_url, "pid": stub.pid}))
+
     url = ensure_mlflow_ui(tmp_path)
     pid = json.loads(state.read_text())["pid"]
     try:
-        assert url.startswith("http://127.0.0.1:")
+        assert stub.poll() is not None and url != stub_url
+        assert url.startswith("http://127.0.0.1:") and json.loads(state.read_text())["job_execution"] is False
         # with job execution on, an idle server is 10 processes (a job runner and 7 consumers beside uvicorn)
         processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
         commands = [" ".join(p.cmdline()) for p in processes]
         assert len(processes) <= 3, commands
         assert not [c for c in commands if "huey" in c or "job" in c.lower()], commands
         assert ensure_mlflow_ui(tmp_path) == url  # reused
-
-        # recorded the way an older corpusflow did, which started its server with the job runner: replaced
-        state.write_text(json.dumps({"url": url, "pid": pid}))
-        replacement = ensure_mlflow_ui(tmp_path)
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        pid = json.loads(state.read_text())["pid"]
-        assert json.loads(state.read_text())["job_execution"] is False and replacement.startswith("http://127.0.0.1:")
     finally:
         os.killpg(pid, signal.SIGTERM)
+        if stub.poll() is None:
+            os.killpg(stub.pid, signal.SIGTERM)
