@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -315,8 +315,13 @@ def _call_or_none(url: str) -> int | None:
         return None
 
 
+Account = Callable[..., None]
+
+
 @pytest.fixture()
-def as_account(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - a small factory
+def as_account(monkeypatch: pytest.MonkeyPatch) -> Account:
+    """Sign this process's MLflow client in as `username` (None: anonymous)."""
+
     def use(username: str | None, password: str | None = None) -> None:
         for name, value in (("MLFLOW_TRACKING_USERNAME", username), ("MLFLOW_TRACKING_PASSWORD", password)):
             if value is None:
@@ -327,7 +332,8 @@ def as_account(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - a small facto
     return use
 
 
-def test_mlflow_basic_auth_refuses_an_anonymous_registry_call(mlflow_auth_server: dict[str, str], as_account) -> None:  # noqa: ANN001
+def test_mlflow_basic_auth_refuses_an_anonymous_registry_call(mlflow_auth_server: dict[str, str],
+                                                             as_account: Account) -> None:
     url = mlflow_auth_server["url"]
     as_account(None)
     with pytest.raises(RegistryAccessRefused, match="anonymously.*MLFLOW_TRACKING_USERNAME"):
@@ -341,7 +347,7 @@ def test_mlflow_basic_auth_refuses_an_anonymous_registry_call(mlflow_auth_server
 
 @pytest.mark.slow
 def test_a_training_run_with_the_worker_account_registers_its_models(
-    mlflow_auth_server: dict[str, str], as_account, prefect_api: str, tmp_path: Path  # noqa: ANN001
+    mlflow_auth_server: dict[str, str], as_account: Account, prefect_api: str, tmp_path: Path
 ) -> None:
     from flows.train_models import train_models
     from helpers.training import tiny_train_config, write_dataset
