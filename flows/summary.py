@@ -90,15 +90,16 @@ def _language_model(console: Console, lm: dict[str, float]) -> None:
 
 def _where_next(console: Console, config: CorpusflowConfig, config_path: Path, tasks: list[str]) -> None:
     option = f"-c {shlex.quote(str(config_path))}"
+    lines = []
     if tasks:
-        console.print(f"Use a model:  corpusflow serve-model {tasks[0]} {option}   "
-                      f"(versions: corpusflow models {option})", highlight=False)
+        lines += [f"Serve a model: corpusflow serve-model {tasks[0]} {option}",
+                  f"All versions:  corpusflow models {option}"]
     prefect_api = os.environ.get("PREFECT_API_URL")
     if prefect_api:
-        console.print(f"Prefect UI:   {prefect_api.removesuffix('/api')}   (flow runs, logs, artifacts)",
-                      highlight=False)
+        lines.append(f"Prefect UI:    {prefect_api.removesuffix('/api')}   (flow runs, logs, artifacts)")
     if config.registry.tracking_uri:
-        console.print(f"MLflow:       {config.registry.tracking_uri}", highlight=False)
+        lines.append(f"MLflow:        {config.registry.tracking_uri}")
     else:
-        store = Path(config.run_dir) / "mlflow.db"
-        console.print(f"MLflow UI:    corpusflow ui {option}   (store {store})", highlight=False)
+        lines.append(f"MLflow UI:     corpusflow ui {option}   (store {Path(config.run_dir) / 'mlflow.db'})")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
