@@ -3,16 +3,17 @@
 On the online-shopping reviews (10.6 MB of Chinese text, one CSV) and on N copies of them:
 - raw `jieba.lcut` over the same texts in one process, before and after the rest, averaged (the reference: 1.00x);
 - `corpusflow build` with 1 and with 2 workers, wall time of the whole command (server already up);
-- from the Prefect run of each build: seconds from the command's start to the first partition task's start,
-  and the share of the build's wall time spent validating contracts (from the first validation task's
-  start to the last one's end);
+- from the Prefect run of each build: seconds from the command's start to the first partition task's start;
+  the time after the text chain's last task (the last partition) ended, to the command's end, and its
+  share of the build; within it, the span of the dedup tasks (buckets and resolution), of the writing
+  tasks (shards written and validated) and of the finalize tasks (contracts to announce and pictures);
 - peak RSS of the whole process tree, 1x vs Nx;
 - with `--data-juicer PATH` (its `dj-process`, installed in a venv of its own: `pip install torch==2.13.0
   py-data-juicer==1.6.1 aiohttp`), data-juicer's recipe of the same kind of cleaning as a reference row:
   unicode, punctuation and whitespace normalisation, HTML, e-mail and link removal, traditional to
   simplified, a length filter and exact dedup, no segmentation, with np=1 and np=2.
-Targets: 2 workers >= 1.3x raw jieba at 1x and >= 1.5x at 3x; validation <= 10 % of the build; start-up
-to the first partition <= 3 s; RSS at Nx <= 1.2x of 1x.
+Targets: 2 workers >= 1.3x raw jieba at 1x and >= 1.5x at 3x; time after the last partition <= 10 % of the
+build at 3x; start-up to the first partition <= 3 s; RSS at Nx <= 1.2x of 1x.
 
     python bench/build_throughput.py [--data ../shared/data] [--repeat 3] [--data-juicer /venv/bin/dj-process]
 """
@@ -139,11 +140,26 @@ def _run_timings(started_at: datetime, wall: float) -> dict:
             page = client.read_task_runs(task_run_filter=of_run, limit=200, offset=len(tasks))
             tasks += page
     partitions = [t for t in tasks if t.name.startswith("process-") and t.start_time]
-    validations = [t for t in tasks if t.name.startswith("validate-") and t.start_time and t.end_time]
     first_partition = min(t.start_time for t in partitions)
-    validation_span = (max(t.end_time for t in validations) - min(t.start_time for t in validations)).total_seconds()
+    chain_end = max(t.end_time for t in partitions)
+    after_chain = wall - (chain_end - started_at).total_seconds()
     return {"startup_to_first_partition_s": round((first_partition - started_at).total_seconds(), 2),
-            "validation_s": round(validation_span, 2), "validation_share": round(validation_span / wall, 3)}
+            "after_last_partition_s": round(after_chain, 2), "after_last_partition_share": round(after_chain / wall, 3),
+            **{f"{phase}_span_s": _span(tasks, prefixes) for phase, prefixes in GLOBAL_PHASES.items()}}
+
+
+# Task run names of the global steps, by phase (Prefect names a run after its task unless told otherwise).
+GLOBAL_PHASES = {
+    "dedup": ("plan_dedup", "dedup-bucket-", "resolve_duplicates"),
+    "writing": ("plan_writing", "write-"),
+    "finalize": ("apply_contracts", "write_manifest", "check_limits", "publish", "announce", "attach_pictures"),
+}
+
+
+def _span(tasks: list, prefixes: tuple[str, ...]) -> float | None:
+    """Seconds from the first start to the last end of the task runs whose name starts with one of `prefixes`."""
+    ran = [t for t in tasks if t.name.startswith(prefixes) and t.start_time and t.end_time]
+    return round((max(t.end_time for t in ran) - min(t.start_time for t in ran)).total_seconds(), 2) if ran else None
 
 
 def _watch_rss(pid: int, peak: list[float]) -> None:
@@ -198,7 +214,7 @@ def main() -> None:
         "ratio_2_workers_vs_1": round(builds["1x_1_worker"]["seconds"] / builds["1x_2_workers"]["seconds"], 3),
         f"ratio_rss_{args.repeat}x_vs_1x": round(repeated["peak_rss_mb"] / builds["1x_2_workers"]["peak_rss_mb"], 3),
         "targets": {"1x_2_workers vs raw jieba": ">= 1.3", f"{args.repeat}x_2_workers vs raw jieba": ">= 1.5",
-                    "validation_share": "<= 0.10", "startup_to_first_partition_s": "<= 3",
+                    f"{args.repeat}x after_last_partition_share": "<= 0.10", "startup_to_first_partition_s": "<= 3",
                     f"ratio_rss_{args.repeat}x_vs_1x": "<= 1.2"},
     }
     print(json.dumps(results, indent=2))

@@ -5,7 +5,7 @@
 For each data set (the online-shopping reviews, a zipped CSV; the TNEWS headlines, JSON lines), in one
 process and one core: the reader is timed over the first `--limit` records, raw `jieba.lcut` (jieba's
 global tokenizer, HMM on, as shipped) over the texts read, then every stage of the partition chain
-(`pipeline.build.processing_stages` with one worker: normalize .. quality filter, content hash, MinHash).
+(`pipeline.steps.processing_stages` with one worker: normalize .. quality filter, content hash, MinHash).
 Models (jieba's dictionary, py3langid's model), OpenCC's dictionaries and lookup tables are loaded before
 timing: a build loads them once per worker process.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import jieba
 import pyarrow as pa
 
-from pipeline.build.partitions import processing_stages
+from pipeline.steps.partitions import processing_stages
 from pipeline.config import CorpusflowConfig, SourceConfig, parse_config
 from pipeline.schema import REJECT_SCHEMA, Ledger
 from pipeline.sources import read_partition

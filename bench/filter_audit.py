@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.build.provenance import code_version
+from pipeline.steps.provenance import code_version
 from pipeline.config import CorpusflowConfig, parse_config
 from pipeline.drop_sample import sample_rows
 from pipeline.label_skew import drop_rates_by_label, label_skews

@@ -1,18 +1,22 @@
 """Build a dataset version: ingest -> clean -> segment -> filter -> dedup -> validate -> shards + manifest.
 
+Every path a task gets is absolute or a URL, resolved once here (pipeline/steps/paths.py); staging lives
+under a work URL every node reaches, so the same flow runs in local processes or on a Ray cluster.
+
 1. Each source expands into partitions (a file, or a record range of a large file); remote inputs are
    fetched first, with retries.
 2. One task per partition reads, cleans, identifies the language, segments, scores quality and fingerprints
    its documents (cached on input fingerprint + config section + code version; resumable). Progress per
    partition goes to the run's `build-progress` artifact and to the CLI's display.
-3. One global step finds exact and near duplicates across every partition and source.
-4. Kept documents land in deterministic split/source/lang shards; every drop lands in rejects with a reason.
-5. Each shard is validated against its contract, in the worker processes, small shards several to a Great
-   Expectations run; a failing shard is quarantined.
-6. The manifest names inputs, config, code, shards, ledger and contract results; its hash is the version.
-   The dataset card (README.md, with the pictures) is written beside it, outside the hash.
-7. Limits are checked; only a build within them is published (shards, manifest, then LATEST) and announced.
-   A build over them is set aside under failed/ with its reports, LATEST stays, and the flow run fails.
+3. Dedup across every partition and source: one task per bucket (a range of keys, read from every
+   partition's key file), then one resolution task over the colliding documents only.
+4. One writing task per partition (or run of small partitions) drops the decided duplicates, writes its
+   split/lang shards and its rejects, and validates them against their contracts in the same worker.
+5. contracts: a shard that broke a critical expectation is quarantined.
+6. manifest: inputs, config, code, shards, ledger and contract results; its hash is the version. The
+   dataset card (README.md, with the pictures) is written beside it, outside the hash.
+7. limits: a build over them is set aside under failed/ with its reports, LATEST stays, the run fails.
+8. publish (shards, manifest, then LATEST), then announce.
 
 All of it runs under the dataset's lease (flows/lease.py): one build of a dataset at a time.
 """
@@ -39,8 +43,9 @@ from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import task_runner_for
 from flows.workers import preload_as_workers_free, run_in_worker, start_workers
-from pipeline import card, contracts, plots, reproduce, shards, sources, storage, versions
-from pipeline.build import assembly, dedup_step, manifest as manifests, partitions, validation
+from pipeline import card, contracts, plots, reproduce, sources, storage, versions
+from pipeline.steps import dedup_step, manifest as manifests, partitions, writing
+from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest
 from pipeline.sources.base import Partition
@@ -56,13 +61,14 @@ def fetch_input(url: str, cache_dir: str) -> str:
 
 
 @task
-def plan_source(config: CorpusflowConfig, source_name: str) -> list[Partition]:
+def plan_source(config: CorpusflowConfig, paths: BuildPaths, source_name: str) -> list[Partition]:
     source = _source(config, source_name)
     origins = {}
-    for uri in sources.expand_uri(source):
-        local = fetch_input(uri, str(Path(config.run_dir) / "cache" / "fetch")) if sources.is_remote(uri) else uri
-        origins[local] = uri
-    return [replace(p, origin=origins[p.path]) for p in sources.plan_partitions(source, list(origins))]
+    with working_directory(paths.base_dir):
+        for uri in sources.expand_uri(source):
+            local = fetch_input(uri, paths.fetch_cache) if sources.is_remote(uri) else uri
+            origins[local] = uri
+        return [replace(p, origin=origins[p.path]) for p in sources.plan_partitions(source, list(origins))]
 
 
 @task
@@ -80,13 +86,12 @@ def check_inputs(config: CorpusflowConfig, planned: list[Partition]) -> list[Inp
 
 
 def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
-    config, partition = parameters["config"], parameters["partition"]
-    key = partitions.partition_key(config, _source(config, partition.source), partition)
-    staged = (Path(config.run_dir) / "work" / "partitions" / f"{partition.name}-{key}").resolve()
-    # The cached result is the staged directory's path: keyed by that path, so another run directory's
-    # entry for the same input is never handed back; none once the files are gone (it would point at nothing).
-    where = hashlib.sha256(str(staged).encode()).hexdigest()[:20]
-    return f"partition-{where}" if (staged / "ledger.json").exists() else None
+    config, paths, partition = parameters["config"], parameters["paths"], parameters["partition"]
+    staged = partitions.staged_directory(config, _source(config, partition.source), partition, paths.work)
+    # The cached result is the staged directory's location: keyed by it, so another run directory's entry
+    # for the same input is never handed back; none once the files are gone (it would point at nothing).
+    where = hashlib.sha256(staged.encode()).hexdigest()[:20]
+    return f"partition-{where}" if storage.exists(storage.join(staged, "ledger.json")) else None
 
 
 @task(
@@ -94,59 +99,87 @@ def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | Non
     cache_key_fn=_partition_cache_key,
     persist_result=True, cache_result_in_memory=False, task_run_name="process-{partition.name}",
 )
-def process_partition(config: CorpusflowConfig, partition: Partition) -> partitions.StagedPartition:
+def process_partition(config: CorpusflowConfig, paths: BuildPaths, partition: Partition) -> partitions.StagedPartition:
     source = _source(config, partition.source)
-    return _on_worker(config, partitions.process_partition, config, source, partition, Path(config.run_dir) / "work")
+    return _on_worker(config, partitions.process_partition, config, source, partition, paths.work, paths.base_dir)
 
 
 @task
-def deduplicate(config: CorpusflowConfig, staged: list[partitions.StagedPartition]) -> dedup_step.DedupFiles:
-    return dedup_step.write_duplicates(config, staged, Path(config.run_dir) / "work")
+def plan_dedup(config: CorpusflowConfig, paths: BuildPaths, staged: list[partitions.StagedPartition]) -> dedup_step.DedupPlan:
+    return dedup_step.plan_dedup(config, staged, paths.work, config.runner.dedup_buckets)
+
+
+@task(retries=2, retry_condition_fn=transient_only, task_run_name="dedup-bucket-{bucket}")
+def dedup_bucket(config: CorpusflowConfig, plan: dedup_step.DedupPlan, bucket: int) -> str:
+    return _on_worker(config, dedup_step.dedup_bucket, plan, bucket)
+
+
+@task(retries=2, retry_condition_fn=transient_only)
+def resolve_duplicates(config: CorpusflowConfig, plan: dedup_step.DedupPlan, collisions: list[str]) -> dedup_step.DedupDecisions:
+    return _on_worker(config, dedup_step.resolve_duplicates, config, plan, collisions)
 
 
 @task
-def write_shards(
-    config: CorpusflowConfig, staged: list[partitions.StagedPartition], decided: dedup_step.DedupFiles
-) -> assembly.AssembledDataset:
-    staging = shards.fresh_staging_dir(Path(config.run_dir) / "work", partitions.staged_key(staged))
-    assembled = assembly.assemble(config, staged, storage.read_arrow_table(decided.duplicates),
-                                  storage.read_arrow_table(decided.renamed), decided.repeated_by_source, staging)
-    assembly.write_ledger(staging, assembled.ledger_rows)
-    return assembled
+def plan_writing(config: CorpusflowConfig, paths: BuildPaths, staged: list[partitions.StagedPartition],
+                 ) -> tuple[str, list[writing.WritingGroup]]:
+    """The staging directory, emptied (a killed build may have left shards in it), and the writing groups."""
+    staging = paths.staging(partitions.staged_key(staged))
+    storage.remove_tree(staging)
+    return staging, writing.plan_writing(staged, config.shards.max_rows)
 
 
-@task(task_run_name="validate-{shards.name}")
-def validate_shards(config: CorpusflowConfig, root: str, shards: validation.ValidationTask) -> dict[str, dict]:
+@task(retries=2, retry_condition_fn=transient_only, task_run_name="write-{group.name}")
+def write_shards(config: CorpusflowConfig, paths: BuildPaths, group: writing.WritingGroup,
+                 decisions: dedup_step.DedupDecisions, staging: str) -> writing.WrittenGroup:
     # In a worker process: Great Expectations is CPU-bound Python, so threads would take turns on one core.
-    return _on_worker(config, validation.validate_task, shards, root, config.contracts,
-                      Path(config.run_dir) / "data_docs", config.runner.validation_batch_rows)
+    return _on_worker(config, writing.write_group, config, group, decisions, staging, paths.contracts, paths.data_docs)
 
 
 @task
-def finalize(
-    config: CorpusflowConfig, assembled: assembly.AssembledDataset, inputs: list[InputRecord],
-    reports: list[dict], reject_reports: list[dict],
-) -> str:
-    """contracts -> manifest -> limits -> publish -> announce; over the limits nothing is published."""
-    assembled = manifests.apply_contracts(assembled, reports, reject_reports)
+def apply_contracts(written: list[writing.WrittenGroup], decisions: dedup_step.DedupDecisions, staging: str,
+                    ) -> tuple[writing.AssembledDataset, dict[str, str]]:
+    """The shards with their contract results; those that broke a critical expectation quarantined."""
+    assembled, reports, reject_reports = writing.assemble(written, decisions.repeated_by_source, staging)
     suites = {report["suite"]: report["version"] for report in reports + reject_reports if report}
+    return manifests.apply_contracts(assembled, reports, reject_reports), suites
+
+
+@task
+def write_manifest(config: CorpusflowConfig, inputs: list[InputRecord], assembled: writing.AssembledDataset,
+                   suites: dict[str, str]) -> Manifest:
+    """Manifest (its hash is the version), ledger, config and card into the staging; accounting checked."""
     manifest = manifests.build_manifest(config, inputs, assembled, suites)
     manifests.check_accounting(manifest)
-    root = Path(assembled.staging)
-    reproduce.save_build_config(root, config)
-    versions.write_manifest(root, manifest)
-    card.write_card(root, manifest, config)  # README.md for people and `load_dataset`, with reports/*.png
+    writing.write_ledger(assembled.staging, assembled.ledger_rows)
+    reproduce.save_build_config(assembled.staging, config)
+    versions.write_manifest(assembled.staging, manifest)
+    card.write_card(assembled.staging, manifest, config)  # README.md for people and `load_dataset`, with reports/*.png
+    return manifest
+
+
+@task
+def check_limits(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest, staging: str) -> None:
+    """Over the contract limits the build is set aside under failed/, with its reports, and the run fails."""
     try:
         manifests.check_limits(config.contracts, manifest)
     except manifests.QuarantineLimitExceeded:
-        kept_at = versions.set_aside(root, config.datasets_uri, config.dataset, manifest.version)
-        _publish_artifacts(manifest, kept_at, reports, published=False)
+        kept_at = versions.set_aside(staging, paths.datasets, config.dataset, manifest.version)
+        _publish_artifacts(manifest, kept_at, paths, published=False)
         raise
-    previous = versions.latest_version(config.datasets_uri, config.dataset)
-    manifest_uri = versions.publish(root, config.datasets_uri, config.dataset, manifest.version)
+
+
+@task
+def publish(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest, staging: str) -> tuple[str, str | None]:
+    """Shards, manifest, then LATEST; returns the manifest's URI and the version LATEST named before."""
+    previous = versions.latest_version(paths.datasets, config.dataset)
+    return versions.publish(staging, paths.datasets, config.dataset, manifest.version), previous
+
+
+@task
+def announce(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest, manifest_uri: str,
+             previous: str | None) -> None:
     announce_dataset_version(config.dataset, manifest.version, manifest_uri, previous)
-    _publish_artifacts(manifest, manifest_uri, reports, published=True)
-    return manifest_uri
+    _publish_artifacts(manifest, manifest_uri, paths, published=True)
 
 
 @flow(name="build-corpus", log_prints=True)
@@ -164,22 +197,24 @@ def build_corpus(config_path: str, refresh: bool = False, wait: bool = True) -> 
 
 @flow(name="build-dataset")
 def build_dataset(config: CorpusflowConfig) -> str:
+    paths = resolve_paths(config)
     if config.runner.kind == "local":
         start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
-    planned = [plan_source.submit(config, source.name) for source in config.sources]
+    planned = [plan_source.submit(config, paths, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)
     with listening(_preload_validation(config)):
-        staged = track_partitions(process_partition.map(unmapped(config), work))
-    duplicates = deduplicate(config, staged)
-    assembled = write_shards(config, staged, duplicates)
-    reports, reject_reports = [None] * len(assembled.shards), [None] * len(assembled.rejects)
-    if config.contracts.enabled:
-        validation_tasks = validation.plan_validation(
-            assembled, config.contracts, config.runner.workers, config.runner.validation_batch_rows)
-        validated = validate_shards.map(unmapped(config), unmapped(assembled.staging), validation_tasks)
-        reports, reject_reports = validation.reports_in_order(assembled, validated.result())
-    manifest_uri = finalize(config, assembled, inputs, reports, reject_reports)
+        staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), work))
+    plan = plan_dedup(config, paths, staged)
+    collisions = dedup_bucket.map(unmapped(config), unmapped(plan), range(plan.buckets)).result()
+    decisions = resolve_duplicates(config, plan, collisions)
+    staging, groups = plan_writing(config, paths, staged)
+    written = write_shards.map(unmapped(config), unmapped(paths), groups, unmapped(decisions), unmapped(staging)).result()
+    assembled, suites = apply_contracts(written, decisions, staging)
+    manifest = write_manifest(config, inputs, assembled, suites)
+    check_limits(config, paths, manifest, staging)
+    manifest_uri, previous = publish(config, paths, manifest, staging)
+    announce(config, paths, manifest, manifest_uri, previous)
     attach_pictures(manifest_uri)
     return manifest_uri
 
@@ -208,7 +243,7 @@ def _preload_validation(config: CorpusflowConfig) -> Callable[[BuildProgress], N
     """Workers without a partition left import Great Expectations while the others finish and dedup runs."""
     if config.runner.kind == "local" and config.contracts.enabled:
         return preload_as_workers_free(config.runner.workers, contracts.warm_up)
-    return lambda progress: None  # on Ray each validation task imports it in its own worker
+    return lambda progress: None  # on Ray each writing task imports it in its own worker
 
 
 def _source(config: CorpusflowConfig, name: str):
@@ -217,7 +252,7 @@ def _source(config: CorpusflowConfig, name: str):
 
 
 
-def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict], published: bool) -> None:
+def _publish_artifacts(manifest: Manifest, manifest_uri: str, paths: BuildPaths, published: bool) -> None:
     counts = [{"source": source, **totals} for source, totals in manifest.ledger_by_source.items()]
     create_table_artifact(counts, key="ledger-by-source", description="Outcome of every record read, per source")
     validation = [
@@ -232,7 +267,6 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
         create_table_artifact(by_label, key="drop-rate-by-label", description="Filtered share of each label")
     for skew in manifest.label_skews:
         get_run_logger().warning("label skew: %s", skew)
-    docs = sorted({r["data_docs"] for r in reports if r and r.get("data_docs")})
     totals = manifest.ledger_totals
     create_markdown_artifact(
         "\n".join([
@@ -243,7 +277,8 @@ def _publish_artifacts(manifest: Manifest, manifest_uri: str, reports: list[dict
             f"duplicate {totals['duplicate']}, rejected {totals['rejected']}",
             f"- shards usable {len(manifest.shards)}, quarantined {len(manifest.quarantined)}",
             *(f"- **label skew**: {skew}" for skew in manifest.label_skews),
-            *(f"- [Data Docs]({Path(d).resolve().as_uri()})" for d in docs[:1]),
+            *([f"- [Data Docs]({Path(docs).as_uri()})"] if Path(docs := storage.join(paths.data_docs, "index.html")).exists()
+              else []),
             "", "```json", json.dumps(manifest.ledger_by_source, indent=1), "```",
         ]),
         key="build-summary",

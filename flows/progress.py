@@ -18,7 +18,8 @@ from datetime import timedelta
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 
-from pipeline.build.partitions import StagedPartition
+from pipeline import storage
+from pipeline.steps.partitions import StagedPartition
 from pipeline.schema import OUTCOMES
 
 DROPS = tuple(o for o in OUTCOMES if o != "kept")
@@ -108,7 +109,7 @@ def _describe(progress: BuildProgress) -> str:
 
 
 def _staged_bytes(staged: StagedPartition) -> int:
-    return sum(path.stat().st_size for path in (staged.documents_path, staged.rejects_path) if path.exists())
+    return sum(storage.size(uri) for uri in (staged.documents_path, staged.rejects_path))
 
 
 def _partition_row(staged: StagedPartition) -> dict:

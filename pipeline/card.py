@@ -16,7 +16,6 @@ version was first published with.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pyarrow as pa
 import yaml
@@ -34,7 +33,7 @@ SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), 
                 (10**11, "10B<n<100B"), (10**12, "100B<n<1T"))
 
 
-def write_card(version_dir: Path, manifest: Manifest, config: CorpusflowConfig) -> Path:
+def write_card(version_dir: str, manifest: Manifest, config: CorpusflowConfig) -> str:
     """Draw the version's pictures into reports/ and write README.md beside its manifest; returns the card."""
     pictures = plots.plot_dataset(str(version_dir))
     ledger = storage.read_arrow_table(storage.join(str(version_dir), versions.LEDGER))
@@ -49,8 +48,8 @@ def write_card(version_dir: Path, manifest: Manifest, config: CorpusflowConfig) 
         "", *_pictures(pictures),
         "", *_reproduce(manifest),
     ]) + "\n"
-    path = version_dir / CARD
-    storage.write_text(str(path), card)
+    path = storage.join(str(version_dir), CARD)
+    storage.write_text(path, card)
     return path
 
 

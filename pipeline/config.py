@@ -468,6 +468,8 @@ class RunnerConfig(Strict):
     # than this (a lost node, a frozen process), or on the same host as soon as its process is gone. The
     # Prefect server's side of the lease lasts at least 60 s (its minimum) before it expires by itself.
     lease_stale_after_s: float = Field(default=120, ge=4)
+    # Bucket tasks of the global dedup step; None: from the number of documents (~2M join records each).
+    dedup_buckets: int | None = Field(default=None, ge=1, le=1024)
 
 
 class CardConfig(Strict):
@@ -488,6 +490,9 @@ class CorpusflowConfig(Strict):
     dataset: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]*$")
     run_dir: str = "runs/demo"
     output_uri: str | None = None  # where shards land (any fsspec URL); None: <run_dir>/datasets
+    # Staging every node of a cluster reaches (partitions, dedup buckets, shards before publishing); None:
+    # <run_dir>/work when the output is local, <output_uri>/_work when it is on a remote store.
+    work_uri: str | None = None
     sources: list[SourceConfig]
     wiki: WikiConfig = WikiConfig()
     # Inputs skipped as unreadable (see a source's on_bad_input) that a build tolerates: an integer is a
@@ -543,7 +548,7 @@ class CorpusflowConfig(Strict):
 
     def config_hash(self) -> str:
         """Hash of everything that decides the dataset's content (where it is written, and its card, do not)."""
-        excluded = {"run_dir": True, "output_uri": True, "runner": True, "card": True, **TIE_BREAKERS}
+        excluded = {"run_dir": True, "output_uri": True, "work_uri": True, "runner": True, "card": True, **TIE_BREAKERS}
         return _sha256_json(self.model_dump(mode="json", exclude=excluded))
 
 

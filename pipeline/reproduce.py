@@ -13,8 +13,8 @@ from pipeline.versions import load_manifest, version_dir
 CONFIG_FILE = "config.json"  # the resolved config, stored beside the manifest of every version
 
 
-def save_build_config(root: Path, config: CorpusflowConfig) -> None:
-    storage.write_text(str(root / CONFIG_FILE), config.model_dump_json(indent=2))
+def save_build_config(root: str, config: CorpusflowConfig) -> None:
+    storage.write_text(storage.join(str(root), CONFIG_FILE), config.model_dump_json(indent=2))
 
 
 def rebuild_config(manifest_path: str, scratch: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,24 +35,24 @@ def split_of(doc_id: str, splits: dict[str, float]) -> str:
 
 @dataclass
 class ShardFile:
-    path: Path
+    path: str  # a local path or a URL
     rows: int
     bytes: int
     sha256: str
 
 
-def write_shard(table: pa.Table, path: Path) -> ShardFile:
+def write_shard(table: pa.Table, path: str | Path) -> ShardFile:
     """Write one shard atomically (temp file, fsync, rename): never half visible; hashed as it is written."""
     table = table.replace_schema_metadata(None).combine_chunks()
     size, sha256 = storage.write_arrow_stream(str(path), table, IPC_BATCH_ROWS)
-    return ShardFile(path=path, rows=table.num_rows, bytes=size, sha256=sha256)
+    return ShardFile(path=str(path), rows=table.num_rows, bytes=size, sha256=sha256)
 
 
 @dataclass
 class ShardSink:
-    """Streams rows of one (split, source, lang) group into numbered shards of at most `max_rows` rows."""
+    """Streams rows of one group into shards `<stem>-NNN.arrow` of at most `max_rows` rows each."""
 
-    directory: Path
+    directory: str | Path
     stem: str
     max_rows: int
     written: list[ShardFile] = field(default_factory=list)
@@ -73,31 +72,30 @@ class ShardSink:
         if not self._pending_rows:
             return
         table = pa.concat_tables(self._pending, promote_options="permissive")
-        path = self.directory / f"{self.stem}-{len(self.written):05d}.arrow"
+        path = storage.join(str(self.directory), f"{self.stem}-{len(self.written):05d}.arrow")
         self.written.append(write_shard(table, path))
         self._pending, self._pending_rows = [], 0
 
 
-def shard_record(shard: ShardFile, root: Path, split: str, source: str, lang: str) -> ShardRecord:
+def shard_record(shard: ShardFile, root: str | Path, split: str, source: str, lang: str) -> ShardRecord:
     return ShardRecord(
-        path=shard.path.relative_to(root).as_posix(), split=split, source=source, lang=lang,
+        path=relative_to(shard.path, root), split=split, source=source, lang=lang,
         rows=shard.rows, bytes=shard.bytes, sha256=shard.sha256,
     )
 
 
-def quarantine(root: Path, record: ShardRecord, report: dict) -> ShardRecord:
+def relative_to(uri: str, root: str | Path) -> str:
+    """The path of `uri` below `root`, with "/" whatever the store."""
+    root = str(root)
+    relative = uri[len(root.rstrip("/")):].lstrip("/\\")
+    if not uri.startswith(root.rstrip("/")):
+        raise ValueError(f"{uri} is not below {root}")
+    return relative.replace(os.sep, "/")
+
+
+def quarantine(root: str, record: ShardRecord, report: dict) -> ShardRecord:
     """Move a shard that broke its contract out of the data tree, its report beside it."""
-    source = root / record.path
-    target = root / "quarantine" / record.path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-    storage.write_text(str(target.with_suffix(".report.json")), json.dumps(report, indent=2, ensure_ascii=False))
-    return record.model_copy(update={"path": target.relative_to(root).as_posix(), "usable": False})
-
-
-def fresh_staging_dir(work_dir: Path, key: str) -> Path:
-    """An empty `build-<key>` directory: a build killed while assembling leaves one that the rerun replaces."""
-    staging = work_dir / f"build-{key}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
+    target = storage.join(root, "quarantine", record.path)
+    storage.move(storage.join(root, record.path), target)
+    storage.write_text(target.removesuffix(".arrow") + ".report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    return record.model_copy(update={"path": f"quarantine/{record.path}", "usable": False})

@@ -59,8 +59,9 @@ def is_local(uri: str) -> bool:
     return isinstance(filesystem(uri)[0], LocalFileSystem)
 
 
-def join(uri: str, *parts: str) -> str:
+def join(uri: str | Path, *parts: str) -> str:
     """Join path parts onto a local path or a URL; URLs always use "/" whatever the OS."""
+    uri = str(uri)
     if "://" in uri:
         return posixpath.join(uri, *parts)
     return str(Path(uri).joinpath(*parts))
@@ -81,6 +82,80 @@ def makedirs(uri: str) -> None:
     """Create a directory and its parents; object stores have no directories, so there it does nothing."""
     fs, path = filesystem(uri)
     fs.makedirs(path, exist_ok=True)
+
+
+def absolute(uri: str | Path) -> str:
+    """A URL as it is, a local path made absolute: what a task on another node or directory can open."""
+    uri = str(uri)
+    return uri if "://" in uri and not uri.startswith("file://") else str(Path(uri.removeprefix("file://")).resolve())
+
+
+def list_files(uri: str) -> list[str]:
+    """Paths relative to `uri` of every file below it, sorted; none when it does not exist."""
+    fs, root = filesystem(uri)
+    if not fs.exists(root):
+        return []
+    root = root.rstrip("/")
+    return sorted(posixpath.relpath(found, root) for found in fs.find(root))
+
+
+def remove_tree(uri: str | Path) -> None:
+    """Remove a directory (a prefix on object stores) and everything below it; nothing if it is absent."""
+    fs, path = filesystem(str(uri))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def move(source: str, target: str) -> None:
+    """Move one file; atomic locally, copy then delete on object stores (used on staging no reader sees)."""
+    fs, source_path = filesystem(source)
+    _, target_path = filesystem(target)
+    if isinstance(fs, LocalFileSystem):
+        Path(target_path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source_path, target_path)
+    else:
+        fs.mv(source_path, target_path)
+
+
+def copy_tree(source: str | Path, target: str, last: str | None = None) -> None:
+    """Copy every file below `source` to the same place below `target`, the file named `last` after the rest.
+
+    Between two stores of one kind the store copies (server-side on S3); across kinds through this machine.
+    """
+    source = str(source)
+    files = list_files(source)
+    for relative in sorted(files, key=lambda name: posixpath.basename(name) == last):
+        from_uri, to_uri = join(source, relative), join(target, relative)
+        if is_local(from_uri) and not is_local(to_uri):
+            fs, path = filesystem(to_uri)
+            fs.put_file(filesystem(from_uri)[1], path)
+        elif not is_local(from_uri) and type(filesystem(from_uri)[0]) is type(filesystem(to_uri)[0]):
+            fs, path = filesystem(from_uri)
+            fs.copy(path, filesystem(to_uri)[1])
+        else:
+            with open_input(from_uri) as reader, open_output(to_uri) as writer:
+                shutil.copyfileobj(reader, writer, READ_BLOCK)
+
+
+def read_range(uri: str, start: int, length: int) -> bytes:
+    """`length` bytes of a file from byte `start`: one ranged read, so a task reads only its part of a file."""
+    if length <= 0:
+        return b""
+    fs, path = filesystem(uri)
+    return fs.cat_file(path, start=start, end=start + length)
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[Path]:
+    """A local path holding the file at `uri`: the file itself when local, else a temporary download."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="corpusflow-download-") as scratch:
+        local = Path(scratch) / posixpath.basename(path)
+        fs.get_file(path, str(local))
+        yield local
 
 
 def list_dirs(uri: str) -> list[str]:
@@ -163,12 +238,10 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def put_directory(local_dir: Path, uri: str, last: str | None = None) -> None:
-    """Upload every file below `local_dir` to `uri`, the file named `last` after all the others."""
-    fs, root = filesystem(uri)
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
-    for path in sorted(files, key=lambda p: p.name == last):
-        fs.put_file(str(path), f"{root.rstrip('/')}/{path.relative_to(local_dir).as_posix()}")
+def size(uri: str) -> int:
+    """Bytes of a file; 0 when it does not exist."""
+    fs, path = filesystem(uri)
+    return fs.size(path) if fs.exists(path) else 0
 
 
 def replace_directory(staging: Path, target: Path) -> None:

@@ -16,7 +16,6 @@ files first, the manifest next, then LATEST. Readers find shards through the man
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pipeline import storage
@@ -39,9 +38,9 @@ def load_manifest(uri: str | Path) -> Manifest:
     return Manifest.model_validate_json(storage.read_text(str(uri)))
 
 
-def write_manifest(version_dir: Path, manifest: Manifest) -> Path:
-    path = version_dir / MANIFEST
-    storage.write_text(str(path), manifest.model_dump_json(indent=2))
+def write_manifest(version_dir: str | Path, manifest: Manifest) -> str:
+    path = storage.join(str(version_dir), MANIFEST)
+    storage.write_text(path, manifest.model_dump_json(indent=2))
     return path
 
 
@@ -102,11 +101,11 @@ def list_versions(datasets_uri: str, dataset: str) -> list[str]:
             if name != FAILED and storage.exists(storage.join(dataset_uri, name, MANIFEST))]
 
 
-def publish(staging: Path, datasets_uri: str, dataset: str, version: str) -> str:
+def publish(staging: str, datasets_uri: str, dataset: str, version: str) -> str:
     """Move a finished, good build to <datasets_uri>/<dataset>/<version>, then LATEST; returns the manifest URI.
 
-    Locally one directory swap makes the whole version appear at once. On object stores files are uploaded
-    first and the manifest last. An identical version that already exists is kept as it is (same content,
+    Locally one directory swap makes the whole version appear at once. Otherwise (a remote store at either
+    end) files are copied first and the manifest last, then the staging is removed. An identical version that already exists is kept as it is (same content,
     same id).
     """
     target = storage.join(dataset_dir(datasets_uri, dataset), version)
@@ -115,21 +114,21 @@ def publish(staging: Path, datasets_uri: str, dataset: str, version: str) -> str
     return storage.join(target, MANIFEST)
 
 
-def set_aside(staging: Path, datasets_uri: str, dataset: str, version: str) -> str:
+def set_aside(staging: str, datasets_uri: str, dataset: str, version: str) -> str:
     """Keep a build that must not be published under failed/, reports included; LATEST is not touched."""
     target = storage.join(dataset_dir(datasets_uri, dataset), FAILED, version)
     _place(staging, target)
     return storage.join(target, MANIFEST)
 
 
-def _place(staging: Path, target: str) -> None:
+def _place(staging: str, target: str) -> None:
     if storage.exists(storage.join(target, MANIFEST)):
-        shutil.rmtree(staging)
-    elif storage.is_local(target):
-        storage.replace_directory(staging, Path(target))  # also replaces a remnant without manifest
+        storage.remove_tree(staging)
+    elif storage.is_local(target) and storage.is_local(staging):
+        storage.replace_directory(Path(staging), Path(target))  # also replaces a remnant without manifest
     else:
-        storage.put_directory(staging, target, last=MANIFEST)
-        shutil.rmtree(staging)
+        storage.copy_tree(staging, target, last=MANIFEST)
+        storage.remove_tree(staging)
 
 
 def check_stored_files(manifest_uri: str) -> list[str]:

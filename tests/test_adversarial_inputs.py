@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.build import assembly, dedup_step, partitions
+from helpers.steps import process_all, run_global_steps
 from pipeline.config import CorpusflowConfig, SourceConfig
 from pipeline.dedup import RepeatedIdError, deduplicate, find_duplicates
 from pipeline.schema import Ledger, document_id
@@ -70,15 +70,10 @@ class Outcome:
 def build_sources(tmp_path: Path, *sources: SourceConfig, exact: bool = True, near: bool = True) -> Outcome:
     """Plan and process every partition, then the build's global steps: dedup (with repeated ids) and assembly."""
     config = CorpusflowConfig(sources=list(sources), dedup={"exact": exact, "near": near},
-                              runner={"workers": 1}, run_dir=str(tmp_path / "run"))
-    staged, planned = [], []
-    for source in config.sources:
-        source_partitions = plan_partitions(source, expand_uri(source))
-        planned += source_partitions
-        staged += [partitions.process_partition(config, source, p, tmp_path / "work") for p in source_partitions]
-    decided = dedup_step.write_duplicates(config, staged, tmp_path / "work")
-    assembled = assembly.assemble(config, staged, read_arrow_table(decided.duplicates),
-                                  read_arrow_table(decided.renamed), decided.repeated_by_source, tmp_path / "staging")
+                              runner={"workers": 1}, run_dir=str(tmp_path / "run"), contracts={"enabled": False})
+    planned = [p for source in config.sources for p in plan_partitions(source, expand_uri(source))]
+    staged = process_all(config, planned, tmp_path / "work")
+    assembled, decided = run_global_steps(config, staged, tmp_path / "work", tmp_path / "staging")
     root = Path(assembled.staging)
     kept = [row for shard in assembled.shards for row in read_arrow_table(root / shard.path).to_pylist()]
     drops = [row for shard in assembled.rejects for row in read_arrow_table(root / shard.path).to_pylist()]

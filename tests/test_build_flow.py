@@ -241,6 +241,7 @@ def small_partitions(prefect_api: str, tmp_path_factory: pytest.TempPathFactory)
         source["rows_per_partition"] = 5
         source["pages_per_partition"] = 2
     config["runner"]["workers"] = 1
+    config["runner"]["dedup_buckets"] = 8  # several bucket tasks, so a kill can land between two of them
     config["run_dir"] = str(tmp_path / "uninterrupted")
     config_path = tmp_path / "uninterrupted.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -251,11 +252,16 @@ def _partitions_written(run_dir: Path) -> bool:
     return len(list((run_dir / "work" / "partitions").glob("*/ledger.json"))) >= 2
 
 
-def _assembling(run_dir: Path) -> bool:
+def _bucket_tasks_running(run_dir: Path) -> bool:
+    return any((run_dir / "work" / "dedup").glob("*/collisions-*"))
+
+
+def _writing_shards(run_dir: Path) -> bool:
     return any((run_dir / "work").glob("build-*/data"))
 
 
-@pytest.mark.parametrize("moment", [_partitions_written, _assembling], ids=["partitions", "assembly"])
+@pytest.mark.parametrize("moment", [_partitions_written, _bucket_tasks_running, _writing_shards],
+                         ids=["partitions", "dedup-buckets", "writing"])
 def test_build_killed_mid_way_resumes_to_the_same_result(small_partitions: tuple[dict, str], tmp_path: Path,
                                                          moment) -> None:
     config, uninterrupted = small_partitions
@@ -281,7 +287,7 @@ def test_build_killed_mid_way_resumes_to_the_same_result(small_partitions: tuple
     assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
     work = run_dir / "work"
     assert not list(work.glob("partitions/*.tmp")) and len(list(work.glob("build-*"))) == 0, \
-        "no partial partition or staging directory is left behind"
+        f"no partial partition or staging directory is left behind: {sorted(p.relative_to(work) for p in work.rglob('*') if 'partitions' not in p.parts)}"
 
 
 def test_glob_of_good_and_bad_files_skips_the_bad_and_accounts_the_good(prefect_api: str, tmp_path: Path) -> None:

@@ -338,8 +338,8 @@ def test_list_columns_reach_gx_as_lengths(clean_documents: pa.Table) -> None:
 
 
 def test_switched_off_contracts_leave_shards_unvalidated_and_in_place(tmp_path: Path) -> None:
-    from pipeline.build.assembly import AssembledDataset
-    from pipeline.build.manifest import apply_contracts
+    from pipeline.steps.writing import AssembledDataset
+    from pipeline.steps.manifest import apply_contracts
     from pipeline.schema import ShardRecord
 
     shard = ShardRecord(path="data/train/s-zh-00000.arrow", split="train", source="s", lang="zh", rows=1, bytes=1,

@@ -1,5 +1,5 @@
 """Shards validated several to a Great Expectations run get the verdict each would get alone; the build
-spreads its shards over tasks balanced by rows, each shard in exactly one."""
+writes (and validates) its shards in tasks cut from the partitions in their order."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline import contracts
-from pipeline.build.assembly import AssembledDataset
-from pipeline.build.validation import plan_validation, reports_in_order
+from pipeline.steps import writing
+from pipeline.steps.partitions import StagedPartition
 from pipeline.config import ContractsConfig
 from pipeline.schema import ShardRecord
 from tests.test_contracts import CONTRACTS, _document, replace, write_stream
@@ -123,25 +123,16 @@ def test_batches_hold_at_most_the_row_cap(tmp_path: Path) -> None:
     assert "batch" not in summaries[4] and summaries[4]["success"]
 
 
-def _record(path: str, rows: int) -> ShardRecord:
-    return ShardRecord(path=path, split="train", source="s", lang="zh", rows=rows, bytes=rows, sha256="a" * 64)
+def _staged(name: str, rows: int) -> StagedPartition:
+    return StagedPartition(source=name.rsplit("-", 1)[0], name=name, directory=f"/work/{name}", notes={},
+                           ledger=[{"source": "s", "partition": name, "outcome": "kept", "reason": "", "count": rows}])
 
 
-def test_every_shard_is_in_one_task_and_tasks_are_balanced() -> None:
-    shards = [_record(f"data/train/s-zh-{i:05d}.arrow", rows) for i, rows in enumerate([900, 500, 400, 300, 100, 50])]
-    rejects = [_record("rejects/s-00000.arrow", 250)]
-    assembled = AssembledDataset("/tmp/x", shards, rejects, [], {}, [])
-    config = ContractsConfig()
-    tasks = plan_validation(assembled, config, workers=2, batch_rows=10_000)
-    assert len(tasks) == 2
-    placed = sorted(path for task in tasks for path, _, _ in task.shards)
-    assert placed == sorted(s.path for s in shards + rejects)
-    assert sorted(task.rows for task in tasks) == [1250, 1250]
-    assert {suite for task in tasks for path, suite, _ in task.shards if path.startswith("rejects/")} == {"rejects.v1"}
-    # more rows than a batch holds: more tasks than workers, never more than shards
-    assert len(plan_validation(assembled, config, workers=2, batch_rows=600)) == 5
-    assert len(plan_validation(assembled, config, workers=16, batch_rows=10_000)) == 7
-    reports = [{path: {"shard": path} for path, _, _ in task.shards} for task in tasks]
-    documents_reports, reject_reports = reports_in_order(assembled, reports)
-    assert [r["shard"] for r in documents_reports] == [s.path for s in shards]
-    assert [r["shard"] for r in reject_reports] == ["rejects/s-00000.arrow"]
+def test_writing_groups_follow_partition_order_and_join_small_partitions_of_one_source() -> None:
+    staged = [_staged(name, rows) for name, rows in [
+        ("b-00001", 900), ("a-00000", 100), ("b-00000", 100), ("a-00001", 100), ("a-00002", 2000), ("a-00003", 10)]]
+    groups = writing.plan_writing(staged, max_rows=1000)
+    assert [[p.name for p in g.partitions] for g in groups] == [
+        ["a-00000", "a-00001", "a-00002"], ["a-00003"], ["b-00000", "b-00001"]]
+    assert groups[0].name == "a-00000 and 2 more"
+    assert writing.plan_writing(staged[::-1], max_rows=1000) == groups  # the order of the futures is irrelevant

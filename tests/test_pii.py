@@ -342,9 +342,7 @@ def test_pii_disabled_adds_empty_counts() -> None:
 
 
 def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> None:
-    from pipeline.build.assembly import assemble
-    from pipeline.dedup import DUPLICATES_SCHEMA, RENAMED_SCHEMA
-    from pipeline.build.partitions import process_partition
+    from helpers.steps import process_all, run_global_steps
     from pipeline.sources import plan_partitions
 
     lines = [
@@ -354,14 +352,12 @@ def test_redaction_counts_reach_the_build_notes_per_source(tmp_path: Path) -> No
     ]
     path = tmp_path / "reviews.jsonl"
     path.write_text("".join(json.dumps({"t": line}, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    config = parse_config({"run_dir": str(tmp_path / "run"), "sources": [
+    config = parse_config({"run_dir": str(tmp_path / "run"), "contracts": {"enabled": False}, "sources": [
         {"name": "reviews", "kind": "comments", "lang": "zh", "uri": str(path), "format": "jsonl",
          "fields": {"text": "t"}}]})
     source = config.sources[0]
-    staged = [process_partition(config, source, p, tmp_path / "work")
-              for p in plan_partitions(source, [str(path)])]
-    assembled = assemble(config, staged, DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {},
-                         tmp_path / "staging")
+    staged = process_all(config, plan_partitions(source, [str(path)]), tmp_path / "work")
+    assembled, _ = run_global_steps(config, staged, tmp_path / "work", tmp_path / "staging")
     notes = assembled.notes_by_source["reviews"]
     assert {k: v for k, v in notes.items() if k.startswith("pii:")} == {
         "pii:bank_card": 1, "pii:im_handle": 1, "pii:passport": 1, "pii:phone": 1}

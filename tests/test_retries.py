@@ -9,7 +9,7 @@ import pytest
 from prefect.states import Failed
 
 from flows.retries import transient_only
-from pipeline.build.manifest import QuarantineLimitExceeded
+from pipeline.steps.manifest import QuarantineLimitExceeded
 from pipeline.config import ConfigError
 from pipeline.sources import SourceUnreadable
 from pipeline.sources.fetch import FetchError, FetchRefused

@@ -2,10 +2,12 @@
 
 Stages (run in the workers, per partition): `ContentHashStage` adds `content_hash`, `MinHashStage` adds
 `minhash`; `DedupKeysWriter` then writes the partition's key file (ids, hashes, signatures, LSH band keys)
-beside its documents. The global step `find_duplicates_in_files` joins the key files of every partition,
-and of the previous dataset version when deduplicating against it, on disk (pipeline/dedup/external.py),
-so its memory does not grow with the corpus: it first settles documents that arrived under an id another
-already has (ids.py), then finds duplicates. `deduplicate` and `find_duplicates` run the same step over a
+beside its documents, with its join records laid out by key range (buckets.py). The global step joins the
+key files of every partition, and of the previous dataset version when deduplicating against it, as
+bucket tasks that each read one key range of every file, then one resolution over the colliding
+documents (pipeline/dedup/external.py), so no task's memory grows with the corpus: it first settles
+documents that arrived under an id another already has (ids.py), then finds duplicates.
+`find_duplicates_in_files` runs those tasks one after the other in one process. `deduplicate` and `find_duplicates` run the same step over a
 table of keys.
 """
 

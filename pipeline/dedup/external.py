@@ -1,31 +1,37 @@
-"""The global dedup step over key files on disk, with memory bounded by a bucket size instead of the corpus.
+"""The global dedup step over key files, as bucket tasks and one resolution, memory bounded by a bucket.
 
 Every document is numbered by its row in the key files taken in the given order (its `doc`). Three joins
 find what is shared: ids (documents that arrived under an id another already has, settled by the rules
 of ids.py on those few documents alone), content hashes (exact duplicates) and LSH band keys
-(near-duplicate candidates). Each is an external hash partition + sort: one streaming pass over the key
-files spreads (key, doc) records over bucket files by key, then each bucket is loaded alone, sorted, and
-only keys held by two or more documents are kept. Those collisions are the duplicates and their
-candidates, a small share of the corpus; only their ids, hashes and signatures are gathered back from the
-key files (signatures into a file on disk, read per pair), and they are resolved with the rules of
-`find_duplicates`: each cluster keeps its smallest (rank, id), exact groups first, then near clusters over
-the exact representatives by banding, estimated-Jaccard verification and union-find. In that order a
-current document that keeps an id of the previous version comes before the other current documents.
+(near-duplicate candidates). Each key file has its join records laid out by key range (buckets.py), so
+the joins split into B independent bucket tasks (`bucket_collisions`): each reads its range of every file,
+sorts it and keeps only the keys held by two or more documents. Those collisions are the duplicates and
+their candidates, a small share of the corpus; one resolution (`resolve_collisions`) gathers only their
+ids, hashes and signatures from the key files (signatures into a file on disk, read per pair) and applies
+the rules of `find_duplicates`: each cluster keeps its smallest (rank, id), exact groups first, then near
+clusters over the exact representatives by banding, estimated-Jaccard verification and union-find. In
+that order a current document that keeps an id of the previous version comes before the other current
+documents.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import storage
 from pipeline.config import DedupConfig
+from pipeline.dedup import buckets
+from pipeline.dedup.buckets import JOIN_BAND, JOIN_HASH, JOIN_ID
 from pipeline.dedup.ids import RENAMED_SCHEMA, RepeatedIdError, describe_repeated, repeated_ids, resolve_repeated_ids
 from pipeline.dedup.keyfiles import band_layout, keys_schema
 from pipeline.dedup.minhash import BUCKET_WINDOW, bucket_pairs, connected_components, estimated_jaccard
@@ -40,9 +46,8 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("similarity", pa.float32(), nullable=False),  # estimated Jaccard to the representative
     ]
 )
-# Records per bucket loaded at once: 20 bytes each, so ~40 MB plus the sort's index (16 MB) at a time.
+# Join records a bucket task holds: 21 bytes each, so ~40 MB plus the sort's index and copies at a time.
 DEFAULT_BUCKET_ROWS = 2_000_000
-_RECORD = np.dtype([("key", "<u8"), ("doc", "<i8"), ("band", "<i4")])
 _PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
 
 
@@ -57,11 +62,16 @@ class KeyFile:
     source: str = ""
 
 
+# A duplicate row and the partition its document lies in, so each writing task reads only its own.
+_LOCATED_SCHEMA = DUPLICATES_SCHEMA.append(pa.field("partition", pa.string(), nullable=False))
+
+
 @dataclass(frozen=True)
 class DedupResult:
     duplicates: pa.Table  # DUPLICATES_SCHEMA, by id as renamed
     renamed: pa.Table  # RENAMED_SCHEMA: (partition, row) -> new id of documents whose id was taken
     repeated_by_source: dict[str, int]  # per source, documents that arrived with an id already taken
+    partitions: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # per duplicate row
 
 
 def find_duplicates_in_files(
@@ -73,24 +83,72 @@ def find_duplicates_in_files(
     Documents not listed are kept. A current document that arrives under an id an earlier one holds is
     renamed (ids.py), or is an exact duplicate of it when its text is the same; a previous-version document
     (rank -1) whose id a current document also holds is left out, as the current one replaces it. Ids are
-    settled even with exact and near dedup off. Bucket files go to a temporary directory under
-    `spill_dir` and are removed as they are consumed.
+    settled even with exact and near dedup off. The bucket tasks and the resolution run here one after the
+    other, their files in a temporary directory under `spill_dir`; the build runs them as separate tasks.
     """
     with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as scratch:
-        corpus = _Corpus(files, config)
-        spills = _spill_keys(corpus, config, Path(scratch), bucket_rows)
-        if corpus.size == 0:
-            return DedupResult(DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {})
-        settled = _settle_ids(corpus, spills["id"], keep_same_text=not config.exact)
-        corpus.renamed, corpus.carried = settled.new_ids, settled.carried
-        duplicates = DUPLICATES_SCHEMA.empty_table()
-        if config.exact or config.near:
-            ignored = settled.ignored
-            exact_doc, exact_rep = _exact_groups(corpus, spills["hash"], ignored) if config.exact else (_EMPTY, _EMPTY)
-            near = _near_clusters(corpus, spills["band"], np.union1d(ignored, exact_doc), config, Path(scratch)) if (
-                config.near) else _NearClusters.empty()
-            duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
-        return DedupResult(settled.with_repeats(duplicates), settled.renamed, settled.repeated_by_source)
+        count = bucket_count(files, bucket_rows)
+        collisions = []
+        for bucket in range(count):
+            path = str(Path(scratch) / f"collisions-{bucket:04d}.npy")
+            write_collisions(path, bucket_collisions(files, bucket, count))
+            collisions.append(path)
+        return resolve_collisions(files, config, collisions, scratch)
+
+
+def bucket_count(files: Sequence[KeyFile], bucket_rows: int = DEFAULT_BUCKET_ROWS) -> int:
+    """Buckets for these key files: enough that none holds much more than `bucket_rows` join records."""
+    records = sum(int(buckets.read_header(buckets.records_path(f.path))[1][-1]) for f in files)
+    return int(min(buckets.SLOTS, max(1, -(-records // bucket_rows))))
+
+
+def bucket_collisions(files: Sequence[KeyFile], bucket: int, count: int) -> np.ndarray:
+    """One bucket task: the join records of its key range, from every file, whose key two or more documents
+    share; sorted by (join, band, key, doc). Its memory is its range's records, not the corpus."""
+    lo, hi = buckets.slot_range(bucket, count)
+    parts, start = [], 0
+    for file in files:
+        rows, records = buckets.read_slots(buckets.records_path(file.path), lo, hi)
+        records["doc"] += start
+        parts.append(records)
+        start += rows
+    records = np.concatenate(parts) if parts else np.zeros(0, dtype=buckets.RECORD)
+    del parts
+    found = [_shared_keys(records[records["join"] == join]) for join in (JOIN_ID, JOIN_HASH, JOIN_BAND)]
+    return np.concatenate(found)
+
+
+def write_collisions(uri: str, records: np.ndarray) -> str:
+    """A bucket task's output, through storage so it can lie on any store the resolution reads."""
+    buffer = io.BytesIO()
+    np.save(buffer, records, allow_pickle=False)
+    storage.write_bytes(uri, buffer.getvalue())
+    return uri
+
+
+def resolve_collisions(
+    files: Sequence[KeyFile], config: DedupConfig, collisions: Sequence[str], scratch: str | Path,
+) -> DedupResult:
+    """The resolution task: repeated ids settled, exact groups and near clusters decided, over the docs met
+    in the bucket tasks' collisions only (the rest of the corpus is never read)."""
+    corpus = _Corpus(files, config, Path(scratch))
+    if corpus.size == 0:
+        return DedupResult(DUPLICATES_SCHEMA.empty_table(), RENAMED_SCHEMA.empty_table(), {})
+    settled = _settle_ids(corpus, _Collisions(collisions, JOIN_ID), keep_same_text=not config.exact)
+    corpus.renamed, corpus.carried = settled.new_ids, settled.carried
+    duplicates = _LOCATED_SCHEMA.empty_table()
+    exact_doc = _EMPTY
+    if config.exact or config.near:
+        ignored = settled.ignored
+        exact_rep = _EMPTY
+        if config.exact:
+            exact_doc, exact_rep = _exact_groups(corpus, _Collisions(collisions, JOIN_HASH), ignored)
+        near = _near_clusters(corpus, _Collisions(collisions, JOIN_BAND), np.union1d(ignored, exact_doc), config,
+                              Path(scratch)) if config.near else _NearClusters.empty()
+        duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
+    located = settled.with_repeats(duplicates)
+    return DedupResult(located.drop_columns(["partition"]), settled.renamed, settled.repeated_by_source,
+                       located.column("partition").combine_chunks())
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -99,26 +157,37 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 class _Corpus:
     """The key files as one numbered sequence of documents, read batch by batch, one file at a time.
 
-    Row counts are learnt by the first full pass (`batches`); until then `estimated_rows` bounds them from
-    the file sizes.
+    Row counts come from the join records' headers. A key file on a remote store is downloaded into
+    `scratch` the first time a gather needs it (only files holding colliding documents are).
     """
 
-    def __init__(self, files: Sequence[KeyFile], config: DedupConfig) -> None:
+    def __init__(self, files: Sequence[KeyFile], config: DedupConfig, scratch: Path) -> None:
         self.files = list(files)
         self.schema = expected = keys_schema(config)
         for file in self.files:
-            with pa.OSFile(file.path) as stream:
+            with storage.open_input(file.path) as stream:
                 schema = pa.ipc.open_file(stream).schema
             if not schema.equals(expected):
                 raise ValueError(f"{file.path}: dedup keys do not match the dedup config (num_perm, threshold); "
                                  f"write them again: schema {schema} != {expected}")
-        bands, _ = band_layout(config)
-        fixed_bytes_per_row = 8 + 8 + 8 * bands + 4 * config.num_perm  # id_key, hash_key, band keys, minhash
-        self.estimated_rows = sum(os.path.getsize(f.path) for f in self.files) // fixed_bytes_per_row
         self.ranks = np.array([f.rank for f in self.files], dtype=np.int64)
-        self.ends: np.ndarray | None = None
+        rows = [buckets.read_rows(buckets.records_path(f.path)) for f in self.files]
+        self.ends = np.cumsum(rows, dtype=np.int64)
         self.renamed: dict[int, str] = {}  # doc -> the id it was given because an earlier doc holds its own
         self.carried = _EMPTY  # sorted current docs whose id the previous version holds: they win ties
+        self._scratch = scratch
+        self._local: dict[int, str] = {}
+
+    def local_path(self, index: int) -> str:
+        path = self.files[index].path
+        if storage.is_local(path):
+            return storage.filesystem(path)[1]
+        if index not in self._local:
+            local = self._scratch / f"keys-{index:05d}.arrow"
+            with storage.open_input(path) as remote, open(local, "wb") as out:
+                shutil.copyfileobj(remote, out, storage.READ_BLOCK)
+            self._local[index] = str(local)
+        return self._local[index]
 
     @property
     def size(self) -> int:
@@ -142,25 +211,18 @@ class _Corpus:
     def batches(self, columns: Sequence[str], only_files: Sequence[int] | None = None,
                 ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
         """(doc numbers, batch of those columns) in doc order, over all files or the given ones."""
-        counts = []
-        start = 0
-        for index, file in enumerate(self.files):
+        for index in range(len(self.files)):
             if only_files is not None and index not in only_files:
                 continue
-            if self.ends is not None:
-                start = int(self.ends[index - 1]) if index else 0
-            first = start
+            start = self.start_of(index)
             # mapped, so only the pages of the columns asked for are read; unmapped after each file, so
             # the pages read count as this process's memory for one file at a time, not for the corpus
-            with pa.memory_map(file.path) as stream:
+            with pa.memory_map(self.local_path(index)) as stream:
                 reader = pa.ipc.open_file(stream)
                 for i in range(reader.num_record_batches):
                     batch = reader.get_batch(i).select(list(columns))
                     yield np.arange(start, start + batch.num_rows, dtype=np.int64), batch
                     start += batch.num_rows
-            counts.append(start - first)
-        if self.ends is None and only_files is None:
-            self.ends = np.cumsum(counts, dtype=np.int64)
 
     def gather(self, docs: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """The given columns of `docs` (sorted, unique), in that order, with their `doc` numbers; `id` as renamed."""
@@ -186,49 +248,38 @@ class _Corpus:
                 rows = pa.array(docs[lo:hi] - numbers[0])
                 yield pa.Table.from_batches([batch.take(rows)]).append_column("doc", pa.array(docs[lo:hi]))
 
-    def name(self, doc: int) -> str:
-        return self.files[int(self.file_of(np.array([doc]))[0])].path
 
+class _Collisions:
+    """The records of one join that the bucket tasks found shared, read back one bucket file at a time."""
 
-class _Spill:
-    """(key, doc, band) records spread over bucket files by key; buckets are read back one at a time."""
-
-    def __init__(self, directory: Path, expected_rows: int, bucket_rows: int) -> None:
-        self.directory = directory
-        directory.mkdir()
-        self.buckets = max(1, -(-expected_rows // bucket_rows))
-
-    def add(self, keys: np.ndarray, docs: np.ndarray, bands: np.ndarray | int = 0) -> None:
-        records = np.empty(len(keys), dtype=_RECORD)
-        records["key"], records["doc"], records["band"] = keys, docs, bands
-        bucket = keys % np.uint64(self.buckets)
-        order = np.argsort(bucket, kind="stable")
-        bounds = np.searchsorted(bucket[order], np.arange(self.buckets + 1, dtype=np.uint64))
-        for b in np.flatnonzero(np.diff(bounds)).tolist():
-            with open(self.directory / f"{b}.bin", "ab") as out:
-                records[order[bounds[b] : bounds[b + 1]]].tofile(out)
+    def __init__(self, paths: Sequence[str], join: int) -> None:
+        self.paths, self.join = paths, join
 
     def collisions(self, excluded: np.ndarray = _EMPTY) -> Iterator[np.ndarray]:
         """Per bucket, the records whose (band, key) two or more non-excluded documents share, sorted so."""
-        for b in range(self.buckets):
-            path = self.directory / f"{b}.bin"
-            if not path.exists():
-                continue
-            records = np.fromfile(path, dtype=_RECORD)
-            path.unlink()
+        for path in self.paths:
+            records = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+            records = records[records["join"] == self.join]
             if len(excluded):
-                records = records[~_is_member(records["doc"], excluded)]
-            if len(records) < 2:
-                continue
-            # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only
-            # the few records with a key in common are then sorted by (band, key, doc)
-            keys = np.ascontiguousarray(records["key"])
-            order = np.argsort(keys)
-            records = records[order[_held_twice(keys[order])]]
-            records = records[np.lexsort((records["doc"], records["key"], records["band"]))]
-            same = (records["key"][1:] == records["key"][:-1]) & (records["band"][1:] == records["band"][:-1])
-            if same.any():
-                yield records[_held_twice_from(same)]
+                records = _shared_keys(records[~_is_member(records["doc"], excluded)])
+            if len(records):
+                yield records
+
+
+def _shared_keys(records: np.ndarray) -> np.ndarray:
+    """The records whose (band, key) two or more of them hold, sorted by (band, key, doc)."""
+    if len(records) < 2:
+        return records[:0]
+    # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only the few
+    # records with a key in common are then sorted by (band, key, doc)
+    keys = np.ascontiguousarray(records["key"])
+    order = np.argsort(keys)
+    records = records[order[_held_twice(keys[order])]]
+    if not len(records):
+        return records
+    records = records[np.lexsort((records["doc"], records["key"], records["band"]))]
+    same = (records["key"][1:] == records["key"][:-1]) & (records["band"][1:] == records["band"][:-1])
+    return records[_held_twice_from(same)]
 
 
 def _held_twice(sorted_values: np.ndarray) -> np.ndarray:
@@ -248,29 +299,6 @@ def _is_member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[positions] == values
 
 
-def _spill_keys(corpus: _Corpus, config: DedupConfig, scratch: Path, bucket_rows: int) -> dict[str, _Spill]:
-    """One pass over the key files: ids, content hashes and band keys into their bucket files."""
-    bands, _ = band_layout(config)
-    spills = {
-        "id": _Spill(scratch / "id", corpus.estimated_rows, bucket_rows),
-        "hash": _Spill(scratch / "hash", corpus.estimated_rows, bucket_rows),
-        "band": _Spill(scratch / "band", corpus.estimated_rows * bands, bucket_rows),
-    }
-    for docs, batch in corpus.batches(["id_key", "hash_key", "band_keys"]):
-        spills["id"].add(batch.column("id_key").to_numpy(), docs)
-        if config.exact:
-            hashes = batch.column("hash_key")
-            valid = hashes.is_valid().to_numpy(zero_copy_only=False)
-            spills["hash"].add(hashes.drop_null().to_numpy(), docs[valid])
-        if config.near:
-            column = batch.column("band_keys")
-            valid = column.is_valid().to_numpy(zero_copy_only=False)
-            keys = column.drop_null().flatten().to_numpy()  # row-major: each doc's bands in a row
-            signed = docs[valid]
-            spills["band"].add(keys, np.repeat(signed, bands), np.tile(np.arange(bands, dtype=np.int32), len(signed)))
-    return spills
-
-
 @dataclass
 class _SettledIds:
     """What the id join decided: docs left out of the hash and band joins, new ids, same-text repeats."""
@@ -287,17 +315,19 @@ class _SettledIds:
         if not self.repeats.num_rows:
             return duplicates
         representative = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("duplicate_of").to_pylist()))
+        partition_of = dict(zip(self.renamed.column("new_id").to_pylist(), self.renamed.column("partition").to_pylist()))
         firsts = self.repeats.column("first").to_pylist()
         repeats = pa.table({
             "id": self.repeats.column("id"),
             "duplicate_of": pa.array([representative.get(first, first) for first in firsts], pa.string()),
             "kind": pa.array(["exact"] * len(firsts), pa.string()),
             "similarity": pa.array([1.0] * len(firsts), pa.float32()),
-        }, schema=DUPLICATES_SCHEMA)
+            "partition": pa.array([partition_of[i] for i in self.repeats.column("id").to_pylist()], pa.string()),
+        }, schema=_LOCATED_SCHEMA)
         return pa.concat_tables([duplicates, repeats]).sort_by("id")
 
 
-def _settle_ids(corpus: _Corpus, id_spill: _Spill, keep_same_text: bool) -> _SettledIds:
+def _settle_ids(corpus: _Corpus, id_spill: _Collisions, keep_same_text: bool) -> _SettledIds:
     """Settle the few docs whose id another doc also holds; every other doc is untouched."""
     candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
     none = _SettledIds(_EMPTY, {}, _EMPTY, RENAMED_SCHEMA.empty_table(), pa.table({"id": pa.array([], pa.string()),
@@ -338,7 +368,7 @@ def _settle_ids(corpus: _Corpus, id_spill: _Spill, keep_same_text: bool) -> _Set
                        renamed, resolved.repeats, resolved.repeated_by_source())
 
 
-def _exact_groups(corpus: _Corpus, hash_spill: _Spill, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(doc, its exact representative) for every doc that is not its group's representative, by doc."""
     candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
     if not len(candidates):
@@ -410,7 +440,7 @@ class _SignatureFile:
 
 
 def _near_clusters(
-    corpus: _Corpus, band_spill: _Spill, excluded: np.ndarray, config: DedupConfig, scratch: Path
+    corpus: _Corpus, band_spill: _Collisions, excluded: np.ndarray, config: DedupConfig, scratch: Path
 ) -> _NearClusters:
     """Clusters of exact representatives whose estimated Jaccard chains reach config.threshold.
 
@@ -438,7 +468,7 @@ def _near_clusters(
     return _NearClusters(docs, best, signatures)
 
 
-def _candidate_pairs(band_spill: _Spill, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_pairs(band_spill: _Collisions, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pair codes (left * size + right, left < right, unique) of the buckets of up to BUCKET_WINDOW + 1
     members, and the records of the wider buckets."""
     codes, wide = [_EMPTY], []
@@ -458,7 +488,7 @@ def _candidate_pairs(band_spill: _Spill, excluded: np.ndarray, size: int) -> tup
                 break
             codes.append(docs[same] * size + docs[same + distance])  # docs ascend inside a bucket
         codes = [np.unique(np.concatenate(codes))]
-    return codes[0], np.concatenate(wide) if wide else np.zeros(0, dtype=_RECORD)
+    return codes[0], np.concatenate(wide) if wide else np.zeros(0, dtype=buckets.RECORD)
 
 
 def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
@@ -507,7 +537,8 @@ def _duplicate_rows(corpus: _Corpus, exact_doc: np.ndarray, exact_rep: np.ndarra
             "duplicate_of": ids.take(pa.array(np.searchsorted(named, final))),
             "kind": pa.array(np.where(is_exact, "exact", "near"), pa.string()),
             "similarity": pa.array(similarity, pa.float32()),
+            "partition": pa.array([corpus.files[f].partition for f in corpus.file_of(rows).tolist()], pa.string()),
         },
-        schema=DUPLICATES_SCHEMA,
+        schema=_LOCATED_SCHEMA,
     )
     return table.sort_by("id")

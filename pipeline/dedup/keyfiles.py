@@ -1,7 +1,8 @@
 """Dedup key files: what the global dedup step needs of a partition's kept documents, written beside them.
 
 A partition writes its keys once, when it is processed; the global step then reads these files and never
-the documents. Ranks are not stored: they follow the order of the sources in the config, which can change
+the documents. Beside each key file lie its join records (buckets.py): every id, content hash and band key
+laid out by key range, which is all a bucket task of the global step reads. Ranks are not stored: they follow the order of the sources in the config, which can change
 without the partition (and its cached files) changing, so the global step assigns them per file.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import DedupConfig
+from pipeline.dedup import buckets
 from pipeline.dedup.minhash import (
     LSH_FALSE_NEGATIVE_WEIGHT,
     MinHashStage,
@@ -80,24 +82,53 @@ def dedup_keys_batch(documents: pa.RecordBatch | pa.Table, config: DedupConfig) 
     )
 
 
-class DedupKeysWriter:
-    """Writes a partition's key file (Arrow IPC file, so the global step can read it batch by batch).
+def join_records(keys: pa.RecordBatch, first_row: int, config: DedupConfig) -> np.ndarray:
+    """The join records (buckets.RECORD) of a batch of key rows numbered from `first_row`: every id, and
+    the content hashes and band keys of the joins the config switches on."""
+    rows = np.arange(first_row, first_row + keys.num_rows, dtype=np.int64)
+    parts = [buckets.make_records(keys.column("id_key").to_numpy(), rows, buckets.JOIN_ID)]
+    if config.exact:
+        hashes = keys.column("hash_key")
+        valid = hashes.is_valid().to_numpy(zero_copy_only=False)
+        parts.append(buckets.make_records(hashes.drop_null().to_numpy(), rows[valid], buckets.JOIN_HASH))
+    if config.near:
+        column = keys.column("band_keys")
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        bands, _ = band_layout(config)
+        signed = rows[valid]
+        parts.append(buckets.make_records(
+            column.drop_null().flatten().to_numpy(), np.repeat(signed, bands), buckets.JOIN_BAND,
+            np.tile(np.arange(bands, dtype=np.int32), len(signed))))
+    return np.concatenate(parts)
 
-    The file always exists once closed, empty when the partition kept nothing.
+
+class DedupKeysWriter:
+    """Writes a partition's key file (Arrow IPC file, so the global step can read it batch by batch) and,
+    on close, its join records beside it (buckets.records_path).
+
+    Both files always exist once closed, empty of rows when the partition kept nothing.
     """
 
     def __init__(self, path: str | Path, config: DedupConfig) -> None:
-        self.config = config
-        self._sink = pa.OSFile(str(path), "wb")
+        self.config, self.path = config, str(path)
+        self._sink = pa.OSFile(self.path, "wb")
         self._writer = pa.ipc.new_file(self._sink, keys_schema(config))
+        self._records: list[np.ndarray] = []
+        self.rows = 0
 
     def write(self, documents: pa.RecordBatch | pa.Table) -> None:
         if documents.num_rows:
-            self._writer.write_batch(dedup_keys_batch(documents, self.config))
+            keys = dedup_keys_batch(documents, self.config)
+            self._writer.write_batch(keys)
+            self._records.append(join_records(keys, self.rows, self.config))
+            self.rows += keys.num_rows
 
     def close(self) -> None:
         self._writer.close()
         self._sink.close()
+        records = np.concatenate(self._records) if self._records else np.zeros(0, dtype=buckets.RECORD)
+        with open(buckets.records_path(self.path), "wb") as out:
+            out.write(buckets.encode(records, self.rows))
 
     def __enter__(self) -> DedupKeysWriter:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -13,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline import storage
-from pipeline.build.provenance import code_version
+from pipeline.steps.paths import working_directory
+from pipeline.steps.provenance import code_version
 from pipeline.config import CorpusflowConfig, SourceConfig
 from pipeline.dedup import KEYS_FILE_NAME, ContentHashStage, DedupKeysWriter, MinHashStage
 from pipeline.schema import REJECT_SCHEMA, Ledger, documents_batch
@@ -41,7 +43,10 @@ def partition_key(config: CorpusflowConfig, source: SourceConfig, partition: Par
 
 @dataclass(frozen=True)
 class StagedPartition:
-    """Where a processed partition's kept documents and drops lie, and what happened to its records."""
+    """Where a processed partition's kept documents and drops lie, and what happened to its records.
+
+    `directory` is an absolute path or a URL under the build's work URL, so any node can read it.
+    """
 
     source: str
     name: str
@@ -50,16 +55,26 @@ class StagedPartition:
     notes: dict[str, int]  # what the stages did to kept rows (e.g. "pii:email"): counts, not outcomes
 
     @property
-    def documents_path(self) -> Path:
-        return Path(self.directory) / "documents.arrow"
+    def documents_path(self) -> str:
+        return storage.join(self.directory, "documents.arrow")
 
     @property
-    def keys_path(self) -> Path:
-        return Path(self.directory) / KEYS_FILE_NAME
+    def keys_path(self) -> str:
+        return storage.join(self.directory, KEYS_FILE_NAME)
 
     @property
-    def rejects_path(self) -> Path:
-        return Path(self.directory) / "rejects.arrow"
+    def rejects_path(self) -> str:
+        return storage.join(self.directory, "rejects.arrow")
+
+    @property
+    def rows(self) -> int:
+        """Records this partition read, whatever their outcome."""
+        return sum(row["count"] for row in self.ledger)
+
+
+def staged_directory(config: CorpusflowConfig, source: SourceConfig, partition: Partition, work_uri: str) -> str:
+    """Where a partition's files are staged: named by the partition and its cache key, under the work URL."""
+    return storage.join(work_uri, "partitions", f"{partition.name}-{partition_key(config, source, partition)}")
 
 
 def processing_stages(config: CorpusflowConfig) -> list[Stage]:
@@ -80,19 +95,35 @@ def warm_up(config: CorpusflowConfig) -> None:
 
 
 def process_partition(
-    config: CorpusflowConfig, source: SourceConfig, partition: Partition, work_dir: Path
+    config: CorpusflowConfig, source: SourceConfig, partition: Partition, work_uri: str, base_dir: str,
 ) -> StagedPartition:
-    """Read, clean, segment, filter and fingerprint one partition into a staging directory.
+    """Read, clean, segment, filter and fingerprint one partition into its staging directory.
 
-    The directory appears complete or not at all (built aside, then renamed), so an interrupted build
-    resumes by skipping every partition whose directory exists.
+    The directory appears complete or not at all (built aside, then renamed; on an object store uploaded
+    with its ledger last), so an interrupted build resumes by skipping every partition whose ledger exists.
+    Inputs keep the names the config gives them (documents and rejects record them), so a relative one
+    is read from `base_dir`, the directory the build started in, whatever directory this worker runs in.
     """
-    final = Path(work_dir) / "partitions" / f"{partition.name}-{partition_key(config, source, partition)}"
-    if (final / "ledger.json").exists():
+    final = staged_directory(config, source, partition, work_uri)
+    if storage.exists(storage.join(final, "ledger.json")):
         return _load_staged(source.name, partition.name, final)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with working_directory(base_dir):
+        if storage.is_local(final):
+            tmp = Path(final + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _process_into(config, source, partition, tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        else:
+            with tempfile.TemporaryDirectory(prefix="corpusflow-partition-") as tmp:
+                _process_into(config, source, partition, Path(tmp))
+                storage.remove_tree(final)
+                storage.copy_tree(tmp, final, last="ledger.json")
+    return _load_staged(source.name, partition.name, final)
+
+
+def _process_into(config: CorpusflowConfig, source: SourceConfig, partition: Partition, tmp: Path) -> None:
     ledger = Ledger()
     notes: Counter = Counter()
     stages = processing_stages(config)
@@ -111,20 +142,17 @@ def process_partition(
             documents.write(kept.drop_columns([c for c in STAGED_ONLY_COLUMNS if c in kept.column_names]))
     storage.write_text(str(tmp / "notes.json"), json.dumps(dict(sorted(notes.items()))))
     storage.write_text(str(tmp / "ledger.json"), json.dumps(ledger.to_rows(source.name, partition.name)))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return _load_staged(source.name, partition.name, final)
 
 
 def staged_key(staged: Sequence[StagedPartition]) -> str:
-    """Names what the global steps derive from these partitions (dedup files, the assembly's staging dir)."""
+    """Names what the global steps derive from these partitions (dedup files, the shards' staging dir)."""
     return hashlib.sha256("\n".join(sorted(p.directory for p in staged)).encode()).hexdigest()[:16]
 
 
-def _load_staged(source: str, name: str, directory: Path) -> StagedPartition:
-    rows = json.loads((directory / "ledger.json").read_text())
-    notes = json.loads((directory / "notes.json").read_text())
-    return StagedPartition(source=source, name=name, directory=str(directory), ledger=rows, notes=notes)
+def _load_staged(source: str, name: str, directory: str) -> StagedPartition:
+    rows = json.loads(storage.read_text(storage.join(directory, "ledger.json")))
+    notes = json.loads(storage.read_text(storage.join(directory, "notes.json")))
+    return StagedPartition(source=source, name=name, directory=directory, ledger=rows, notes=notes)
 
 
 class _StreamFile:

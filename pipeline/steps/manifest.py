@@ -1,16 +1,15 @@
 """The manifest of a build: contract results applied, provenance, ledger totals, version id, accounting, limits.
 
-The flow's last step runs these in this order, and publishes only when every one has passed:
-contracts applied -> manifest -> accounting -> limits.
+The flow's last steps run these in this order, each a task, and publish only when every one has passed:
+contracts applied -> manifest (accounting checked) -> limits.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
-from pipeline.build.assembly import AssembledDataset
-from pipeline.build.provenance import code_version, library_versions
+from pipeline.steps.writing import AssembledDataset
+from pipeline.steps.provenance import code_version, library_versions
 from pipeline.config import ContractsConfig, CorpusflowConfig
 from pipeline.errors import UserError
 from pipeline.label_skew import label_skews, rates_by_source
@@ -25,7 +24,7 @@ def apply_contracts(
 
     A report is None when contracts are switched off: the shard keeps no contract entry.
     """
-    root = Path(assembled.staging)
+    root = assembled.staging
     checked = [_apply_contract(root, shard, report) if report else shard
                for shard, report in zip(assembled.shards, reports, strict=True)]
     rejects = [r.model_copy(update={"contract": contract_summary(rep)}) if rep else r
@@ -42,7 +41,7 @@ def contract_summary(report: dict) -> dict:
                         "unexpected_count": e.get("unexpected_count")} for e in failed]}
 
 
-def _apply_contract(root: Path, shard: ShardRecord, report: dict) -> ShardRecord:
+def _apply_contract(root: str, shard: ShardRecord, report: dict) -> ShardRecord:
     shard = shard.model_copy(update={"contract": contract_summary(report)})
     return quarantine(root, shard, report) if report["critical_failed"] else shard
 

@@ -1,0 +1,201 @@
+"""Shards written where the documents are: one writing task per partition, or per run of small partitions.
+
+A writing task reads its partitions' staged documents and rejects, drops the documents the dedup
+resolution decided are duplicates (renaming first those whose id an earlier document took), writes the
+kept ones into split/lang shards and every drop into rejects shards, and validates them against their
+contracts in the same worker. Shards are named after the group's first partition,
+
+    data/<split>/<source>-<partition index>-<lang>-NNNNN.arrow      rejects/<source>-<partition index>-NNNNN.arrow
+
+so the layout follows the partitions' order and the rows' order inside each, never the number of workers.
+Groups are cut from the partitions' record counts alone, for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import contracts, storage, versions
+from pipeline.config import ContractsConfig, CorpusflowConfig
+from pipeline.dedup import REPEATED_ID_NOTE, apply_renames
+from pipeline.label_skew import LabelDropRate, LabelTally
+from pipeline.schema import LEDGER_SCHEMA, Ledger, ShardRecord, rejects_from_documents
+from pipeline.shards import ShardSink, shard_record, split_of, write_shard
+from pipeline.steps.dedup_step import DedupDecisions
+from pipeline.steps.partitions import StagedPartition
+
+
+@dataclass(frozen=True)
+class WritingGroup:
+    """Consecutive partitions of one source whose shards one task writes."""
+
+    partitions: tuple[StagedPartition, ...]
+
+    @property
+    def name(self) -> str:
+        """How the task reads in the UI: its first partition, and how many more."""
+        first = self.partitions[0].name
+        return first if len(self.partitions) == 1 else f"{first} and {len(self.partitions) - 1} more"
+
+
+@dataclass(frozen=True)
+class WrittenGroup:
+    """What a writing task wrote (paths relative to the staging root) and counted, with its contract reports."""
+
+    shards: list[ShardRecord]
+    rejects: list[ShardRecord]
+    reports: list[dict | None]  # per shard, None when contracts are off
+    reject_reports: list[dict | None]
+    ledger_rows: list[dict]
+    notes: dict[str, dict[str, int]]  # source -> what the stages did to kept rows
+    label_drop_rates: list[LabelDropRate]
+
+
+@dataclass(frozen=True)
+class AssembledDataset:
+    """Every writing task's output in partition order: the staged version the manifest describes."""
+
+    staging: str  # absolute path or URL holding data/, rejects/
+    shards: list[ShardRecord]
+    rejects: list[ShardRecord]
+    ledger_rows: list[dict]
+    notes_by_source: dict[str, dict[str, int]]
+    label_drop_rates: list[LabelDropRate]  # per labelled source and label: read, filtered
+
+
+def plan_writing(staged: Sequence[StagedPartition], max_rows: int) -> list[WritingGroup]:
+    """Partitions in build order, consecutive ones of a source joined until a group has read `max_rows`
+    records: a large partition is a task of its own, small ones share a task and its shards."""
+    groups: list[list[StagedPartition]] = []
+    held = 0
+    for part in sorted(staged, key=lambda p: p.name):
+        if not groups or groups[-1][0].source != part.source or held >= max_rows:
+            groups.append([])
+            held = 0
+        groups[-1].append(part)
+        held += part.rows
+    return [WritingGroup(tuple(group)) for group in groups]
+
+
+def write_group(
+    config: CorpusflowConfig, group: WritingGroup, decisions: DedupDecisions, staging: str,
+    contracts_dir: str, data_docs_dir: str,
+) -> WrittenGroup:
+    """Write one group's shards and rejects under `staging` and validate them there (when contracts are on)."""
+    first = group.partitions[0]
+    source = first.source
+    data_sinks: dict[tuple[str, str], ShardSink] = {}
+    reject_sink = ShardSink(storage.join(staging, "rejects"), first.name, config.shards.max_rows)
+    ledger_rows: list[dict] = []
+    notes: Counter = Counter()
+    labels = LabelTally()
+    for part in group.partitions:
+        notes.update(part.notes)
+        ledger = Ledger.from_rows(part.ledger)
+        if storage.exists(part.rejects_path):
+            part_rejects = storage.read_arrow_table(part.rejects_path)
+            labels.add_dropped(part_rejects)
+            reject_sink.add(part_rejects)
+        if storage.exists(part.documents_path):
+            documents = storage.read_arrow_table(part.documents_path)
+            renamed = decisions.renamed_of(part.name)
+            if renamed is not None:
+                documents = apply_renames(documents, renamed, part.name)
+            kept, dropped = _split_duplicates(documents, decisions.duplicates_of(part.name))
+            if dropped is not None and dropped.num_rows:
+                ledger.add("kept", "", -dropped.num_rows)
+                ledger.add_rejects(dropped)
+                reject_sink.add(dropped)
+            labels.add_kept(kept)
+            _route(kept, config, staging, data_sinks, first.name)
+        ledger_rows += ledger.to_rows(part.source, part.name)
+    for sink in [*data_sinks.values(), reject_sink]:
+        sink.flush()
+    shards = [shard_record(f, staging, split, source, lang)
+              for (split, lang), sink in sorted(data_sinks.items()) for f in sink.written]
+    rejects = [shard_record(f, staging, "rejects", source, "") for f in reject_sink.written]
+    reports, reject_reports = _validate(config.contracts, staging, shards, rejects, contracts_dir, data_docs_dir,
+                                        config.runner.validation_batch_rows)
+    return WrittenGroup(shards=shards, rejects=rejects, reports=reports, reject_reports=reject_reports,
+                        ledger_rows=ledger_rows, notes={source: dict(notes)} if notes else {},
+                        label_drop_rates=labels.rates())
+
+
+def _validate(
+    config: ContractsConfig, staging: str, shards: list[ShardRecord], rejects: list[ShardRecord],
+    contracts_dir: str, data_docs_dir: str, batch_rows: int,
+) -> tuple[list[dict | None], list[dict | None]]:
+    """Each shard against its suite, in this worker (Great Expectations is imported once per worker)."""
+    if not config.enabled:
+        return [None] * len(shards), [None] * len(rejects)
+    checks = [contracts.ShardCheck(storage.join(staging, s.path), config.documents_suite, s.sha256) for s in shards]
+    checks += [contracts.ShardCheck(storage.join(staging, r.path), config.rejects_suite, r.sha256) for r in rejects]
+    reports = contracts.validate_shards(checks, contracts_dir, data_docs_dir, batch_rows)
+    for report, shard in zip(reports, shards + rejects, strict=True):
+        report["shard"] = shard.path  # named as the manifest names it, wherever the staging lies
+    return reports[: len(shards)], reports[len(shards):]
+
+
+def _split_duplicates(documents: pa.Table, duplicates: pa.Table | None) -> tuple[pa.Table, pa.Table | None]:
+    """(kept, the duplicates as reject rows); None for the latter when the partition has none."""
+    if duplicates is None:
+        return documents, None
+    duplicate_of = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("duplicate_of").to_pylist()))
+    kind = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("kind").to_pylist()))
+    is_duplicate = pc.is_in(documents.column("id"), value_set=duplicates.column("id").combine_chunks())
+    dropped = documents.filter(is_duplicate)
+    ids = dropped.column("id").to_pylist()
+    rejects = rejects_from_documents(
+        dropped, outcome="duplicate", reasons=[kind[i] for i in ids], stage="dedup",
+        duplicate_of=[duplicate_of[i] for i in ids],
+    )
+    return documents.filter(pc.invert(is_duplicate)), rejects
+
+
+def _route(
+    kept: pa.Table, config: CorpusflowConfig, staging: str, sinks: dict[tuple[str, str], ShardSink], stem: str,
+) -> None:
+    splits = pa.array([split_of(i, config.shards.splits) for i in kept.column("id").to_pylist()], pa.string())
+    kept = kept.append_column("split", splits)
+    groups = kept.select(["split", "lang"]).group_by(["split", "lang"]).aggregate([]).to_pylist()
+    for group in sorted(groups, key=lambda g: (g["split"], g["lang"])):
+        split, lang = group["split"], group["lang"]
+        mask = pc.and_(pc.equal(kept.column("split"), split), pc.equal(kept.column("lang"), lang))
+        if (split, lang) not in sinks:
+            sinks[(split, lang)] = ShardSink(storage.join(staging, "data", split), f"{stem}-{lang}", config.shards.max_rows)
+        sinks[(split, lang)].add(kept.filter(mask))
+
+
+def assemble(
+    written: Sequence[WrittenGroup], repeated_by_source: dict[str, int], staging: str,
+) -> tuple[AssembledDataset, list[dict | None], list[dict | None]]:
+    """The groups' outputs joined in partition order, with their contract reports in the same order."""
+    notes: dict[str, Counter] = {source: Counter({REPEATED_ID_NOTE: n}) for source, n in repeated_by_source.items() if n}
+    read: Counter = Counter()
+    lost: Counter = Counter()
+    for group in written:
+        for source, counts in group.notes.items():
+            notes.setdefault(source, Counter()).update(counts)
+        for rate in group.label_drop_rates:
+            read[(rate.source, rate.label)] += rate.read
+            lost[(rate.source, rate.label)] += rate.dropped
+    assembled = AssembledDataset(
+        staging=staging,
+        shards=[s for group in written for s in group.shards],
+        rejects=[r for group in written for r in group.rejects],
+        ledger_rows=[row for group in written for row in group.ledger_rows],
+        notes_by_source={source: dict(sorted(c.items())) for source, c in sorted(notes.items()) if c},
+        label_drop_rates=[LabelDropRate(s, label, read[(s, label)], lost[(s, label)]) for s, label in sorted(read)],
+    )
+    reports = [r for group in written for r in group.reports]
+    reject_reports = [r for group in written for r in group.reject_reports]
+    return assembled, reports, reject_reports
+
+
+def write_ledger(staging: str, rows: list[dict]) -> None:
+    write_shard(pa.Table.from_pylist(rows, LEDGER_SCHEMA), storage.join(staging, versions.LEDGER))
