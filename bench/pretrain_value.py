@@ -57,7 +57,7 @@ from pipeline.versions import load_manifest  # noqa: E402
 from pipeline.text.segment import SegmenterSpec, segment_zh, zh_cutter  # noqa: E402
 from pipeline.train.evaluate import evaluate_lm, ngrams  # noqa: E402
 from pipeline.train.finetune import finetune  # noqa: E402
-from pipeline.train.data import PackedStream, mask_for_mlm, shard_urls  # noqa: E402
+from pipeline.train.data import PackedStream, mask_for_mlm, plan_mix, shard_urls  # noqa: E402
 from pipeline.train.pretrain import SparseMaskedLM, _layout, build_model, pretrain, save_random_init  # noqa: E402
 from pipeline.train.tasks import item_text, load_task  # noqa: E402
 from pipeline.train.tokenizer import train_tokenizer  # noqa: E402
@@ -66,6 +66,7 @@ SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / f"pretrain_value-{date.today().isoformat()}.json"
 CONTAMINATION_N = 13
 SHARD_ROWS = 20_000
+CORPUS_DIR = "corpus-by-source"  # shards of one source each (runs before 2026-12 read mixed shards)
 VALIDATION_EVERY = 100  # one corpus document in this many goes to the validation split (LM perplexity)
 ALL_TASKS = ("tnews", "chnsenticorp", "online_shopping", "msra_ner")
 # Fine-tuning settings shared by every task and both arms (override with --set finetune.<key>=<value>). The
@@ -183,11 +184,14 @@ def build_corpus(data: Path, tasks: list[TaskConfig], out: Path) -> tuple[Path, 
         })
     records = []
     for split, split_rows in rows.items():
-        for part, start in enumerate(range(0, len(split_rows), SHARD_ROWS)):
-            chunk = split_rows[start : start + SHARD_ROWS]
-            relative = f"data/{split}/corpus-zh-{part:05d}.arrow"
-            write_shard(out / relative, chunk)
-            records.append(shard_record(out, relative, chunk, split, "zh"))
+        # one source per shard, as the corpus build writes them: the pretraining mix reads sources by shard
+        for source in sorted({row["source"] for row in split_rows}):
+            source_rows = [row for row in split_rows if row["source"] == source]
+            for part, start in enumerate(range(0, len(source_rows), SHARD_ROWS)):
+                chunk = source_rows[start : start + SHARD_ROWS]
+                relative = f"data/{split}/{source}-{part:05d}.arrow"
+                write_shard(out / relative, chunk)
+                records.append(shard_record(out, relative, chunk, split, "zh"))
     write_manifest(out, records)
     counts_file.write_text(json.dumps(counts))
     return manifest, counts
@@ -242,7 +246,8 @@ def head_speed(config: TrainConfig, tokenizer_dir: Path, manifest: Path, steps: 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = build_model(config.model, tokenizer)
     sparse = SparseMaskedLM(model)
-    stream = PackedStream(shard_urls(str(manifest), load_manifest(manifest), "train"), tokenizer.backend_tokenizer,
+    urls = shard_urls(str(manifest), load_manifest(manifest), "train")
+    stream = PackedStream(plan_mix(urls, tokenizer.backend_tokenizer), tokenizer.backend_tokenizer,
                           _layout(tokenizer, "mlm"), seq_len=config.model.max_seq_len, seed=0)
     generator = torch.Generator().manual_seed(0)
     seconds = {"full_head": 0.0, "masked_only_head": 0.0}
@@ -358,7 +363,7 @@ def main() -> None:
     finetune_settings = settings["finetune"]
     tasks = task_configs(args.data, finetune_settings, args.examples)
 
-    corpus_manifest, corpus_counts = build_corpus(args.data, list(tasks.values()), args.work / "corpus")
+    corpus_manifest, corpus_counts = build_corpus(args.data, list(tasks.values()), args.work / CORPUS_DIR)
     log.info("corpus: %s", corpus_counts)
     tokenizer_dir = args.work / f"tokenizer-{_settings_hash(train.tokenizer.model_dump())}"
     if not (tokenizer_dir / "tokenizer.json").exists():

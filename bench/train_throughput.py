@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer
 from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig, TrainConfig  # noqa: E402
 from pipeline.schema import document_id  # noqa: E402
 from pipeline.versions import load_manifest  # noqa: E402
-from pipeline.train.data import PackedStream, shard_urls  # noqa: E402
+from pipeline.train.data import PackedStream, plan_mix, shard_urls  # noqa: E402
 from pipeline.train.pretrain import _layout, bf16_peak_flops, build_model, flops_per_token, pretrain  # noqa: E402
 from pipeline.train.tokenizer import train_tokenizer  # noqa: E402
 
@@ -115,7 +115,8 @@ def run_trainer(manifest: str, tokenizer_dir: Path, config: TrainConfig, out_dir
     """tokens/s over the steps after `warmup`, timed by a callback."""
     cfg, seq_len = config.pretrain, config.model.max_seq_len
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    stream = PackedStream(shard_urls(manifest, load_manifest(manifest), "train"), tokenizer.backend_tokenizer,
+    urls = shard_urls(manifest, load_manifest(manifest), "train")
+    stream = PackedStream(plan_mix(urls, tokenizer.backend_tokenizer), tokenizer.backend_tokenizer,
                           _layout(tokenizer, "mlm"), seq_len=seq_len, seed=cfg.seed, with_word_keys=False)
     blocks = stream.next_batch(cfg.batch_size * cfg.max_steps)["input_ids"]
     dataset = [{"input_ids": ids} for ids in blocks]

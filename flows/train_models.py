@@ -1,14 +1,18 @@
 """Train from a dataset version: tokenizer -> pretrain -> fine-tune -> evaluate -> register.
 
-1. A tokenizer is trained on the train split named by the manifest (only shards that passed contracts).
-2. A transformer is pretrained from config (GPU when there is one); a retry resumes from its newest
-   checkpoint, and one GPU task runs per GPU at a time.
+1. A tokenizer is trained on the train split named by the manifest (only shards that passed contracts),
+   unless the run continues a registered model (`train.continue_from`): then that model's tokenizer is
+   kept, or the run falls back to a fresh start with a note when it can no longer be continued.
+2. A transformer is pretrained from config, or from the parent's encoder on the new and changed documents
+   with a replay of the old (GPU when there is one), the sources in steady token shares (`train.mix`); a
+   retry resumes from its newest checkpoint, and one GPU task runs per GPU at a time.
 3. It is fine-tuned on every task of the config, in parallel.
 4. Language-model loss on the validation split, task metrics (of the saved models, reloaded) next to a
    majority baseline, and a decontamination report per task.
 5. Each fine-tuned model gets a model card and is registered in MLflow as an MLflow model (loadable with
    `mlflow.pyfunc`, servable with `mlflow models serve`, still a `from_pretrained` folder) with the dataset
-   version, manifest hash, config hash and commit; `champion` moves only when the new version beats it.
+   version, manifest hash, config hash, commit and parent version, and the pretrained encoder it was
+   fine-tuned from (what a later run continues); `champion` moves only when the new version beats it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ import subprocess
 from pathlib import Path
 
 from prefect import flow, task, unmapped
-from prefect.artifacts import create_image_artifact, create_link_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
@@ -28,6 +37,7 @@ from pipeline.config import ContractsConfig, CorpusflowConfig, TaskConfig, load_
 from pipeline.model_card import Pretraining, write_model_card
 from pipeline.registry import pretraining_gain, register_model, tracking_uri_for
 from pipeline.storage import file_sha256
+from pipeline.train.continuation import PRETRAINED_ARTIFACT, Continuation, plan_continuation
 from pipeline.train.evaluate import decontamination_report, evaluate_lm
 from pipeline.train.finetune import FinetuneResult, finetune
 from pipeline.train.pretrain import PretrainResult, pretrain, save_random_init
@@ -43,13 +53,24 @@ def tokenizer_task(config: CorpusflowConfig, manifest_path: str, models_dir: str
     return str(train_tokenizer(manifest_path, config.train.tokenizer, Path(models_dir) / "tokenizer"))
 
 
+@task
+def continuation_task(config: CorpusflowConfig, manifest_path: str, models_dir: str) -> tuple[Continuation | None, str]:
+    model_name = registered_model_name(config.registry, config.train.tasks[0].name)
+    tracking_uri = tracking_uri_for(Path(config.run_dir), config.registry.tracking_uri)
+    continuation, note = plan_continuation(config.train, model_name, tracking_uri, manifest_path, Path(models_dir))
+    (get_run_logger().info if continuation else get_run_logger().warning)("%s", note)
+    return continuation, note
+
+
 @task(retries=3, retry_delay_seconds=10, tags=["gpu"])
-def pretrain_task(config: CorpusflowConfig, manifest_path: str, tokenizer_dir: str, models_dir: str) -> PretrainResult:
+def pretrain_task(config: CorpusflowConfig, manifest_path: str, tokenizer_dir: str, models_dir: str,
+                  continuation: Continuation | None) -> PretrainResult:
     logger = get_run_logger()
     _ensure_gpu_limit()
     with concurrency(GPU_LIMIT, occupy=1, strict=True):
-        return pretrain(manifest_path, Path(tokenizer_dir), config.train, _pretrain_dir(config, tokenizer_dir, models_dir),
-                        on_log=lambda entry: logger.info("pretrain %s", entry))
+        return pretrain(manifest_path, Path(tokenizer_dir), config.train,
+                        _pretrain_dir(config, tokenizer_dir, models_dir, continuation),
+                        on_log=lambda entry: logger.info("pretrain %s", entry), continuation=continuation)
 
 
 @task(task_run_name="check-data-{task_config.name}")
@@ -104,8 +125,9 @@ def register_task(
         result.model_dir, config=registry, tracking_uri=tracking_uri_for(Path(config.run_dir), registry.tracking_uri),
         params={"task": task_config.name, "arch": config.train.model.arch, **config.train.model.model_dump(),
                 "pretrain_steps": pretrained.steps},
-        metrics=metrics, curves={"pretrain_loss": pretrained.losses, **result.curves()}, lineage=lineage,
-        artifacts={"pretrain_loss.png": Path(loss_png)}, input_example=example_texts(task_config),
+        metrics=metrics, curves={"pretrain_loss": pretrained.losses, **_mix_curves(pretrained), **result.curves()},
+        lineage=lineage, artifacts={"pretrain_loss.png": Path(loss_png), PRETRAINED_ARTIFACT: pretrained.model_dir},
+        input_example=example_texts(task_config),
     )
     return {**registered, "model_name": registry.model_name}
 
@@ -118,8 +140,11 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     config = load_config(config_path)
     manifest_path = resolve_manifest(manifest_path or "latest", config.datasets_uri, config.dataset)
     models_dir = str(Path(config.run_dir) / "models" / load_manifest(manifest_path).version)
-    tokenizer_dir = tokenizer_task(config, manifest_path, models_dir)
-    pretrained = pretrain_task(config, manifest_path, tokenizer_dir, models_dir)
+    continuation, note = (continuation_task(config, manifest_path, models_dir) if config.train.continue_from
+                          else (None, None))
+    tokenizer_dir = (str(continuation.parent.pretrained_dir) if continuation
+                     else tokenizer_task(config, manifest_path, models_dir))
+    pretrained = pretrain_task(config, manifest_path, tokenizer_dir, models_dir, continuation)
     loss_png = plots.plot_training_loss([{"step": step, "loss": loss} for step, loss in pretrained.losses],
                                         f"{models_dir}/pretrain_loss.png")
     lm_metrics = evaluate_pretrained.submit(str(pretrained.model_dir), manifest_path)
@@ -131,12 +156,14 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     baselines = _random_init_baselines(config, tokenizer_dir, models_dir) if config.train.baseline_random_init else None
     gains = ([pretraining_gain(e["metrics"], b.metrics) for e, b in zip(evaluations, baselines)] if baselines
              else [{} for _ in tasks])
-    lineage = _lineage(config, manifest_path)
+    lineage = _lineage(config, manifest_path, pretrained, note)
     registered = register_task.map(unmapped(config), tasks, finetuned, evaluations, unmapped(lm_metrics.result()),
                                    unmapped(pretrained), unmapped(lineage), unmapped(loss_png), gains).result()
     _publish_artifacts(loss_png, lm_metrics.result(), evaluations, registered, gains)
+    _publish_mix(pretrained, note)
     return {"dataset_version": lineage["dataset_version"], "manifest": manifest_path,
             "lm": _numbers(lm_metrics.result()),
+            "pretrain": {"steps": pretrained.steps, "continued_from": pretrained.continued_from, "note": note},
             "tasks": {t.name: {**_numbers(e["metrics"]), **g, "primary_metric": t.primary_metric,
                                "model_name": r["model_name"], "registered_version": r["version"],
                                "aliases": r["aliases"], "promoted": r["promoted"]}
@@ -167,18 +194,26 @@ def _ensure_gpu_limit() -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
 
 
-def _pretrain_dir(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str) -> Path:
-    """Checkpoints are resumed only by the same run: same data, tokenizer, model and loop settings."""
-    settings = config.train.model_dump_json(include={"tokenizer", "model", "pretrain"})
-    identity = settings + file_sha256(Path(tokenizer_dir) / "tokenizer.json")
+def _pretrain_dir(config: CorpusflowConfig, tokenizer_dir: str, models_dir: str,
+                  continuation: Continuation | None) -> Path:
+    """Checkpoints are resumed only by the same run: same data, tokenizer, model, loop settings and parent."""
+    settings = config.train.model_dump_json(include={"tokenizer", "model", "pretrain", "mix", "mix_temperature",
+                                                     "continuation"})
+    parent = f"{continuation.parent.reference}" if continuation else ""
+    identity = settings + file_sha256(Path(tokenizer_dir) / "tokenizer.json") + parent
     return Path(models_dir) / f"pretrain-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
-def _lineage(config: CorpusflowConfig, manifest_path: str) -> dict[str, str]:
+def _lineage(config: CorpusflowConfig, manifest_path: str, pretrained: PretrainResult,
+             continuation_note: str | None) -> dict[str, str]:
     manifest = load_manifest(manifest_path)
     contracts = ", ".join(f"{name}={version}" for name, version in sorted(manifest.contracts.items()))
     passed = sum(1 for s in manifest.shards if (s.contract or {}).get("success"))
+    continued = {"parent_version": pretrained.continued_from} if pretrained.continued_from else {}
+    noted = {"continuation": continuation_note} if continuation_note else {}
     return {
+        **continued,
+        **noted,
         "dataset": manifest.dataset,
         "dataset_version": manifest.version,
         "manifest_uri": manifest_path,
@@ -202,6 +237,22 @@ def _git_commit() -> str:
 
 def _numbers(values: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _mix_curves(pretrained: PretrainResult) -> dict[str, list[tuple[int, float]]]:
+    """The realised token share of every strand of the stream, one point per logging window."""
+    return {f"mix_share/{name}": [(step, shares.get(name, 0.0)) for step, shares in pretrained.mix_windows]
+            for name in pretrained.mix_target}
+
+
+def _publish_mix(pretrained: PretrainResult, continuation_note: str | None) -> None:
+    rows = [{"step": "target", **{name: round(share, 4) for name, share in pretrained.mix_target.items()}}]
+    rows += [{"step": step, **{name: round(shares.get(name, 0.0), 4) for name in pretrained.mix_target}}
+             for step, shares in pretrained.mix_windows]
+    create_table_artifact(rows, key="pretrain-mix", description="Token share of each source per logging window")
+    if continuation_note:
+        create_markdown_artifact(f"**Pretraining:** {continuation_note}", key="pretrain-continuation",
+                                 description="Whether pretraining continued a registered model, and why")
 
 
 def _publish_artifacts(loss_png: str, lm_metrics: dict, evaluations: list[dict], registered: list[dict],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -368,7 +368,6 @@ class PretrainConfig(Strict):
     whole_word_mask: bool = True
     batch_size: int = 16
     grad_accum: int = 1
-    mix_shards: int = Field(default=8, ge=1)  # shards read at once, their documents interleaved
     max_steps: int = 200
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -446,6 +445,25 @@ class RegistryConfig(Strict):
     champion_margin: float = 0.0
 
 
+class ContinuationConfig(Strict):
+    """How a run that continues a registered model (train.continue_from) trains on a new dataset version."""
+
+    # Share of the tokens drawn from documents the parent already saw (mixed as train.mix says); the rest are
+    # the documents that are new or changed since the parent's dataset version. Replay keeps the model from
+    # drifting to the new text, which after a refresh is a small slice of the corpus.
+    replay_share: float = Field(default=0.5, ge=0, lt=1)
+    # The budget: a number of steps, or (None) passes over the new text: steps enough for the new text's
+    # tokens times new_text_passes, plus their replay. Never more than pretrain.max_steps.
+    max_steps: int | None = Field(default=None, gt=0)
+    new_text_passes: float = Field(default=2.0, gt=0)
+    # The parent's tokenizer is kept only while it still covers the corpus: when, on up to coverage_docs new
+    # documents, the share of [UNK] tokens or of characters a byte-level BPE splits into bytes is above its
+    # share on as many old documents by more than these, the run falls back to a fresh start, with a note.
+    max_unk_rise: float = Field(default=0.005, ge=0, le=1)
+    max_split_char_rise: float = Field(default=0.01, ge=0, le=1)
+    coverage_docs: int = Field(default=2000, gt=0)
+
+
 class TrainConfig(Strict):
     enabled: bool = True
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -455,6 +473,22 @@ class TrainConfig(Strict):
     # Also fine-tune the untrained model (same tokenizer, shape and task settings) and record its scores and
     # the pretrained model's gain over it: a pretraining change that stops paying off shows in the registry.
     baseline_random_init: bool = False
+    # Token shares of pretraining: {source, kind or language: weight}, keys all of one level; a key's weight is
+    # shared by its sources in proportion to their tokens, and sources no key names are left out. Empty: every
+    # source in proportion to its tokens. The temperature flattens the weights: share ~ weight ** (1 / T).
+    mix: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    mix_temperature: float = Field(default=1.0, gt=0)
+    # Continue a registered model instead of starting over: "champion", "candidate" or a version number of the
+    # first task's registered model. Its tokenizer is kept and its pretrained encoder trains on the new and
+    # changed documents since its dataset version, with replay (train.continuation).
+    continue_from: str | None = Field(default=None, pattern=r"^(champion|candidate|[0-9]+)$")
+    continuation: ContinuationConfig = ContinuationConfig()
+
+    @model_validator(mode="after")
+    def _continuing_needs_a_task(self) -> TrainConfig:
+        if self.continue_from is not None and not self.tasks:
+            raise ValueError("continue_from names a version of the first task's registered model: list a task")
+        return self
 
 
 class RunnerConfig(Strict):
@@ -529,6 +563,15 @@ class CorpusflowConfig(Strict):
         if isinstance(limit, float) and limit >= 1:
             raise ValueError("a fraction of inputs is below 1 (e.g. 0.1); a count is a whole number (e.g. 5)")
         return limit
+
+    @model_validator(mode="after")
+    def _mix_names_known_sources(self) -> "CorpusflowConfig":
+        levels = {"source": {s.name for s in self.sources}, "kind": {s.kind for s in self.sources},
+                  "lang": {"zh", "en"}}
+        if self.train.mix and not any(set(self.train.mix) <= names for names in levels.values()):
+            raise ValueError(f"train.mix keys {sorted(self.train.mix)} must all name sources, all kinds or all "
+                             f"languages: {', '.join(f'{level}s {sorted(names)}' for level, names in levels.items())}")
+        return self
 
     @model_validator(mode="after")
     def _card_names_known_sources(self) -> "CorpusflowConfig":

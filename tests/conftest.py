@@ -50,3 +50,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
     refresh_prefect_settings()
     stop_prefect_server(home)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Bit-equal weights across processes need the same reduction order: one intra-op thread everywhere."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

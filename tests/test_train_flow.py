@@ -3,6 +3,8 @@ a person reads at the end; a second refresh trains nothing."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import re
 from pathlib import Path
 
@@ -78,6 +80,31 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     screen = _summary(second, config, config_path)
     assert "No training: dataset version unchanged." in screen
     assert "Champions in the registry" in screen and f"{first['tasks']['ner_zh']['model_name']} v1 champion" in screen
+
+    # A later refresh adds text and continues the champion instead of starting over.
+    # New reviews are pairs of the sample reviews joined, so the demo's tokenizer still covers them.
+    with (REPO / "samples" / "comments" / "reviews_gbk.csv").open(encoding="gbk", newline="") as handle:
+        sample_reviews = [row["review"] for row in csv.DictReader(handle)]
+    extra = tmp_path / "extra_reviews.csv"
+    with extra.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "label"])
+        for first_review, second_review in list(itertools.combinations(sample_reviews, 2))[::7][:40]:
+            writer.writerow([f"{first_review} {second_review}", "1"])
+    data["sources"].append({"name": "reviews_extra", "kind": "comments", "lang": "zh", "uri": str(extra),
+                            "format": "csv", "fields": {"text": "review", "label": "label"}})
+    data["train"]["continue_from"] = "champion"
+    config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    third = refresh(str(config_path))
+    assert third["trained"], third
+    parent = f"{registered_model_name(config.registry, 'sentiment_zh')}/1"
+    assert third["pretrain"]["continued_from"] == parent, third["pretrain"]["note"]
+    assert 0 < third["pretrain"]["steps"] < data["train"]["pretrain"]["max_steps"]
+    registry = config.registry.model_copy(update={"model_name": registered_model_name(config.registry, "sentiment_zh")})
+    newest = max(list_models(registry, tracking_uri), key=lambda version: int(version["version"]))
+    assert newest["tags"]["parent_version"] == parent
+    assert newest["tags"]["continuation"].startswith(f"continued from {parent}")
+    assert newest["tags"]["dataset_version"] == third["dataset_version"] != first["dataset_version"]
 
 
 def _summary(result: dict, config: CorpusflowConfig, config_path: Path) -> str:

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from pipeline.train.data import (
     PackedStream,
     PackingLayout,
     mask_for_mlm,
+    plan_mix,
     shard_urls,
 )
 from pipeline.train.pretrain import PretrainResult, _layout, pretrain, write_launch_spec
@@ -38,13 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 60
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Bit-equal weights across processes need the same reduction order: one intra-op thread everywhere."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +82,8 @@ def _stream(manifest_path: str, tokenizer_dir: Path, split: str = "train", loop:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     layout = PackingLayout(doc_end_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, start_id=tokenizer.cls_token_id)
     urls = shard_urls(manifest_path, load_manifest(manifest_path), split)
-    return PackedStream(urls, tokenizer.backend_tokenizer, layout, seq_len=64, seed=0, loop=loop)
+    return PackedStream(plan_mix(urls, tokenizer.backend_tokenizer), tokenizer.backend_tokenizer, layout, seq_len=64,
+                        seed=0, loop=loop)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -163,7 +158,8 @@ def test_whole_word_masking_masks_every_jieba_word_entirely(manifest_path: str, 
 
 def test_token_masking_without_word_keys_masks_tokens_one_by_one(manifest_path: str, wordpiece_dir: Path, workdir: Path, config) -> None:  # noqa: ANN001
     tokenizer = AutoTokenizer.from_pretrained(wordpiece_dir)
-    stream = PackedStream(shard_urls(manifest_path, load_manifest(manifest_path), "train"), tokenizer.backend_tokenizer,
+    urls = shard_urls(manifest_path, load_manifest(manifest_path), "train")
+    stream = PackedStream(plan_mix(urls, tokenizer.backend_tokenizer), tokenizer.backend_tokenizer,
                           _layout(tokenizer, "mlm"), seq_len=64, seed=0, with_word_keys=False)
     batch = stream.next_batch(16)
     keys = batch["word_keys"]

@@ -4,10 +4,16 @@ Streaming: shards are read one record batch at a time (memory does not grow with
 chunks, and their tokens concatenated into blocks of `seq_len` with no padding (a block may span documents;
 document boundaries are marked with a separator token). Only the final block of a finite pass is padded.
 
-Determinism and resume: the shard order of each epoch is a shuffle seeded by (seed, epoch); a few shards
-are read at once with their documents interleaved, rows within a shard in order. The stream's position
-(epoch, open shards and their rows, tokens not yet emitted) is a small plain state that a checkpoint
-stores, so a resumed run continues with exactly the blocks it would have seen.
+The mix: training sees the sources in steady shares, block by block, whatever the sizes of their shards.
+A source's share is its share of the split's tokens (counted once per run with the run's tokenizer), so
+every source is used up at the same pace; or the share `train.mix` gives its source, kind or language,
+optionally flattened by a temperature (`plan_mix`). Each block comes from the source furthest below its
+share, which holds every logging window to the target within a block per source.
+
+Determinism and resume: a source reads its shards in an order shuffled per pass, seeded by (seed, source,
+pass), rows in order. The stream's position (per source: pass, shard, row, tokens emitted and not yet
+emitted) is a small plain state that a checkpoint stores, so a resumed run continues with exactly the
+blocks it would have seen.
 
 Whole-word masking: every token carries a word key (same key = same word). For Chinese the words are the
 jieba words of the `words` column, mapped onto tokens through the tokenizer's character offsets, so all
@@ -17,14 +23,14 @@ so all subwords of a word share a key. Special tokens have key -1 and are never 
 
 from __future__ import annotations
 
-import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from tokenizers import Encoding, Tokenizer
 
@@ -38,12 +44,15 @@ NOT_A_WORD = -1
 class ShardRef(NamedTuple):
     url: str
     sha256: str  # from the manifest: the bytes are checked against it as they are read
+    source: str = ""
+    lang: str = ""
 
 
 def shard_urls(manifest_path: str, manifest: Manifest, split: str) -> list[ShardRef]:
     """The split's usable shards; quarantined shards are never returned."""
     base = version_dir(str(manifest_path))
-    return [ShardRef(storage.join(base, shard.path), shard.sha256) for shard in manifest.usable_shards(split)]
+    return [ShardRef(storage.join(base, shard.path), shard.sha256, shard.source, shard.lang)
+            for shard in manifest.usable_shards(split)]
 
 
 def iter_record_batches(shard: ShardRef, start_row: int = 0) -> Iterator[pa.RecordBatch]:
@@ -114,136 +123,283 @@ class PackingLayout:
     start_id: int | None = None
 
 
+# ---------------------------------------------------------------- the mix
+
+
+MIX_LEVELS = ("source", "kind", "lang")
+
+
+@dataclass(frozen=True)
+class SourceTokens:
+    """A source of the train split as the mix sees it: its kind and language, and how many tokens it holds
+    (each document's separator included) under the tokenizer that trains on it."""
+
+    source: str
+    kind: str
+    lang: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Strand:
+    """A line of documents the stream draws blocks from: one source's shards, with all their documents or,
+    for a continued run, only the new ones (`only_ids`) or only the old ones (`except_ids`). `share` is its
+    target share of the stream's tokens; `tokens` what one pass over it holds."""
+
+    name: str
+    shards: tuple[ShardRef, ...]
+    share: float
+    tokens: int
+    only_ids: frozenset[str] | None = None
+    except_ids: frozenset[str] | None = None
+
+
+def count_source_tokens(
+    shards: Sequence[ShardRef], tokenizer: Tokenizer, only_ids: frozenset[str] | None = None,
+    except_ids: frozenset[str] | None = None,
+) -> dict[str, SourceTokens]:
+    """Tokens per source of the shards (of the documents the id filter keeps): one tokenizing pass."""
+    counts: dict[str, list] = {}
+    id_set = id_array(only_ids, except_ids)
+    for shard in shards:
+        for batch in iter_record_batches(shard):
+            batch = keep_documents(batch, id_set, keep_listed=only_ids is not None)
+            if not batch.num_rows:
+                continue
+            entry = counts.setdefault(shard.source, [batch.column("kind")[0].as_py() or "", shard.lang, 0])
+            texts = batch.column("text").to_pylist()
+            entry[2] += sum(len(e.ids) + 1 for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False))
+    return {source: SourceTokens(source, kind, lang, tokens) for source, (kind, lang, tokens) in counts.items() if tokens}
+
+
+def mix_shares(sources: dict[str, SourceTokens], weights: Mapping[str, float] | None = None,
+               temperature: float = 1.0) -> dict[str, float]:
+    """Target token share of each source; sources left out of `weights` get none.
+
+    Without weights every source weighs its tokens, so all are used up at the same pace (the corpus as it
+    is, spread evenly over training). With weights, their keys all name sources, kinds or languages; a key's
+    weight is shared by its sources in proportion to their tokens. The temperature flattens the weights as
+    in multilingual pretraining: share of a key ~ (weight / total) ** (1 / temperature).
+    """
+    if weights:
+        level = _mix_level(sources, weights)
+        group_of = {name: getattr(source, level) for name, source in sources.items()}
+        group_weight = dict(weights)
+    else:
+        group_of = {name: name for name in sources}
+        group_weight = {name: float(source.tokens) for name, source in sources.items()}
+    group_tokens: dict[str, int] = {}
+    for name, source in sources.items():
+        group_tokens[group_of[name]] = group_tokens.get(group_of[name], 0) + source.tokens
+    weighed = {group: weight for group, weight in group_weight.items() if weight > 0 and group_tokens.get(group)}
+    total = sum(weighed.values())
+    if not total:
+        raise ValueError("the mix gives no weight to any source that holds tokens")
+    tempered = {group: (weight / total) ** (1 / temperature) for group, weight in weighed.items()}
+    norm = sum(tempered.values())
+    return {name: tempered[group_of[name]] / norm * source.tokens / group_tokens[group_of[name]]
+            for name, source in sources.items() if group_of[name] in tempered}
+
+
+def _mix_level(sources: dict[str, SourceTokens], weights: Mapping[str, float]) -> str:
+    named = {level: {getattr(source, level) for source in sources.values()} for level in MIX_LEVELS}
+    for level in MIX_LEVELS:
+        if set(weights) <= named[level]:
+            return level
+    raise ValueError(
+        f"train.mix keys {sorted(weights)} must all name sources {sorted(named['source'])}, all kinds "
+        f"{sorted(named['kind'])} or all languages {sorted(named['lang'])} of the train split's usable shards"
+    )
+
+
+def plan_mix(
+    shards: Sequence[ShardRef],
+    tokenizer: Tokenizer,
+    weights: Mapping[str, float] | None = None,
+    temperature: float = 1.0,
+    new_ids: frozenset[str] | None = None,
+    replay_share: float = 0.0,
+) -> list[Strand]:
+    """The strands of a training stream and their target shares.
+
+    A fresh run has one strand per source, shared by `mix_shares`. A continued run (`new_ids`: the documents
+    the parent never saw) has a `<source>/new` strand per source of new text, together `1 - replay_share`
+    of the tokens in proportion to their tokens, and a `<source>/replay` strand per source of old text,
+    together `replay_share`, shared by the configured mix.
+    """
+    def strands(sources: dict[str, SourceTokens], shares: dict[str, float], suffix: str, scale: float,
+                **id_filter: frozenset[str]) -> list[Strand]:
+        return [Strand(name + suffix, tuple(s for s in shards if s.source == name), scale * share,
+                       sources[name].tokens, **id_filter) for name, share in shares.items()]
+
+    if new_ids is None:
+        sources = count_source_tokens(shards, tokenizer)
+        if not sources:
+            raise ValueError("the usable shards hold no tokens")
+        return strands(sources, mix_shares(sources, weights, temperature), "", 1.0)
+    new = count_source_tokens(shards, tokenizer, only_ids=new_ids)
+    old = count_source_tokens(shards, tokenizer, except_ids=new_ids)
+    if not new:
+        raise ValueError("no new or changed document holds tokens: there is nothing to continue on")
+    planned = strands(new, mix_shares(new), "/new", 1.0 if not old else 1 - replay_share, only_ids=new_ids)
+    if old and replay_share > 0:
+        planned += strands(old, mix_shares(old, weights, temperature), "/replay", replay_share, except_ids=new_ids)
+    return planned
+
+
+def id_array(only_ids: frozenset[str] | None, except_ids: frozenset[str] | None) -> pa.Array | None:
+    """The ids of a document filter as one Arrow array, built once for the many batches it filters."""
+    ids = only_ids if only_ids is not None else except_ids
+    return None if ids is None else pa.array(sorted(ids), pa.string())
+
+
+def keep_documents(batch: pa.RecordBatch, id_set: pa.Array | None, keep_listed: bool) -> pa.RecordBatch:
+    """The rows whose id is in `id_set` (`keep_listed`) or not in it; every row when there is no set."""
+    if id_set is None:
+        return batch
+    listed = pc.is_in(batch.column("id"), value_set=id_set)
+    return batch.filter(listed if keep_listed else pc.invert(listed))
+
+
+# ---------------------------------------------------------------- the stream
+
+
 @dataclass
-class StreamState:
-    epoch: int = 0
-    next_shard: int = 0  # position in the epoch's shard order of the next shard to open
-    open_shards: list[list[int]] = field(default_factory=list)  # [position in the order, next row] per open shard
-    next_key: int = 0  # next unused word key
+class StrandState:
+    epoch: int = 0  # passes over the strand completed
+    next_shard: int = 0  # position in the epoch's shard order of the shard being read
+    row: int = 0  # next row of that shard
+    emitted: int = 0  # tokens the strand has put into blocks
     pending_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pending_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class StreamState:
+    names: list[str]  # of the strands, so a state cannot be loaded into a stream of other strands
+    strands: list[StrandState]
+    next_key: int = 0  # next unused word key
 
     def to_dict(self) -> dict:
         """Plain values and tensors only: loadable with torch.load(weights_only=True)."""
         return {
-            "epoch": self.epoch,
-            "next_shard": self.next_shard,
-            "open_shards": [list(s) for s in self.open_shards],
+            "names": list(self.names),
             "next_key": self.next_key,
-            "pending_ids": torch.from_numpy(self.pending_ids.copy()),
-            "pending_keys": torch.from_numpy(self.pending_keys.copy()),
+            "strands": [{"epoch": s.epoch, "next_shard": s.next_shard, "row": s.row, "emitted": s.emitted,
+                         "pending_ids": torch.from_numpy(s.pending_ids.copy()),
+                         "pending_keys": torch.from_numpy(s.pending_keys.copy())} for s in self.strands],
         }
 
     @classmethod
     def from_dict(cls, state: dict) -> StreamState:
         return cls(
-            epoch=state["epoch"],
-            next_shard=state["next_shard"],
-            open_shards=[list(s) for s in state["open_shards"]],
+            names=list(state["names"]),
             next_key=state["next_key"],
-            pending_ids=state["pending_ids"].numpy().astype(np.int64),
-            pending_keys=state["pending_keys"].numpy().astype(np.int64),
+            strands=[StrandState(epoch=s["epoch"], next_shard=s["next_shard"], row=s["row"], emitted=s["emitted"],
+                                 pending_ids=s["pending_ids"].numpy().astype(np.int64),
+                                 pending_keys=s["pending_keys"].numpy().astype(np.int64)) for s in state["strands"]],
         )
 
 
 class PackedStream:
-    """Blocks of `seq_len` tokens from the shards, endlessly (`loop=True`) or for one pass.
+    """Blocks of `seq_len` tokens drawn from the strands in their target shares, endlessly (`loop=True`) or
+    for one pass.
 
-    Shards hold one source and language each, so reading them one after another would give batches of a
-    single source for thousands of steps. Instead `mix_shards` shards are open at once and their
-    documents interleaved one by one; when a shard ends, the next one in the epoch's order takes its place.
+    Each block is filled from the strand furthest below its share of the tokens emitted so far (the block
+    included), so every window of blocks holds the mix to within a block per strand, with no randomness to
+    store. A strand reads its shards one after another in an order shuffled per pass, documents in order,
+    and its own pass restarts when it ends: a strand with a large share repeats its text rather than
+    stretching the others'. In a single pass a strand that ends hands the rest of its block to the next one.
     """
 
     def __init__(
         self,
-        urls: list[ShardRef],
+        strands: Sequence[Strand],
         tokenizer: Tokenizer,
         layout: PackingLayout,
         seq_len: int,
         seed: int,
         loop: bool = True,
         with_word_keys: bool = True,
-        mix_shards: int = 8,
         chunk_rows: int = 64,
     ) -> None:
-        if not urls:
-            raise ValueError("no usable shards to read: the split is empty or every shard is quarantined")
-        self.urls = urls
+        self.strands = [s for s in strands if s.share > 0 and s.shards]
+        if not self.strands:
+            raise ValueError("no usable shards to read: the split is empty, every shard is quarantined or the mix weighs none")
+        total_share = sum(s.share for s in self.strands)
+        self.shares = np.asarray([s.share / total_share for s in self.strands])
         self.tokenizer = tokenizer
         self.layout = layout
         self.seq_len = seq_len
         self.seed = seed
         self.loop = loop
         self.with_word_keys = with_word_keys
-        self.mix_shards = mix_shards
         self.chunk_rows = chunk_rows
-        self.state = StreamState()
-        self._readers: dict[int, Iterator[pa.RecordBatch]] = {}  # by position in the order; rebuilt on resume
-        self._exhausted = False
-        self._epoch_tokens = 0  # tokens read since the epoch began at its first row; 0 after a full epoch = empty data
+        self._id_sets = [id_array(s.only_ids, s.except_ids) for s in self.strands]
+        self.state = StreamState([s.name for s in self.strands], [StrandState() for _ in self.strands])
+        self._readers: dict[int, Iterator[pa.RecordBatch]] = {}  # by strand; rebuilt on resume
+        self._ended: set[int] = set()  # strands whose single pass is over
 
     @property
     def body_len(self) -> int:
         return self.seq_len - (self.layout.start_id is not None)
 
-    def shard_order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.urls)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+    @property
+    def target_shares(self) -> dict[str, float]:
+        return {s.name: float(share) for s, share in zip(self.strands, self.shares)}
+
+    def emitted_tokens(self) -> dict[str, int]:
+        return {s.name: state.emitted for s, state in zip(self.strands, self.state.strands)}
+
+    def shard_order(self, strand: int, epoch: int) -> list[int]:
+        order = list(range(len(self.strands[strand].shards)))
+        random.Random(f"{self.seed}/{self.strands[strand].name}/{epoch}").shuffle(order)
         return order
 
     def load_state(self, state: StreamState) -> None:
+        if state.names != self.state.names:
+            raise ValueError(f"the stream state is of strands {state.names}, this stream reads {self.state.names}")
         self.state = state
         self._readers = {}
-        self._epoch_tokens = -1  # resumed mid-epoch: the emptiness check starts with the next epoch
+        self._ended = set()
 
-    def _reader(self, position: int, row: int) -> Iterator[pa.RecordBatch]:
-        if position not in self._readers:
-            self._readers[position] = self._chunks(self.urls[self.shard_order(self.state.epoch)[position]], row)
-        return self._readers[position]
+    def _reader(self, index: int) -> Iterator[pa.RecordBatch]:
+        if index not in self._readers:
+            state = self.state.strands[index]
+            shard = self.strands[index].shards[self.shard_order(index, state.epoch)[state.next_shard]]
+            self._readers[index] = self._chunks(shard, state.row)
+        return self._readers[index]
 
     def _chunks(self, url: ShardRef, row: int) -> Iterator[pa.RecordBatch]:
         for batch in iter_record_batches(url, row):
             for offset in range(0, batch.num_rows, self.chunk_rows):
                 yield batch.slice(offset, self.chunk_rows)
 
-    def _next_epoch(self) -> bool:
-        """Start the next epoch; False when a single pass is over."""
-        if not self.loop:
-            return False
-        if self._epoch_tokens == 0:
-            raise ValueError("the usable shards hold no tokens")
-        state = self.state
-        state.epoch, state.next_shard, self._epoch_tokens = state.epoch + 1, 0, 0
-        return True
-
-    def _fill(self) -> bool:
-        """Tokenize a chunk of rows from every open shard into the pending buffer, documents interleaved.
-
-        Returns False when a single pass is over. The state stays consistent after every call: rows
-        are counted as read exactly when their tokens enter the pending buffer."""
-        state = self.state
-        while len(state.open_shards) < self.mix_shards and state.next_shard < len(self.urls):
-            state.open_shards.append([state.next_shard, 0])
-            state.next_shard += 1
-        if not state.open_shards:
-            return self._next_epoch()
-        documents: list[list[tuple[np.ndarray, np.ndarray]]] = []
-        still_open = []
-        for position, row in state.open_shards:
-            chunk = next(self._reader(position, row), None)
+    def _fill(self, index: int) -> bool:
+        """Tokenize the strand's next chunk of kept rows into its pending buffer; False when its single pass
+        is over. Rows count as read exactly when their tokens enter the buffer, so the state is always whole."""
+        strand, state = self.strands[index], self.state.strands[index]
+        passes_without_tokens = 0
+        while True:
+            if state.next_shard == len(strand.shards):
+                if not self.loop:
+                    return False
+                passes_without_tokens += 1
+                if passes_without_tokens > 1:
+                    raise ValueError(f"strand {strand.name}: its shards hold no tokens")
+                state.epoch, state.next_shard, state.row = state.epoch + 1, 0, 0
+            chunk = next(self._reader(index), None)
             if chunk is None:
-                del self._readers[position]
+                del self._readers[index]
+                state.next_shard, state.row = state.next_shard + 1, 0
                 continue
-            documents.append(self._tokenize(chunk))
-            still_open.append([position, row + chunk.num_rows])
-        state.open_shards = still_open
-        interleaved = [doc for group in itertools.zip_longest(*documents) for doc in group if doc is not None]
-        if interleaved:
-            state.pending_ids = np.concatenate([state.pending_ids, *(ids for ids, _ in interleaved)])
-            state.pending_keys = np.concatenate([state.pending_keys, *(keys for _, keys in interleaved)])
-            if self._epoch_tokens >= 0:
-                self._epoch_tokens += sum(len(ids) for ids, _ in interleaved)
-        return True
+            state.row += chunk.num_rows
+            kept = keep_documents(chunk, self._id_sets[index], keep_listed=strand.only_ids is not None)
+            documents = self._tokenize(kept)
+            if documents:
+                state.pending_ids = np.concatenate([state.pending_ids, *(ids for ids, _ in documents)])
+                state.pending_keys = np.concatenate([state.pending_keys, *(keys for _, keys in documents)])
+                return True
 
     def _tokenize(self, chunk: pa.RecordBatch) -> list[tuple[np.ndarray, np.ndarray]]:
         """(ids, word keys) per document, each closed by the document separator."""
@@ -263,16 +419,40 @@ class PackedStream:
             documents.append((ids, np.append(keys, NOT_A_WORD)))
         return documents
 
+    def _most_behind(self, block_tokens: int) -> int | None:
+        """The strand furthest below its share once `block_tokens` more are emitted; ties to the first."""
+        live = [i for i in range(len(self.strands)) if i not in self._ended]
+        if not live:
+            return None
+        emitted = np.asarray([s.emitted for s in self.state.strands], dtype=np.float64)
+        deficit = self.shares * (emitted.sum() + block_tokens) - emitted
+        return max(live, key=lambda i: deficit[i])
+
+    def _take(self, index: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        state = self.state.strands[index]
+        while len(state.pending_ids) < count:
+            if not self._fill(index):
+                self._ended.add(index)
+                break
+        ids, keys = state.pending_ids[:count], state.pending_keys[:count]
+        state.pending_ids, state.pending_keys = state.pending_ids[count:], state.pending_keys[count:]
+        state.emitted += len(ids)
+        return ids, keys
+
     def next_block(self) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(ids, word keys, real length) of the next block; None after the last block of a single pass."""
         body = self.body_len
-        while len(self.state.pending_ids) < body and not self._exhausted:
-            self._exhausted = not self._fill()
-        if not len(self.state.pending_ids):
+        id_parts: list[np.ndarray] = []
+        key_parts: list[np.ndarray] = []
+        missing = body
+        while missing and (index := self._most_behind(missing)) is not None:
+            ids, keys = self._take(index, missing)
+            id_parts.append(ids)
+            key_parts.append(keys)
+            missing -= len(ids)
+        if missing == body:
             return None
-        state = self.state
-        ids, keys = state.pending_ids[:body], state.pending_keys[:body]
-        state.pending_ids, state.pending_keys = state.pending_ids[body:], state.pending_keys[body:]
+        ids, keys = np.concatenate(id_parts), np.concatenate(key_parts)
         if self.layout.start_id is not None:
             ids = np.concatenate([[self.layout.start_id], ids])
             keys = np.concatenate([[NOT_A_WORD], keys])

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,10 @@ from pipeline.train.data import (
     StreamState,
     causal_lm_labels,
     mask_for_mlm,
+    plan_mix,
     shard_urls,
 )
+from pipeline.train.continuation import Continuation, ParentModel, continued_schedule, load_parent_weights
 from pipeline.train.loading import MODEL_LOCK, save_model_dir
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -74,6 +76,10 @@ class PretrainResult:
     resumed_from: int | None
     tokens_seen: int = 0  # what pretraining cost, over every resumed attempt: the model card reports it
     train_seconds: float = 0.0
+    mix_target: dict[str, float] = field(default_factory=dict)  # token share per strand of the stream
+    mix_windows: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # realised, per logging window
+    continued_from: str | None = None  # the registered version whose encoder this run started from
+    new_tokens: int | None = None  # tokens of new text a continued run was budgeted on
 
 
 @dataclass(frozen=True)
@@ -292,39 +298,55 @@ def pretrain(
     config: TrainConfig,
     out_dir: Path,
     on_log: LogFn | None = None,
+    continuation: Continuation | None = None,
 ) -> PretrainResult:
-    """Pretrain on the manifest's usable train shards; resumes from out_dir's newest valid checkpoint."""
+    """Pretrain on the manifest's usable train shards; resumes from out_dir's newest valid checkpoint.
+
+    With a `continuation`, training starts from the parent's encoder (the tokenizer must be the parent's),
+    reads the new documents mixed with a replay of the old, for the budget of `train.continuation`."""
     out_dir = Path(out_dir)
     if config.pretrain.devices > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(manifest_path, Path(tokenizer_dir), config, out_dir, on_log)
-    return _train(manifest_path, Path(tokenizer_dir), config, out_dir, on_log)
+        return _launch_torchrun(manifest_path, Path(tokenizer_dir), config, out_dir, on_log, continuation)
+    return _train(manifest_path, Path(tokenizer_dir), config, out_dir, on_log, continuation)
 
 
-def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None) -> PretrainResult:
-    cfg = config.pretrain
-    runtime = _runtime(cfg)
-    _seed_everything(cfg.seed + runtime.rank)
+def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None,
+           continuation: Continuation | None = None) -> PretrainResult:
+    runtime = _runtime(config.pretrain)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.model_max_length = config.model.max_seq_len
+    urls = shard_urls(manifest_path, load_manifest(manifest_path), "train")
+    tokens_per_step = config.pretrain.batch_size * config.model.max_seq_len * config.pretrain.grad_accum * runtime.world
+    if continuation is None:
+        strands = plan_mix(urls, tokenizer.backend_tokenizer, config.mix, config.mix_temperature)
+        cfg, new_tokens = config.pretrain, None
+    else:
+        strands = plan_mix(urls, tokenizer.backend_tokenizer, config.mix, config.mix_temperature,
+                           new_ids=continuation.new_ids(), replay_share=config.continuation.replay_share)
+        new_tokens = sum(s.tokens for s in strands if s.only_ids is not None)
+        cfg = continued_schedule(config, new_tokens, tokens_per_step)
+    _seed_everything(cfg.seed + runtime.rank)
 
-    model = build_model(config.model, tokenizer).to(runtime.device)
+    model = build_model(config.model, tokenizer)
+    if continuation is not None:
+        load_parent_weights(model, continuation.parent.pretrained_dir)
+    model = model.to(runtime.device)
     optimizer = build_optimizer(model, cfg, fused=runtime.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     mask_generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
     stream = PackedStream(
-        shard_urls(manifest_path, load_manifest(manifest_path), "train"),
+        strands,
         tokenizer.backend_tokenizer,
         _layout(tokenizer, cfg.objective),
         seq_len=config.model.max_seq_len,
         seed=cfg.seed,
         with_word_keys=cfg.objective == "mlm" and cfg.whole_word_mask,
-        mix_shards=cfg.mix_shards,
     )
 
     checkpoints = out_dir / "checkpoints"
     if runtime.is_main:
         ckpt.remove_partial(checkpoints)
-    step, losses, tokens_seen, train_seconds, resumed_from = 0, [], 0, 0.0, None
+    step, losses, mix_windows, tokens_seen, train_seconds, resumed_from = 0, [], [], 0, 0.0, None
     latest = ckpt.latest_valid(checkpoints)
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model, optimizer)
@@ -334,6 +356,7 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
         stream.load_state(StreamState.from_dict(state["data"]))
         _set_rng_state(state["rng"][runtime.rank], mask_generator)
         step, losses, tokens_seen, train_seconds = state["step"], [tuple(x) for x in state["losses"]], state["tokens_seen"], state["train_seconds"]
+        mix_windows = [tuple(x) for x in state["mix_windows"]]
         resumed_from = step
 
     # Compile and wrap after loading, so checkpoints always hold the plain module's names.
@@ -345,7 +368,6 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
     if runtime.world > 1:
         model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     autocast = torch.autocast(runtime.device.type, dtype=torch.bfloat16) if runtime.bf16 else nullcontext()
-    tokens_per_step = cfg.batch_size * config.model.max_seq_len * cfg.grad_accum * runtime.world
     flops_token, peak = flops_per_token(raw_model, config.model), bf16_peak_flops(runtime.device)
 
     def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -375,6 +397,7 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
     model.train()
     interval_loss = torch.zeros((), device=runtime.device)
     interval_start, interval_steps = time.perf_counter(), 0
+    window_start = stream.emitted_tokens()
     while step < cfg.max_steps:
         for micro in range(cfg.grad_accum):
             sync = micro == cfg.grad_accum - 1 or runtime.world == 1
@@ -397,6 +420,9 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
             mean_loss = interval_loss.item() / interval_steps
             tokens_per_s = tokens_per_step * interval_steps / max(elapsed, 1e-9)
             losses.append((step, mean_loss))
+            emitted = stream.emitted_tokens()
+            mix_windows.append((step, _window_shares(window_start, emitted)))
+            window_start = emitted
             tokens_seen += tokens_per_step * interval_steps
             train_seconds += elapsed
             record = {
@@ -405,6 +431,7 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
                 "lr": scheduler.get_last_lr()[0],
                 "tokens_per_s": tokens_per_s,
                 "mfu": flops_token * tokens_per_s / (peak * runtime.world) if peak else None,
+                "mix_share": mix_windows[-1][1],
             }
             if on_log is not None and runtime.is_main:
                 on_log(record)
@@ -413,7 +440,8 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
 
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             _checkpoint(checkpoints, step, raw_model, optimizer, scheduler, stream, mask_generator, runtime, config,
-                        {"losses": losses, "tokens_seen": tokens_seen, "train_seconds": train_seconds})
+                        {"losses": losses, "mix_windows": mix_windows, "tokens_seen": tokens_seen,
+                         "train_seconds": train_seconds})
             # The time spent writing it counts in the next interval: checkpoints are part of training's cost.
 
     model_dir = out_dir / "model"
@@ -432,7 +460,18 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
         resumed_from=resumed_from,
         tokens_seen=tokens_seen,
         train_seconds=train_seconds,
+        mix_target=stream.target_shares,
+        mix_windows=mix_windows,
+        continued_from=continuation.parent.reference if continuation is not None else None,
+        new_tokens=new_tokens,
     )
+
+
+def _window_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Each strand's share of the tokens emitted between two counts."""
+    window = {name: after[name] - before.get(name, 0) for name in after}
+    total = sum(window.values())
+    return {name: count / total for name, count in window.items()} if total else {}
 
 
 def _checkpoint(
@@ -465,7 +504,8 @@ def _checkpoint(
 # ---------------------------------------------------------------- torchrun launcher
 
 
-def write_launch_spec(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path) -> Path:
+def write_launch_spec(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path,
+                      continuation: Continuation | None = None) -> Path:
     """The arguments of a run in a file, for `python -m pipeline.train.pretrain <spec>` in a new process."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = out_dir / "launch.json"
@@ -474,13 +514,25 @@ def write_launch_spec(manifest_path: str, tokenizer_dir: Path, config: TrainConf
         "tokenizer_dir": str(tokenizer_dir),
         "out_dir": str(out_dir),
         "config": config.model_dump(mode="json"),
+        "continuation": None if continuation is None else {
+            "parent": {**asdict(continuation.parent), "pretrained_dir": str(continuation.parent.pretrained_dir)},
+            "new_ids_file": str(continuation.new_ids_file),
+        },
     }))
     return spec
 
 
-def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None) -> PretrainResult:
+def _continuation_from_spec(spec: dict[str, Any] | None) -> Continuation | None:
+    if spec is None:
+        return None
+    parent = ParentModel(**{**spec["parent"], "pretrained_dir": Path(spec["parent"]["pretrained_dir"])})
+    return Continuation(parent, Path(spec["new_ids_file"]))
+
+
+def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir: Path, on_log: LogFn | None,
+                     continuation: Continuation | None) -> PretrainResult:
     """Run this module under torchrun with one process per device; log records stream back on stdout."""
-    spec = write_launch_spec(manifest_path, tokenizer_dir, config, out_dir)
+    spec = write_launch_spec(manifest_path, tokenizer_dir, config, out_dir, continuation)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.pretrain.devices}",
                "-m", "pipeline.train.pretrain", str(spec)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
@@ -497,7 +549,8 @@ def _launch_torchrun(manifest_path: str, tokenizer_dir: Path, config: TrainConfi
 
 def _read_result(path: Path) -> PretrainResult:
     data = json.loads(path.read_text())
-    return PretrainResult(**{**data, "model_dir": Path(data["model_dir"]), "losses": [tuple(x) for x in data["losses"]]})
+    return PretrainResult(**{**data, "model_dir": Path(data["model_dir"]), "losses": [tuple(x) for x in data["losses"]],
+                                "mix_windows": [tuple(x) for x in data["mix_windows"]]})
 
 
 def _print_log(record: dict[str, Any]) -> None:
@@ -511,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = json.loads(parser.parse_args(argv).spec.read_text())
     config = TrainConfig.model_validate(spec["config"])
     out_dir = Path(spec["out_dir"])
-    result = _train(spec["manifest_path"], Path(spec["tokenizer_dir"]), config, out_dir, _print_log)
+    result = _train(spec["manifest_path"], Path(spec["tokenizer_dir"]), config, out_dir, _print_log,
+                    _continuation_from_spec(spec.get("continuation")))
     if int(os.environ.get("RANK", "0")) == 0:
         (out_dir / RESULT_FILE).write_text(json.dumps({**asdict(result), "model_dir": str(result.model_dir)}))
     if dist.is_initialized():

@@ -20,7 +20,8 @@ from pipeline.config import ModelConfig, PretrainConfig, TokenizerConfig, TrainC
 from pipeline.schema import DOCUMENT_SCHEMA, Manifest, ShardRecord, document_id
 
 SHARD_SCHEMA = (
-    DOCUMENT_SCHEMA.append(pa.field("words", pa.list_(pa.string())))
+    DOCUMENT_SCHEMA.append(pa.field("content_hash", pa.string()))
+    .append(pa.field("words", pa.list_(pa.string())))
     .append(pa.field("n_words", pa.int32()))
     .append(pa.field("split", pa.string()))
 )
@@ -63,7 +64,7 @@ def _en_sentence(rng: random.Random) -> list[str]:
     return [*tokens, "."]
 
 
-def _document(rng: random.Random, lang: str, n_sentences: int) -> tuple[str, list[str]]:
+def generated_document(rng: random.Random, lang: str, n_sentences: int) -> tuple[str, list[str]]:
     """Text and its words; Chinese words join without spaces, English tokens with spaces (no space before '.')."""
     words: list[str] = []
     for _ in range(n_sentences):
@@ -77,7 +78,7 @@ def _document(rng: random.Random, lang: str, n_sentences: int) -> tuple[str, lis
 def _rows(split: str, lang: str, count: int, rng: random.Random, marker: str | None = None) -> list[dict]:
     rows = []
     for i in range(count):
-        text, words = _document(rng, lang, rng.randint(1, 6))
+        text, words = generated_document(rng, lang, rng.randint(1, 6))
         if marker:
             text, words = marker + text, [marker, *words]
         rows.append(
@@ -97,7 +98,9 @@ def _rows(split: str, lang: str, count: int, rng: random.Random, marker: str | N
 
 
 def write_shard(path: Path, rows: list[dict]) -> None:
-    """Rows (dicts with SHARD_SCHEMA's fields; missing ones null) as an Arrow IPC stream file."""
+    """Rows (dicts with SHARD_SCHEMA's fields; missing ones null, the content hash that of the text) as an
+    Arrow IPC stream file."""
+    rows = [{**row, "content_hash": hashlib.sha256(row["text"].encode()).hexdigest()} for row in rows]
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, SHARD_SCHEMA) as writer:
