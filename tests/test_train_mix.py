@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from helpers.training import generated_document, shard_record, tiny_train_config, write_dataset, write_manifest, write_shard
 from tokenizers import Tokenizer
-from transformers import AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.config import ConfigError, ContinuationConfig, RegistryConfig, load_config, parse_config
 from pipeline.registry import register_model
@@ -33,6 +33,7 @@ from pipeline.train.data import (
     plan_mix,
     shard_urls,
 )
+from pipeline.train.loading import MODEL_LOCK, save_model_dir
 from pipeline.train.pretrain import _layout, pretrain
 from pipeline.train.tokenizer import train_tokenizer
 from pipeline.versions import load_manifest
@@ -267,7 +268,11 @@ def test_plan_continuation_finds_the_champions_encoder_or_says_why_not(workdir: 
     continuation, note = plan_continuation(config, "enc-task", tracking_uri, b, workdir / "plan-before")
     assert continuation is None and note.startswith("fresh run:")  # nothing registered yet
 
-    register_model(parent.model_dir, config=registry, tracking_uri=tracking_uri, params={}, metrics={"accuracy": 0.5},
+    # a task model fine-tuned from the parent is what gets registered; its untrained head will do here
+    with MODEL_LOCK:
+        classifier = AutoModelForSequenceClassification.from_pretrained(parent.model_dir, num_labels=2)
+    save_model_dir(classifier, AutoTokenizer.from_pretrained(parent.model_dir), workdir / "plan-task-model")
+    register_model(workdir / "plan-task-model", config=registry, tracking_uri=tracking_uri, params={}, metrics={"accuracy": 0.5},
                    curves={}, lineage={"manifest_uri": a, "dataset_version": "A"},
                    artifacts={PRETRAINED_ARTIFACT: parent.model_dir}, input_example=["我们很满意。"])
     continuation, note = plan_continuation(config, "enc-task", tracking_uri, b, workdir / "plan-after")
