@@ -126,14 +126,14 @@ def data_juicer_run(dj_process: str, texts: list[str], scratch: Path, processes:
 
 
 def _run_timings(started_at: datetime, wall: float) -> dict:
-    """From the newest build-dataset run: start-up to the first partition, and the validation phase's share."""
+    """From the newest build run: start-up to the first partition, and the validation phase's share."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, TaskRunFilter
     from prefect.client.schemas.filters import TaskRunFilterFlowRunId
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started_at)))
-        (run,) = [r for r in runs if r.name and client.read_flow(r.flow_id).name == "build-dataset"]
+        (run,) = [r for r in runs if r.name and client.read_flow(r.flow_id).name == "build-corpus"]
         of_run = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
         tasks, page = [], None
         while page is None or len(page) == 200:  # the API serves at most 200 per request

@@ -28,7 +28,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,8 +40,8 @@ from flows.events import announce_dataset_version
 from flows.lease import dataset_lease
 from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
-from flows.runners import task_runner_for
-from flows.workers import preload_as_workers_free, run_in_worker, start_workers
+from flows.runners import ray_task_runner
+from flows.workers import preload_as_workers_free, run_in_worker, start_build_workers
 from pipeline import card, contracts, plots, reproduce, sources, storage, versions
 from pipeline.steps import dedup_step, manifest as manifests, partitions, writing
 from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
@@ -188,18 +187,21 @@ def build_corpus(config_path: str, refresh: bool = False, wait: bool = True) -> 
 
     One build of a dataset at a time: another one's lease is waited for, or with `wait` off fails this run
     (LeaseHeld). A refresh keeps the ids of the newest version where documents tie (`dedup.keep_ids_of`).
+    Locally the steps run in this flow, whose thread pool hands the work to the worker processes; a nested
+    flow (seconds of start and end on every build) is started only for Ray, whose task runner it sets.
     """
     config = load_config(config_path)
     with dataset_lease(config, wait):
         config = dedup_step.settle_previous_versions(config, refresh)
-        return build_dataset.with_options(task_runner=task_runner_for(config.runner))(config)
+        if config.runner.kind == "local":
+            return build_dataset(config)
+        on_ray = flow(build_dataset, name="build-dataset", task_runner=ray_task_runner(config.runner))
+        return on_ray(config)
 
 
-@flow(name="build-dataset")
 def build_dataset(config: CorpusflowConfig) -> str:
     paths = resolve_paths(config)
-    if config.runner.kind == "local":
-        start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
+    start_build_workers(config)
     planned = [plan_source.submit(config, paths, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)

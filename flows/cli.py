@@ -57,7 +57,9 @@ WaitOption = Annotated[bool, typer.Option(
 @app.command()
 def build(config: ConfigOption = Path("configs/demo.yaml"), wait: WaitOption = True) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
-    load_config(config)  # a bad config fails here, before a server starts
+    from flows.workers import start_build_workers
+
+    start_build_workers(load_config(config))  # a bad config fails here, before a server starts
     manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config),
                          wait=wait)
     _print_manifest(manifest)
@@ -172,7 +174,10 @@ def run(
 
     As a refresh, the build keeps the newest version's ids: a text ingested again is the duplicate.
     """
+    from flows.workers import start_build_workers
+
     cfg = load_config(config)  # a bad config fails here, before a server starts
+    start_build_workers(cfg)
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
                        force_train=force_train, wait=wait, progress_to_stderr=as_json)
     _print_result(result, cfg, config, as_json)

@@ -37,6 +37,8 @@ from prefect.schedules import Cron, Interval, Schedule
 from prefect.workers.process import ProcessWorker
 
 from flows.events import DATASET_PUBLISHED, DATASET_RESOURCE_PREFIX
+from flows.workers import serving_workers
+from pipeline.config import load_config
 
 TIMEZONE = "Asia/Shanghai"  # cron times are local to the team that runs the corpus, DST-safe
 CPU_POOL = "corpusflow-cpu"
@@ -242,7 +244,8 @@ def deploy_all(
 def serve(config_path: str, specs: list[DeploymentSpec] | None = None) -> None:
     """Run the deployments' schedules and triggers from this process until interrupted (Ctrl-C)."""
     config_path = str(Path(config_path).resolve())
-    serve_deployments(*(to_runner_deployment(spec) for spec in specs or deployment_specs(config_path)))
+    with serving_workers(load_config(config_path)):  # one warm worker pool for every build run served
+        serve_deployments(*(to_runner_deployment(spec) for spec in specs or deployment_specs(config_path)))
 
 
 TRIGGER_YAML_FIELDS = {"name", "expect", "match", "parameters", "posture", "threshold", "within"}

@@ -1,23 +1,48 @@
 """A process pool for CPU-heavy partition work (parsing, normalising, jieba) called from threads.
 
 Task threads hand whole partitions to worker processes: the GIL would otherwise serialise every stage
-but segmentation. Workers are spawned, not forked, because the calling process runs threads and an event
-loop that a fork would copy in an undefined state; each worker loads the chain's dictionaries once.
+but segmentation. Workers are not forked from the calling process, which runs threads and an event loop
+that a fork would copy in an undefined state: they are forked from a fork server, a fresh single-threaded
+process that first imports pipeline.steps.preload. The chain's modules, dictionaries and models are thus
+loaded once per pool, not once per worker, and a worker starts in milliseconds, warm. A forked worker
+also ends without tearing its modules down one by one (a spawned one takes seconds to exit).
+
+A served process (`corpusflow serve`) keeps one warm pool for all the flow runs it starts, each in a
+process of its own: `serving_workers` offers the pool on a local socket whose address the runs inherit in
+their environment, and `run_in_worker` in a run hands its work there. Start-up (the fork server's preload,
+Great Expectations' import in each worker) is then paid once per served process, not once per run.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import multiprocessing
+import os
+import secrets
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from contextlib import contextmanager
+from functools import partial
+from multiprocessing.connection import Client
+from multiprocessing.managers import BaseManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.steps import partitions
+from pipeline.steps.provenance import code_version
+from pipeline.config import CorpusflowConfig
 
 if TYPE_CHECKING:
     from flows.progress import BuildProgress
 
 T = TypeVar("T")
+
+PRELOAD = ["pipeline.steps.preload"]  # what the fork server imports before it forks the first worker
+SERVED_POOL_ENV = "CORPUSFLOW_WORKER_POOL"  # where a served process offers its pool to the runs it starts
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
@@ -44,17 +69,36 @@ def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> Pr
         if not _pools:
             atexit.register(shutdown_workers)  # idle workers would otherwise outlive a crashed parent's exit
         if workers not in _pools:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)  # read when the server starts: with the first pool
             _pools[workers] = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker,
-                initargs=(warm_up,))
+                max_workers=workers, mp_context=context, initializer=_warm_worker, initargs=(warm_up,))
         return _pools[workers]
 
 
 def start_workers(workers: int, warm_up: Callable[[], object] | None = None) -> None:
-    """Spawn the pool's processes now, so they warm up while the flow is still planning its partitions."""
+    """Start the pool's processes in the background, so they warm up while the caller goes on (importing
+    Prefect, planning partitions): a worker's start waits for the fork server's preload. A task handed to
+    the pool meanwhile waits for its worker."""
     pool = worker_pool(workers, warm_up)
-    for _ in range(workers):
-        pool.submit(int)
+    threading.Thread(target=_fill, args=(pool, workers), name="worker-pool-start", daemon=True).start()
+
+
+def _fill(pool: ProcessPoolExecutor, workers: int) -> None:
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    except RuntimeError:  # shut down before its workers started: a build that failed at once, or an exit
+        pass
+
+
+def start_build_workers(config: CorpusflowConfig) -> None:
+    """Start a local build's pool, each worker warmed up for `config`'s chain (on Ray, nothing to start).
+
+    The CLI calls this before it imports Prefect, so the pool is warm when the first partition comes.
+    """
+    if config.runner.kind == "local" and _served_pool(config.runner.workers) is None:
+        start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
 
 
 def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callable[[BuildProgress], None]:
@@ -63,7 +107,7 @@ def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callabl
     Used to import what a later stage needs (Great Expectations takes seconds) in the time a worker would
     otherwise wait for the last partitions and the global steps, instead of on that stage's critical path.
     """
-    handed = 0
+    handed = workers if _served_pool(workers) else 0  # a served pool's workers loaded it when it started
 
     def on_progress(progress: BuildProgress) -> None:
         nonlocal handed
@@ -76,8 +120,95 @@ def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callabl
 
 
 def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
-    """Run fn(*args) in the shared pool of `workers` processes and wait for its result."""
-    return worker_pool(workers).submit(fn, *args).result()
+    """Run fn(*args) in the pool of `workers` processes (a served one when this run has it) and wait.
+
+    An exception of fn is raised here as itself, so retry conditions see its type.
+    """
+    served = _served_pool(workers)
+    if served is None:
+        return worker_pool(workers).submit(fn, *args).result()
+    client = _PoolClient(address=served["address"], authkey=bytes.fromhex(served["authkey"]))
+    client.connect()
+    return client.pool().run(fn, args)
+
+
+class _Pool:
+    """What a served process offers: a call run in its pool of `workers` processes."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, fn: Callable[..., T], args: tuple) -> T:
+        return worker_pool(self.workers).submit(fn, *args).result()
+
+
+class _PoolServer(BaseManager):
+    pass
+
+
+class _PoolClient(BaseManager):
+    pass
+
+
+_PoolClient.register("pool")
+
+
+@contextmanager
+def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
+    """While inside, this process keeps a warm pool for `config` that the flow runs it starts use.
+
+    The pool starts now; each worker also imports Great Expectations now, once for every later run.
+    Runs find the pool through their environment and use it only when they want as many workers and
+    run the same code (a run of newer code on disk gets a pool of its own); on Ray nothing is served.
+    """
+    if config.runner.kind != "local":
+        yield
+        return
+    from pipeline import contracts  # here: the CLI imports this module on its way to the first partition
+
+    workers = config.runner.workers
+    start_build_workers(config)
+    for _ in range(workers):
+        worker_pool(workers).submit(contracts.warm_up)
+    directory = tempfile.mkdtemp(prefix="corpusflow-pool-")  # private (0700): only this user reaches the socket
+    authkey = secrets.token_bytes(32)
+    _PoolServer.register("pool", callable=partial(_Pool, workers))
+    server = _PoolServer(address=str(Path(directory) / "socket"), authkey=authkey).get_server()
+    server.stop_event = threading.Event()  # what its connections' threads watch; serve_forever would set it
+    accepting = threading.Thread(target=_accept, args=(server,), name="worker-pool-server", daemon=True)
+    accepting.start()
+    os.environ[SERVED_POOL_ENV] = json.dumps(
+        {"address": server.address, "authkey": authkey.hex(), "workers": workers, "code": code_version()})
+    try:
+        yield
+    finally:
+        os.environ.pop(SERVED_POOL_ENV, None)
+        server.stop_event.set()
+        Client(server.address).close()  # wakes the accepting thread, which then ends (no handshake: see _accept)
+        accepting.join()  # it removes the socket as it closes
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _accept(server: Any) -> None:
+    """The manager server's accept loop (its own `serve_forever` ends by exiting, and rebinds stdout).
+
+    A connection is authenticated by `handle_request`, in its own thread, not here.
+    """
+    with server.listener:
+        while True:
+            connection = server.listener.accept()
+            if server.stop_event.is_set():
+                return
+            threading.Thread(target=server.handle_request, args=(connection,), daemon=True).start()
+
+
+def _served_pool(workers: int) -> dict | None:
+    """The served pool this process may use for `workers` workers: same size, same code; else None."""
+    offered = os.environ.get(SERVED_POOL_ENV)
+    if not offered:
+        return None
+    served = json.loads(offered)
+    return served if served["workers"] == workers and served["code"] == code_version() else None
 
 
 def shutdown_workers() -> None:

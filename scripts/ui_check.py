@@ -5,8 +5,8 @@ Run after the demo (`python3 dev.py demo`) or any build:
     python scripts/ui_check.py [--out runs/ui-check] [--api http://127.0.0.1:PORT/api]
 
 It finds (or starts) the local Prefect server the CLI uses, checks that the UI is told to call that server's
-API, opens the flow-runs page and the newest build's flow runs (build-corpus and its build-dataset subflow)
-in Chromium, saves a screenshot of each, and exits 1 if a page shows an API connection error or the runs
+API, opens the flow-runs page and the newest build's flow runs (build-corpus, and its build-dataset subflow
+on Ray) in Chromium, saves a screenshot of each, and exits 1 if a page shows an API connection error or the runs
 page does not list the build. Needs Debian's `chromium` (`apt-get install chromium`); the test suite does not.
 """
 

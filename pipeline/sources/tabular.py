@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -48,10 +49,10 @@ def record_ranges(source: SourceConfig, path: str, size: int) -> list[tuple[int,
     starts: list[tuple[int, RecordSeek | None]] = []
     index = 0
     for ordinal, member in enumerate(members(path)):
-        for record in _member_records(source, member, index):
-            if record.index % size == 0:
-                starts.append((record.index, RecordSeek(ordinal, record.position - 1) if seekable else None))
-            index = record.index + 1
+        for position in _record_positions(source, member):
+            if index % size == 0:
+                starts.append((index, RecordSeek(ordinal, position - 1) if seekable else None))
+            index += 1
     if not starts:
         return [(0, None, None)]
     return [(start, starts[i + 1][0] if i + 1 < len(starts) else None, seek) for i, (start, seek) in enumerate(starts)]
@@ -88,6 +89,17 @@ def iter_records(source: SourceConfig, path: str, seek: RecordSeek | None = None
 def _member_records(source: SourceConfig, member: Member, first: int, skip_lines: int = 0) -> Iterator[RawRecord]:
     parse = _jsonl_records if source.format == "jsonl" else _csv_records
     return parse(source, member, member_encoding(source, member), first, skip_lines)
+
+
+def _record_positions(source: SourceConfig, member: Member) -> Iterator[int]:
+    """The line each record of a data file starts on, numbered as `_member_records` numbers them.
+
+    For CSV only the rows are parsed, not checked or mapped: planning a build passes over the whole input
+    before any partition starts, so this pass is on every build's critical path.
+    """
+    if source.format == "jsonl":
+        return (record.position for record in _member_records(source, member, 0))
+    return _csv_positions(source, member, member_encoding(source, member))
 
 
 def member_encoding(source: SourceConfig, member: Member) -> str:
@@ -224,6 +236,30 @@ class _LineFeed:
 def _csv_records(
     source: SourceConfig, member: Member, encoding: str, first: int, skip_lines: int = 0,
 ) -> Iterator[RawRecord]:
+    with _csv_reader(source, member, encoding) as (feed, reader, header):
+        feed.skip(skip_lines - feed.line_no)  # the header read, on to the partition's first record
+        width = len(header) if header is not None else None
+        text_at = header.index(source.fields["text"]) if header is not None else int(source.fields["text"])
+        for index, (position, row, reason) in enumerate(_csv_rows(feed, reader), first):
+            if row is not None:
+                width = width if width is not None else len(row)  # a headerless file: its first row's
+                reason = _csv_row_problem(width, text_at, row, feed, encoding)
+            names = header if header is not None else [str(i) for i in range(len(row or ()))]
+            columns = dict(zip(names, (strip_bom(v) for v in row))) if row and not reason else None
+            yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
+
+
+def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[int]:
+    with _csv_reader(source, member, encoding) as (feed, reader, _):
+        for position, _, _ in _csv_rows(feed, reader):
+            yield position
+
+
+@contextmanager
+def _csv_reader(
+    source: SourceConfig, member: Member, encoding: str
+) -> Iterator[tuple[_LineFeed, Iterator[list[str]], list[str] | None]]:
+    """The line feed and csv reader of a data file, past its header (read and checked when it has one)."""
     # csv's field limit is process-wide; it is raised to the record cap so fields up to the cap parse,
     # and a quoted field growing past it over many lines becomes a csv.Error, not unbounded memory.
     csv.field_size_limit(max(csv.field_size_limit(), source.max_record_bytes))
@@ -231,29 +267,23 @@ def _csv_records(
         feed = _LineFeed(capped_lines(stream, source.max_record_bytes), line_codec)
         reader = csv.reader(feed, delimiter=_delimiter(source))
         header = _read_header(source, member, reader) if source.header else None
-        if source.header and header is None:
-            return  # no row at all: zero records
-        feed.skip(skip_lines - feed.line_no)  # the header read, on to the partition's first record
-        width = len(header) if header is not None else None
-        text_at = header.index(source.fields["text"]) if header is not None else int(source.fields["text"])
-        index = first
-        while True:
-            position = feed.start_record()
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                row, reason = None, "record_too_large" if "field larger" in str(error) else "bad_csv_row"
-            else:
-                if not row:
-                    continue
-                width = width if width is not None else len(row)  # a headerless file: its first row's
-                reason = _csv_row_problem(width, text_at, row, feed, encoding)
-            names = header if header is not None else [str(i) for i in range(len(row or ()))]
-            columns = dict(zip(names, (strip_bom(v) for v in row))) if row and not reason else None
-            yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
-            index += 1
+        no_rows = source.header and header is None  # not even a header: zero records
+        yield feed, iter(()) if no_rows else reader, header
+
+
+def _csv_rows(feed: _LineFeed, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line it starts on, row, why it could not be parsed) of each record; blank rows are no records."""
+    while True:
+        position = feed.start_record()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield position, None, "record_too_large" if "field larger" in str(error) else "bad_csv_row"
+        else:
+            if row:
+                yield position, row, None
 
 
 def _read_header(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> list[str] | None:

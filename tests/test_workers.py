@@ -1,0 +1,59 @@
+"""The build's worker pool: workers forked warm from a fork server that loaded the chain once, and served."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from flows.workers import SERVED_POOL_ENV, run_in_worker, serving_workers, shutdown_workers, start_workers
+from pipeline.config import parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def in_worker(expression: str) -> object:
+    """`expression` evaluated in a worker of the one-process pool (eval travels; a test function would not)."""
+    return run_in_worker(1, eval, expression)
+
+
+def test_a_worker_starts_with_the_chains_dictionaries_and_models_loaded() -> None:
+    shutdown_workers()
+    start_workers(1)  # no warm-up of its own: what it has, it was forked with
+    try:
+        cutters = in_worker("__import__('pipeline.text.segment').text.segment.zh_cutter.cache_info().currsize")
+        models = in_worker("__import__('pipeline.text.langid').text.langid.identifier.cache_info().currsize")
+        parent = in_worker("__import__('os').getppid()")
+    finally:
+        shutdown_workers()
+    assert (cutters, models) == (1, 1)
+    assert parent != os.getpid()  # forked from the pool's server, not from this threaded process
+
+
+def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review\n很好\n", encoding="utf-8")
+    config = parse_config({"run_dir": str(tmp_path / "run"), "runner": {"workers": 1}, "sources": [
+        {"name": "reviews", "kind": "comments", "lang": "zh", "uri": str(reviews), "format": "csv",
+         "fields": {"text": "review"}}]})
+    run = ("import os; from flows import workers\n"
+           "print(workers.run_in_worker(1, os.getpid))\n"
+           "try:\n    workers.run_in_worker(1, int, 'not a number')\nexcept ValueError as error:\n    print('raised')\n"
+           "print(len(workers._pools), workers._served_pool(2))")
+    shutdown_workers()
+    try:
+        with serving_workers(config):
+            # a flow run of `corpusflow serve` is a process of its own that inherits the environment
+            done = subprocess.run([sys.executable, "-c", run], cwd=REPO, capture_output=True, text=True, timeout=120)
+            served = {p.pid for p in psutil.Process().children(recursive=True)}
+        assert SERVED_POOL_ENV not in os.environ
+    finally:
+        shutdown_workers()
+    assert done.returncode == 0, done.stderr
+    worker, raised, pools = done.stdout.splitlines()
+    assert int(worker) in served  # the served process's worker did the work
+    assert raised == "raised"  # the work's own exception, raised in the run
+    assert pools == "0 None"  # the run started no pool; a run wanting another size would not use the served one
