@@ -12,9 +12,9 @@ the two builds' dataset version ids are compared: a speed change must not change
 
 The timeline comes from the Prefect API: the command's start, the flow runs' and every task run's start
 and end, the command's end. Each instant of the build's wall time is given to the phase of a task running
-then (partitions first, then the global steps, validation, planning and finishing); an instant with no
-task running is start-up (before the first flow), between tasks (inside the flow) or the end of the flows
-(after the last task, until the command has exited). The partition phase's throughput is also given per
+then (partitions first, then shard writing and validation, dedup, planning, manifest/publish/pictures);
+an instant with no task running is start-up (before the first flow), between tasks (inside the flow) or
+the end of the flows (after the last task, until the command has exited). The partition phase's throughput is also given per
 core, against raw jieba.
 
 With `--profile`, py-spy samples the command's whole process tree (main process, fork server and workers)
@@ -45,11 +45,17 @@ from build_throughput import config_for, raw_jieba_seconds, review_texts, write_
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = 2
-# Task families (a task's function name) by phase; a family not named here is one of the global steps.
-PARTITION_TASKS = {"process_partition"}
-PLANNING_TASKS = {"plan_source", "check_inputs", "fetch_input"}
-VALIDATION_TASKS = {"validate_shards"}
-FINISHING_TASKS = {"finalize", "attach_pictures"}
+# Task families (a task's function name) by phase, in the order that claims an instant when several run;
+# a family not named here counts among "other global steps". Older builds' families are kept (finalize,
+# write_shards validated separately) so a baseline of older code is split the same way.
+PHASES = [
+    ("partitions", {"process_partition"}),
+    ("shards and validation", {"plan_writing", "write_shards", "apply_contracts", "validate_shards"}),
+    ("dedup", {"plan_dedup", "dedup_bucket", "resolve_duplicates", "deduplicate"}),
+    ("planning", {"plan_source", "check_inputs", "fetch_input"}),
+    ("manifest, publish and pictures", {"write_manifest", "check_limits", "publish", "announce", "finalize",
+                                        "attach_pictures"}),
+]
 # What a py-spy sample was doing: importing when any frame imports, else by the innermost frame that
 # matches (py-spy shortens paths to the package's folder and file).
 PROFILE_CATEGORIES = [
@@ -91,7 +97,7 @@ def timeline(started_at: datetime, wall: float, config_path: str) -> dict:
     seconds: Counter = Counter()
     edges = sorted({started_at, ended_at, first_flow, *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
     last_task_end = max(e for _, e, _ in spans)
-    order = ["partitions", "global steps", "validation", "planning", "finishing"]
+    order = [phase for phase, _ in PHASES] + ["other global steps"]
     for left, right in zip(edges, edges[1:]):
         if left < started_at or right > ended_at:
             continue
@@ -105,7 +111,7 @@ def timeline(started_at: datetime, wall: float, config_path: str) -> dict:
         else:
             phase = "between tasks"
         seconds[phase] += (right - left).total_seconds()
-    partitions = [t for t in tasks if _family(t) in PARTITION_TASKS and t.start_time]
+    partitions = [t for t in tasks if _phase(t) == "partitions" and t.start_time]
     first_partition = min(t.start_time for t in partitions)
     return {
         "phases_s": {p: round(s, 2) for p, s in seconds.most_common()},
@@ -151,11 +157,7 @@ def _family(task) -> str:
 
 def _phase(task) -> str:
     family = _family(task)
-    for phase, families in (("partitions", PARTITION_TASKS), ("planning", PLANNING_TASKS),
-                            ("validation", VALIDATION_TASKS), ("finishing", FINISHING_TASKS)):
-        if family in families:
-            return phase
-    return "global steps"
+    return next((phase for phase, families in PHASES if family in families), "other global steps")
 
 
 def profile_shares(samples: Path) -> dict:
