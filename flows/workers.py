@@ -125,11 +125,27 @@ def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
     An exception of fn is raised here as itself, so retry conditions see its type.
     """
     served = _served_pool(workers)
+    call = (_in_environment, dict(os.environ), fn, *args)
     if served is None:
-        return worker_pool(workers).submit(fn, *args).result()
+        return worker_pool(workers).submit(*call).result()
     client = _PoolClient(address=served["address"], authkey=bytes.fromhex(served["authkey"]))
     client.connect()
-    return client.pool().run(fn, args)
+    return client.pool().run(call[0], call[1:])
+
+
+def _in_environment(environment: dict[str, str], fn: Callable[..., T], *args: object) -> T:
+    """fn(*args) under the caller's environment variables, not the ones the worker was forked with.
+
+    Workers come from a fork server started with the pool (or, served, by another process), so variables
+    set since then (object-store credentials and endpoints above all) would otherwise not reach them.
+    """
+    if os.environ != environment:
+        import fsspec.config
+
+        os.environ.clear()
+        os.environ.update(environment)
+        fsspec.config.set_conf_env(fsspec.config.conf)  # fsspec read FSSPEC_* once, when it was imported
+    return fn(*args)
 
 
 class _Pool:

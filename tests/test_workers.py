@@ -33,6 +33,22 @@ def test_a_worker_starts_with_the_chains_dictionaries_and_models_loaded() -> Non
     assert parent != os.getpid()  # forked from the pool's server, not from this threaded process
 
 
+def test_a_worker_runs_under_the_callers_current_environment(monkeypatch) -> None:
+    """Credentials and endpoints set after the pool started (a later build in one process) reach the work."""
+    shutdown_workers()
+    start_workers(1)
+    try:
+        before = in_worker("__import__('os').environ.get('AWS_ACCESS_KEY_ID')")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "set-after-the-pool-started")
+        monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+        after = in_worker("__import__('os').environ.get('AWS_ACCESS_KEY_ID')")
+        endpoint = in_worker("__import__('fsspec').config.conf.get('s3', {}).get('endpoint_url')")
+    finally:
+        shutdown_workers()
+    assert before != "set-after-the-pool-started"
+    assert (after, endpoint) == ("set-after-the-pool-started", "http://127.0.0.1:9")
+
+
 def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) -> None:
     reviews = tmp_path / "reviews.csv"
     reviews.write_text("review\n很好\n", encoding="utf-8")
