@@ -113,6 +113,8 @@ def measure(docs: int, partition_docs: int, workers: list[int], workdir: Path | 
     config = CorpusflowConfig(sources=[{"name": f"s{i}", "kind": "comments", "lang": "zh", "uri": "unused", "format": "jsonl",
                                         "fields": {"text": "text"}}
                                        for i in range(4)], dedup=DedupConfig())
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=f"global-steps-{docs}-", dir=workdir))
     try:
         started = time.perf_counter()
