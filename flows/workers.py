@@ -125,12 +125,12 @@ def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
     An exception of fn is raised here as itself, so retry conditions see its type.
     """
     served = _served_pool(workers)
-    call = (_in_environment, dict(os.environ), fn, *args)
+    environment = dict(os.environ)
     if served is None:
-        return worker_pool(workers).submit(*call).result()
+        return worker_pool(workers).submit(_in_environment, environment, fn, *args).result()
     client = _PoolClient(address=served["address"], authkey=bytes.fromhex(served["authkey"]))
     client.connect()
-    return client.pool().run(call[0], call[1:])
+    return client.pool().run(_in_environment, (environment, fn, *args))
 
 
 def _in_environment(environment: dict[str, str], fn: Callable[..., T], *args: object) -> T:
