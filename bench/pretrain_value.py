@@ -8,7 +8,7 @@ For one train config (tokenizer, model shape, pretraining loop) the benchmark
    whole-word masking uses) and written as a dataset version in the shard format (manifest + Arrow IPC);
 2. trains one tokenizer on it, used by both arms;
 3. arm "random": the model built from config with the seed, saved untouched; arm "pretrained": the model
-   pretrained for `pretrain.max_steps` steps (its cost recorded: steps, tokens, seconds);
+   pretrained for `pretrain.max_steps` steps (its cost recorded: steps, tokens, wall and CPU seconds);
 4. fine-tunes both arms with the same task settings and seeds on TNEWS (news topic), ChnSentiCorp and
    online-shopping (sentiment) and MSRA NER, each capped to the same number of examples per split;
 5. reports per task the primary metric of each arm (mean and spread over seeds), the per-seed delta with
@@ -212,13 +212,14 @@ def pretrained_model(manifest: Path, config: TrainConfig, tokenizer_dir: Path, o
     cost_file = out / "cost.json"
     if cost_file.exists():
         return json.loads(cost_file.read_text())
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     result = pretrain(str(manifest), tokenizer_dir, config, out,
                       on_log=lambda r: log.info("pretrain step %d loss %.3f (%.0f tokens/s)", r["step"], r["loss"], r["tokens_per_s"]))
     tokens = result.steps * config.pretrain.batch_size * config.pretrain.grad_accum * config.model.max_seq_len
     cost = {
         "model_dir": str(result.model_dir), "steps": result.steps, "tokens": tokens,
-        "seconds": round(time.perf_counter() - started, 1), "tokens_per_s": round(result.tokens_per_s, 1),
+        "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(time.process_time() - started_cpu, 1),
+        "tokens_per_s": round(result.tokens_per_s, 1),
         "first_loss": result.losses[0][1] if result.losses else None, "final_loss": result.final_loss,
     }
     cost_file.write_text(json.dumps(cost))
