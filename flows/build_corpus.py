@@ -14,7 +14,8 @@ under a work URL every node reaches, so the same flow runs in local processes or
    split/lang shards and its rejects, and validates them against their contracts in the same worker.
 5. contracts: a shard that broke a critical expectation is quarantined.
 6. manifest: inputs, config, code, shards, ledger and contract results; its hash is the version. The
-   dataset card (README.md, with the pictures) is written beside it, outside the hash.
+   dataset card (README.md) is written beside it, outside the hash; a worker draws its pictures meanwhile,
+   and another the Data Docs pages of the shards validated.
 7. limits: a build over them is set aside under failed/ with its reports, LATEST stays, the run fails.
 8. publish (shards, manifest, then LATEST), then announce.
 
@@ -41,8 +42,8 @@ from flows.lease import dataset_lease
 from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import ray_task_runner
-from flows.workers import preload_as_workers_free, run_in_worker, start_build_workers
-from pipeline import card, contracts, plots, reproduce, sources, storage, versions
+from flows.workers import run_in_step_worker, run_in_worker, start_build_workers, start_step_pool_as_workers_free
+from pipeline import card, plots, reproduce, sources, storage, versions
 from pipeline.steps import dedup_step, manifest as manifests, partitions, writing
 from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
 from pipeline.config import CorpusflowConfig, load_config
@@ -131,7 +132,14 @@ def plan_writing(config: CorpusflowConfig, paths: BuildPaths, staged: list[parti
 def write_shards(config: CorpusflowConfig, paths: BuildPaths, group: writing.WritingGroup,
                  decisions: dedup_step.DedupDecisions, staging: str) -> writing.WrittenGroup:
     # In a worker process: Great Expectations is CPU-bound Python, so threads would take turns on one core.
-    return _on_worker(config, writing.write_group, config, group, decisions, staging, paths.contracts, paths.data_docs)
+    return _on_step_worker(config, writing.write_group, config, group, decisions, staging, paths.contracts,
+                           paths.data_docs)
+
+
+@task(retries=2, retry_condition_fn=transient_only)
+def render_data_docs(config: CorpusflowConfig, paths: BuildPaths, written: list[writing.WrittenGroup]) -> str | None:
+    """Data Docs pages of every shard validated, and the index: once for the build, beside the steps after."""
+    return _on_step_worker(config, writing.render_data_docs, written, paths.data_docs)
 
 
 @task
@@ -152,8 +160,14 @@ def write_manifest(config: CorpusflowConfig, inputs: list[InputRecord], assemble
     writing.write_ledger(assembled.staging, assembled.ledger_rows)
     reproduce.save_build_config(assembled.staging, config)
     versions.write_manifest(assembled.staging, manifest)
-    card.write_card(assembled.staging, manifest, config)  # README.md for people and `load_dataset`, with reports/*.png
+    card.write_card(assembled.staging, manifest, config)  # README.md for people and `load_dataset`
     return manifest
+
+
+@task(retries=2, retry_condition_fn=transient_only)
+def draw_pictures(config: CorpusflowConfig, staging: str) -> list[str]:
+    """The card's pictures (length histograms, filter funnel, duplicate rates) into the staging's reports/."""
+    return _on_step_worker(config, plots.plot_dataset, staging)
 
 
 @task
@@ -205,18 +219,20 @@ def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, paths, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)
-    with listening(_preload_validation(config)):
+    with listening(_preload_global_steps(config)):
         staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), work))
     plan = plan_dedup(config, paths, staged)
     collisions = dedup_bucket.map(unmapped(config), unmapped(plan), range(plan.buckets)).result()
     decisions = resolve_duplicates(config, plan, collisions)
     staging, groups = plan_writing(config, paths, staged)
     written = write_shards.map(unmapped(config), unmapped(paths), groups, unmapped(decisions), unmapped(staging)).result()
+    docs = render_data_docs.submit(config, paths, written)
     assembled, suites = apply_contracts(written, decisions, staging)
     manifest = write_manifest(config, inputs, assembled, suites)
-    check_limits(config, paths, manifest, staging)
+    pictures = draw_pictures.submit(config, staging)
+    check_limits(config, paths, manifest, staging, wait_for=[pictures])
     manifest_uri, previous = publish(config, paths, manifest, staging)
-    announce(config, paths, manifest, manifest_uri, previous)
+    announce(config, paths, manifest, manifest_uri, previous, wait_for=[docs])
     attach_pictures(manifest_uri)
     return manifest_uri
 
@@ -241,11 +257,18 @@ def _on_worker(config: CorpusflowConfig, fn: Callable[..., T], *args: object) ->
     return fn(*args)  # on Ray the task already runs in a worker process
 
 
-def _preload_validation(config: CorpusflowConfig) -> Callable[[BuildProgress], None]:
-    """Workers without a partition left import Great Expectations while the others finish and dedup runs."""
-    if config.runner.kind == "local" and config.contracts.enabled:
-        return preload_as_workers_free(config.runner.workers, contracts.warm_up)
-    return lambda progress: None  # on Ray each writing task imports it in its own worker
+def _on_step_worker(config: CorpusflowConfig, fn: Callable[..., T], *args: object) -> T:
+    """In the global steps' pool, whose workers have Great Expectations and matplotlib imported."""
+    if config.runner.kind == "local":
+        return run_in_step_worker(config.runner.workers, fn, *args)
+    return fn(*args)
+
+
+def _preload_global_steps(config: CorpusflowConfig) -> Callable[[BuildProgress], None]:
+    """The global steps' pool starts importing what they need as soon as a chain worker has no partition left."""
+    if config.runner.kind == "local":
+        return start_step_pool_as_workers_free(config.runner.workers)
+    return lambda progress: None  # on Ray each task imports them in its own worker
 
 
 def _source(config: CorpusflowConfig, name: str):

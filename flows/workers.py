@@ -7,6 +7,12 @@ process that first imports pipeline.steps.preload. The chain's modules, dictiona
 loaded once per pool, not once per worker, and a worker starts in milliseconds, warm. A forked worker
 also ends without tearing its modules down one by one (a spawned one takes seconds to exit).
 
+The global steps after the partitions (shard writing with its validation, the card's pictures, Data Docs)
+run in a pool of their own: Great Expectations and matplotlib take seconds to import, which each chain
+worker would pay again on the build's critical path. That pool's process is forked from the fork server
+when the first chain worker has no partition left; it imports them once, while the last partitions run,
+then forks its workers, warm, and serves their calls on a local socket.
+
 A served process (`corpusflow serve`) keeps one warm pool for all the flow runs it starts, each in a
 process of its own: `serving_workers` offers the pool on a local socket whose address the runs inherit in
 their environment, and `run_in_worker` in a run hands its work there. Start-up (the fork server's preload,
@@ -27,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import partial
-from multiprocessing.connection import Client
+from multiprocessing.connection import Client, Connection
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +52,7 @@ SERVED_POOL_ENV = "CORPUSFLOW_WORKER_POOL"  # where a served process offers its 
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
+_shutdown_registered = False
 
 
 def _warm_worker(warm_up: Callable[[], object] | None) -> None:
@@ -66,14 +73,21 @@ def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> Pr
     during its first task; `warm_up` counts only when the pool is created.
     """
     with _lock:
-        if not _pools:
-            atexit.register(shutdown_workers)  # idle workers would otherwise outlive a crashed parent's exit
+        _shut_down_at_exit()
         if workers not in _pools:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(PRELOAD)  # read when the server starts: with the first pool
             _pools[workers] = ProcessPoolExecutor(
                 max_workers=workers, mp_context=context, initializer=_warm_worker, initargs=(warm_up,))
         return _pools[workers]
+
+
+def _shut_down_at_exit() -> None:
+    """Once per process: idle workers would otherwise outlive a crashed parent's exit."""
+    global _shutdown_registered
+    if not _shutdown_registered:
+        atexit.register(shutdown_workers)
+        _shutdown_registered = True
 
 
 def start_workers(workers: int, warm_up: Callable[[], object] | None = None) -> None:
@@ -101,20 +115,13 @@ def start_build_workers(config: CorpusflowConfig) -> None:
         start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
 
 
-def preload_as_workers_free(workers: int, load: Callable[[], object]) -> Callable[[BuildProgress], None]:
-    """A progress listener that hands `load` to each worker as the partitions left no longer need it.
-
-    Used to import what a later stage needs (Great Expectations takes seconds) in the time a worker would
-    otherwise wait for the last partitions and the global steps, instead of on that stage's critical path.
-    """
-    handed = workers if _served_pool(workers) else 0  # a served pool's workers loaded it when it started
+def start_step_pool_as_workers_free(workers: int) -> Callable[[BuildProgress], None]:
+    """A progress listener that starts the global steps' pool when a chain worker has no partition left:
+    its imports then take the core that worker would leave idle until the last partitions end."""
 
     def on_progress(progress: BuildProgress) -> None:
-        nonlocal handed
-        idle = workers - (progress.total - progress.done)  # never more than `workers`: done <= total
-        while handed < idle:
-            worker_pool(workers).submit(load)
-            handed += 1
+        if progress.total - progress.done < workers and not _served_pool(workers):
+            step_pool(workers)
 
     return on_progress
 
@@ -128,9 +135,20 @@ def run_in_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
     environment = dict(os.environ)
     if served is None:
         return worker_pool(workers).submit(_in_environment, environment, fn, *args).result()
-    client = _PoolClient(address=served["address"], authkey=bytes.fromhex(served["authkey"]))
+    return _call(served["address"], served["authkey"], _in_environment, (environment, fn, *args))
+
+
+def run_in_step_worker(workers: int, fn: Callable[..., T], *args: object) -> T:
+    """Run fn(*args) in the global steps' pool of `workers` processes (started now if it is not) and wait."""
+    served = _served_pool(workers)
+    steps = served["steps"] if served else step_pool(workers).endpoint()
+    return _call(steps["address"], steps["authkey"], _in_environment, (dict(os.environ), fn, *args))
+
+
+def _call(address: str, authkey: str, fn: Callable[..., T], args: tuple) -> T:
+    client = _PoolClient(address=address, authkey=bytes.fromhex(authkey))
     client.connect()
-    return client.pool().run(_in_environment, (environment, fn, *args))
+    return client.pool().run(fn, args)
 
 
 def _in_environment(environment: dict[str, str], fn: Callable[..., T], *args: object) -> T:
@@ -149,17 +167,13 @@ def _in_environment(environment: dict[str, str], fn: Callable[..., T], *args: ob
 
 
 class _Pool:
-    """What a served process offers: a call run in its pool of `workers` processes."""
+    """What a pool's server offers: a call run in one of its processes."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, executor: Callable[[], ProcessPoolExecutor]) -> None:
+        self.executor = executor
 
     def run(self, fn: Callable[..., T], args: tuple) -> T:
-        return worker_pool(self.workers).submit(fn, *args).result()
-
-
-class _PoolServer(BaseManager):
-    pass
+        return self.executor().submit(fn, *args).result()
 
 
 class _PoolClient(BaseManager):
@@ -173,36 +187,110 @@ _PoolClient.register("pool")
 def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
     """While inside, this process keeps a warm pool for `config` that the flow runs it starts use.
 
-    The pool starts now; each worker also imports Great Expectations now, once for every later run.
+    The pool starts now; each worker also imports Great Expectations and matplotlib now, once for every
+    later run.
     Runs find the pool through their environment and use it only when they want as many workers and
     run the same code (a run of newer code on disk gets a pool of its own); on Ray nothing is served.
     """
     if config.runner.kind != "local":
         yield
         return
-    from pipeline import contracts  # here: the CLI imports this module on its way to the first partition
+    from pipeline.steps import writing  # here: the CLI imports this module on its way to the first partition
 
     workers = config.runner.workers
     start_build_workers(config)
-    for _ in range(workers):
-        worker_pool(workers).submit(contracts.warm_up)
+    steps = step_pool(workers)
+    with _serving(partial(worker_pool, workers)) as endpoint:
+        os.environ[SERVED_POOL_ENV] = json.dumps(
+            {**endpoint, "steps": steps.endpoint(), "workers": workers, "code": code_version()})
+        try:
+            yield
+        finally:
+            os.environ.pop(SERVED_POOL_ENV, None)
+
+
+@contextmanager
+def _serving(executor: Callable[[], ProcessPoolExecutor]) -> Iterator[dict[str, str]]:
+    """While inside, calls to `executor`'s pool are served on a private local socket: {address, authkey}."""
     directory = tempfile.mkdtemp(prefix="corpusflow-pool-")  # private (0700): only this user reaches the socket
     authkey = secrets.token_bytes(32)
-    _PoolServer.register("pool", callable=partial(_Pool, workers))
-    server = _PoolServer(address=str(Path(directory) / "socket"), authkey=authkey).get_server()
+    manager = type("PoolServer", (BaseManager,), {})  # registrations are per class: one for each server
+    manager.register("pool", callable=partial(_Pool, executor))
+    server = manager(address=str(Path(directory) / "socket"), authkey=authkey).get_server()
     server.stop_event = threading.Event()  # what its connections' threads watch; serve_forever would set it
     accepting = threading.Thread(target=_accept, args=(server,), name="worker-pool-server", daemon=True)
     accepting.start()
-    os.environ[SERVED_POOL_ENV] = json.dumps(
-        {"address": server.address, "authkey": authkey.hex(), "workers": workers, "code": code_version()})
     try:
-        yield
+        yield {"address": server.address, "authkey": authkey.hex()}
     finally:
-        os.environ.pop(SERVED_POOL_ENV, None)
         server.stop_event.set()
         Client(server.address).close()  # wakes the accepting thread, which then ends (no handshake: see _accept)
         accepting.join()  # it removes the socket as it closes
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class StepPool:
+    """The global steps' pool: a process of its own, forked from the fork server, that imports what the
+    steps need once and then forks its `workers` from itself; calls reach them through its socket."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("forkserver")
+        self._lifeline, theirs = context.Pipe()  # its end closes when this process ends, however it ends
+        # not a daemon: a daemonic process may not have children, and this one forks its workers
+        self.process = context.Process(target=_serve_steps, args=(workers, theirs), name="corpusflow-steps",
+                                       daemon=False)
+        self.process.start()
+        theirs.close()
+        self._endpoint: dict[str, str] | None = None
+        self._starting = threading.Lock()
+
+    def endpoint(self) -> dict[str, str]:
+        """{address, authkey} of its socket, once its workers are up (waits for that)."""
+        with self._starting:
+            if self._endpoint is None:
+                try:
+                    self._endpoint = self._lifeline.recv()
+                except EOFError:
+                    raise RuntimeError(f"the global steps' worker pool (pid {self.process.pid}) ended while "
+                                       f"starting, exit code {self.process.exitcode}") from None
+            return self._endpoint
+
+    def close(self) -> None:
+        self._lifeline.close()
+        self.process.join(timeout=10)
+
+
+def _serve_steps(workers: int, lifeline: Connection) -> None:
+    """The global steps' pool process: import, fork the workers, serve until the builder's end closes."""
+    import gc
+
+    from pipeline.steps import writing
+
+    writing.warm_up()
+    gc.freeze()  # as in the fork server: the workers skip these objects in their collections
+    # Forked from this process, which has no other thread yet: the workers start with everything imported.
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    for started in [executor.submit(int) for _ in range(workers)]:
+        started.result()
+    with _serving(lambda: executor) as endpoint:
+        lifeline.send(endpoint)
+        try:
+            lifeline.recv()  # nothing is ever sent: this returns when the builder's end closes
+        except EOFError:
+            pass
+    executor.shutdown(cancel_futures=True)
+
+
+_step_pools: dict[int, StepPool] = {}
+
+
+def step_pool(workers: int) -> StepPool:
+    """The global steps' pool of `workers` processes, started on first use and kept like the chain's."""
+    with _lock:
+        _shut_down_at_exit()
+        if workers not in _step_pools:
+            _step_pools[workers] = StepPool(workers)
+        return _step_pools[workers]
 
 
 def _accept(server: Any) -> None:
@@ -232,3 +320,7 @@ def shutdown_workers() -> None:
         for pool in _pools.values():
             pool.shutdown(cancel_futures=True)
         _pools.clear()
+        steps = list(_step_pools.values())
+        _step_pools.clear()
+    for step in steps:
+        step.close()

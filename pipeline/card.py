@@ -34,8 +34,9 @@ SIZE_BUCKETS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), 
 
 
 def write_card(version_dir: str, manifest: Manifest, config: CorpusflowConfig) -> str:
-    """Draw the version's pictures into reports/ and write README.md beside its manifest; returns the card."""
-    pictures = plots.plot_dataset(str(version_dir))
+    """Write README.md beside the manifest and ledger; returns the card. It shows the pictures
+    `plots.plot_dataset` draws into reports/ (a step of its own, in a worker: matplotlib is slow)."""
+    pictures = list(plots.DATASET_PICTURES)
     ledger = storage.read_arrow_table(storage.join(str(version_dir), versions.LEDGER))
     card = "\n".join([
         "---", yaml.safe_dump(card_metadata(manifest, config), sort_keys=False, allow_unicode=True).rstrip(), "---",

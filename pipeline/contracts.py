@@ -26,13 +26,14 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
     from great_expectations.core import ExpectationSuiteValidationResult
     from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
 
 SEVERITIES = ("critical", "warning")
 SUITE_NAME = re.compile(r"^(?P<contract>[a-z][a-z0-9_]*)\.v(?P<version>[0-9]+)$")
@@ -59,6 +61,9 @@ ROW_LEVEL_PREFIXES = ("expect_column_values_to_", "expect_column_pair_values_to_
 SCHEMA_LEVEL = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
                 "expect_column_to_exist", "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"}
 ROW_COUNT = "expect_table_row_count_to_be_between"
+# Expectations that read no more of a column's values than whether each is null.
+PRESENCE_ONLY = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"}
+ROW_CONDITION = "row_condition"  # a column a row condition reads: needed whole
 
 
 class ContractError(UserError, ValueError):
@@ -207,13 +212,14 @@ class ShardCheck:
 
 def validate_shards(
     checks: Sequence[ShardCheck], directory: str | Path = "data_contracts", data_docs_dir: Path | None = None,
-    batch_rows: int = 200_000,
+    batch_rows: int = 200_000, render_docs: bool = True,
 ) -> list[dict[str, Any]]:
     """Validate shards; one summary per shard, in the order given (each as validate_shard returns it).
 
     Readable shards of one suite and schema are validated together, at most `batch_rows` rows per GX run,
     when the suite allows it (batch_row_floor); their summaries then name the `batch`. A batch that fails
-    anything is validated again shard by shard, so every failure is counted in its own shard.
+    anything is validated again shard by shard, so every failure is counted in its own shard. With
+    `render_docs` off, results are stored in `data_docs_dir` for `render_data_docs` to draw later.
     """
     summaries: dict[int, dict[str, Any]] = {}
     tables: dict[int, pa.Table] = {}
@@ -223,7 +229,8 @@ def validate_shards(
         except (OSError, pa.ArrowException, storage.IntegrityError) as error:
             summaries[index] = unreadable_result(Path(check.path), check.suite, directory, error)
     for batch in _batches(checks, tables, directory, batch_rows):
-        summaries.update(_validate_batch(checks, tables, batch, directory, data_docs_dir))
+        summaries.update(_validate_batch(checks, tables, batch, partial(
+            validate_table, directory=directory, data_docs_dir=data_docs_dir, render_docs=render_docs)))
     return [summaries[index] for index in range(len(checks))]
 
 
@@ -260,18 +267,17 @@ def _batches(
 
 
 def _validate_batch(
-    checks: Sequence[ShardCheck], tables: Mapping[int, pa.Table], batch: list[int], directory: str | Path,
-    data_docs_dir: Path | None,
+    checks: Sequence[ShardCheck], tables: Mapping[int, pa.Table], batch: list[int], validate: Callable[..., dict[str, Any]],
 ) -> dict[int, dict[str, Any]]:
     first = checks[batch[0]]
     if len(batch) == 1:
-        summary = validate_table(tables[batch[0]], first.suite, directory, data_docs_dir, name=_docs_name(first.path))
+        summary = validate(tables[batch[0]], first.suite, name=_docs_name(first.path))
         return {batch[0]: {"shard": first.path, **summary}}
     together = pa.concat_tables([tables[i] for i in batch])
     name = f"{_docs_name(first.path)}-and-{len(batch) - 1}-more"
-    summary = validate_table(together, first.suite, directory, data_docs_dir, name=name)
+    summary = validate(together, first.suite, name=name)
     if not summary["success"]:
-        return {i: _validate_batch(checks, tables, [i], directory, data_docs_dir)[i] for i in batch}
+        return {i: _validate_batch(checks, tables, [i], validate)[i] for i in batch}
     members = [checks[i].path for i in batch]
     return {i: {"shard": checks[i].path, **summary, "rows": tables[i].num_rows, "batch": members} for i in batch}
 
@@ -317,42 +323,101 @@ def validate_table(
     data_docs_dir: Path | None = None,
     parameters: Mapping[str, Any] | None = None,
     name: str = "table",
+    render_docs: bool = True,
 ) -> dict[str, Any]:
     """Validate a table against a suite in its own GX context.
 
     `parameters` supplies the suite's run-time parameters (the task suite's `labels`). `name` names the
-    batch in Data Docs. Returns {suite, version, success, critical_failed, rows, expectations, data_docs}.
+    batch in Data Docs. Returns {suite, version, success, critical_failed, rows, expectations, data_docs};
+    with `render_docs` off the result is only stored in `data_docs_dir`, and `docs_key` names it for
+    `render_data_docs` (rendering costs a validation's worth of CPU: a build renders all its pages at once).
     """
     gx = _import_gx()
     suite = load_suite(directory, suite_name)
     missing = suite_parameter_names(suite) - set(parameters or {})
     if missing:
         raise ContractError(f"suite {suite_name!r} needs parameter(s) {sorted(missing)}; pass them in `parameters`")
-    context = _new_context(data_docs_dir)
+    context = _new_context(data_docs_dir if render_docs else None)
     suite = context.suites.add(suite)
     batch = context.data_sources.add_pandas("shards").add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    run = partial(definition.run, batch_parameters={"dataframe": scalar_frame(table)},
+    frame = scalar_frame(table, read_suite_file(directory, suite_name)["expectations"])
+    run = partial(definition.run, batch_parameters={"dataframe": frame},
                   expectation_parameters=dict(parameters or {}))
     if data_docs_dir is None:
         return summarize(run(), suite.meta, table.num_rows, None)
+    if not render_docs:  # validated outside the lock: other processes validate meanwhile, into their own files
+        result = run()
+        key = _result_key(suite_name, result)
+        with _locked(Path(data_docs_dir) / ".lock"):
+            _new_context(Path(data_docs_dir)).validation_results_store.set(key, result)
+        return {**summarize(result, suite.meta, table.num_rows, _docs_index(data_docs_dir)), "docs_key": list(key.to_tuple())}
     # GX writes the result file without a temporary name and the index reads every result file, so a
     # validation writing into a docs folder holds that folder's lock (threads and processes alike)
     with _locked(Path(data_docs_dir) / ".lock"):
         result = run()
-        docs = _update_data_docs(context, suite_name, result, data_docs_dir)
-    return summarize(result, suite.meta, table.num_rows, docs)
+        context.build_data_docs(resource_identifiers=[_result_key(suite_name, result)])
+    return summarize(result, suite.meta, table.num_rows, _docs_index(data_docs_dir))
 
 
-def scalar_frame(table: pa.Table) -> pd.DataFrame:
-    """The columns GX can measure: scalars as they are, list columns as their lengths, other nesting left out."""
-    columns: dict[str, pa.ChunkedArray] = {}
+def scalar_frame(table: pa.Table, expectations: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """The columns GX can measure: scalars as they are, list columns as their lengths, other nesting left out.
+
+    Given the suite's expectations, GX gets no more of each column than they read, with the same verdicts:
+    a column no expectation names reaches it as zeros (its name is all a column-set check needs), and a
+    text column only checked for nulls as its lengths (null where the text is). GX hashes and copies every
+    column of its frame, so document texts would otherwise cost most of a shard's validation.
+    """
+    reads = _values_read(expectations) if expectations is not None else None
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for field, column in zip(table.schema, table.columns):
-        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+        read = None if reads is None else reads.get(field.name, set())
+        if read is not None and not read:
+            columns[field.name] = pa.array(np.zeros(len(column), dtype=np.int8))
+        elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
             columns[field.name] = pc.list_value_length(column)
-        elif not pa.types.is_nested(field.type):
+        elif pa.types.is_nested(field.type):
+            continue
+        elif read is not None and read <= PRESENCE_ONLY and _has_lengths(field.type):
+            columns[field.name] = pc.binary_length(column)
+        else:
             columns[field.name] = column
     return pa.table(columns).to_pandas()
+
+
+def _values_read(expectations: Sequence[Mapping[str, Any]]) -> dict[str, set[str]] | None:
+    """Column -> types of the expectations that read its values; None when a row condition is a string
+    (a pandas query, whose columns are not parsed here): then every column reaches GX whole."""
+    reads: dict[str, set[str]] = {}
+    for entry in expectations:
+        if entry["type"] in SCHEMA_LEVEL:
+            continue  # names the columns, reads no values
+        kwargs = entry.get("kwargs", {})
+        if isinstance(kwargs.get("row_condition"), str):
+            return None
+        for name in _named_columns({k: v for k, v in kwargs.items() if k != "row_condition"}):
+            reads.setdefault(name, set()).add(entry["type"])
+        for name in _named_columns(kwargs.get("row_condition")):
+            reads.setdefault(name, set()).add(ROW_CONDITION)
+    return reads
+
+
+def _named_columns(value: Any) -> Iterator[str]:
+    """Every string in an expectation's arguments that may name a column (values of column, column_A,
+    column_B, column_list, a row condition's column, and so on): reading too many columns is only slower."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _named_columns(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _named_columns(item)
+
+
+def _has_lengths(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_binary(type_) \
+        or pa.types.is_large_binary(type_)
 
 
 def _import_gx() -> Any:
@@ -393,22 +458,29 @@ def _new_context(data_docs_dir: Path | None) -> EphemeralDataContext:
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def _update_data_docs(
-    context: EphemeralDataContext, suite_name: str, result: ExpectationSuiteValidationResult, data_docs_dir: Path
-) -> str:
-    """Render this result's page and the index (which lists every result in the folder)."""
+def _result_key(suite_name: str, result: ExpectationSuiteValidationResult) -> ValidationResultIdentifier:
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
     )
 
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
-        run_id=result.meta["run_id"],
-        batch_identifier=result.batch_id,
-    )
-    context.build_data_docs(resource_identifiers=[key])
+    return ValidationResultIdentifier(expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+                                      run_id=result.meta["run_id"], batch_identifier=result.batch_id)
+
+
+def _docs_index(data_docs_dir: str | Path) -> str:
     return str(Path(data_docs_dir).resolve() / "index.html")
+
+
+def render_data_docs(data_docs_dir: str | Path, keys: Sequence[Sequence[str]]) -> str:
+    """Render the pages of stored results (`docs_key` of validate_table's summaries) and the index, which
+    lists every result in the folder; returns the index. One call renders them all with one template set."""
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+    with _locked(Path(data_docs_dir) / ".lock"):
+        context = _new_context(Path(data_docs_dir))
+        context.build_data_docs(resource_identifiers=[ValidationResultIdentifier.from_tuple(tuple(k)) for k in keys])
+    return _docs_index(data_docs_dir)
 
 
 @contextmanager

@@ -28,14 +28,23 @@ DROP_COLORS = {"filtered": "#e07b39", "duplicate": "#8c6bb1", "rejected": "#c039
 LENGTHS, FUNNEL, DUPLICATES = "lengths.png", "funnel.png", "duplicates.png"  # under <version>/reports/
 
 
+DATASET_PICTURES = (LENGTHS, FUNNEL, DUPLICATES)
+
+
 def plot_dataset(version_dir: str) -> list[str]:
-    """All dataset pictures of a version: length histograms, filter funnel, duplicate rates."""
+    """All dataset pictures of a version (DATASET_PICTURES): length histograms, filter funnel, duplicate rates."""
     return [plot_length_histograms(version_dir), plot_filter_funnel(version_dir), plot_duplicate_rates(version_dir)]
+
+
+def warm_up() -> None:
+    """Import matplotlib and its Agg canvas (half a second) ahead of the first picture in this process."""
+    from matplotlib.backends import backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
 
 
 def dataset_pictures(version_dir: str) -> list[str]:
     """The pictures `plot_dataset` left in a version's reports/, wherever the version has moved since."""
-    uris = [_report_uri(version_dir, name) for name in (LENGTHS, FUNNEL, DUPLICATES)]
+    uris = [_report_uri(version_dir, name) for name in DATASET_PICTURES]
     return [uri for uri in uris if storage.exists(uri)]
 
 

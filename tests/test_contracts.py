@@ -336,6 +336,59 @@ def test_list_columns_reach_gx_as_lengths(clean_documents: pa.Table) -> None:
     assert not any(isinstance(v, list) for v in frame.iloc[0].tolist())
 
 
+def test_gx_gets_only_what_the_suite_reads(clean_documents: pa.Table) -> None:
+    expectations = contracts.read_suite_file(CONTRACTS, "documents.v1")["expectations"]
+    frame = contracts.scalar_frame(clean_documents, expectations)
+    assert frame["text"].tolist() == [len(t.encode()) for t in clean_documents.column("text").to_pylist()]
+    assert set(frame["title"].tolist()) == {0} and set(frame["url"].tolist()) == {0}  # named by no expectation
+    assert frame["id"].tolist() == clean_documents.column("id").to_pylist()  # checked for pattern and uniqueness
+    assert frame["lang"].tolist() == clean_documents.column("lang").to_pylist()  # read by a row condition
+    assert list(frame.columns) == list(contracts.scalar_frame(clean_documents).columns)
+
+
+def test_a_string_row_condition_keeps_every_column_whole(clean_documents: pa.Table) -> None:
+    expectations = [{"type": "expect_column_values_to_not_be_null",
+                     "kwargs": {"column": "text", "row_condition": 'lang=="zh"', "condition_parser": "pandas"}}]
+    frame = contracts.scalar_frame(clean_documents, expectations)
+    assert frame.equals(contracts.scalar_frame(clean_documents))
+
+
+@pytest.mark.parametrize("suite, broken", [
+    ("documents.v1", {"text": lambda v: [None, *v[1:]], "lang": lambda v: ["fr", *v[1:]],
+                      "cjk_ratio": lambda v: [0.0] * len(v), "id": lambda v: [v[0], *v[:-1]]}),
+    ("rejects.v1", {"reason": lambda v: ["mystery", *v[1:]], "duplicate_of": lambda v: [None] * len(v),
+                    "text": lambda v: [None] * len(v)}),
+])
+def test_what_gx_is_not_given_changes_no_verdict(
+    clean_documents: pa.Table, clean_rejects: pa.Table, suite: str, broken: dict, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = clean_documents if suite == "documents.v1" else clean_rejects
+    for name, edit in broken.items():
+        table = replace(table, name, edit(table.column(name).to_pylist()))
+    projected = contracts.validate_table(table, suite, CONTRACTS)
+    whole_frame = contracts.scalar_frame
+    monkeypatch.setattr(contracts, "scalar_frame", lambda t, expectations=None: whole_frame(t))
+    whole = contracts.validate_table(table, suite, CONTRACTS)
+    assert not projected["success"]
+    verdicts = [(e["type"], e["column"], e["success"], e["unexpected_count"]) for e in projected["expectations"]]
+    assert verdicts == [(e["type"], e["column"], e["success"], e["unexpected_count"]) for e in whole["expectations"]]
+
+
+def test_deferred_data_docs_render_once_for_many_results(clean_documents: pa.Table, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    shards = [write_stream(clean_documents, tmp_path / f"part{i}" / "shard.arrow") for i in range(3)]
+    checks = [contracts.ShardCheck(str(p), "documents.v1") for p in shards]
+    summaries = contracts.validate_shards(checks, CONTRACTS, docs, batch_rows=1, render_docs=False)
+    assert all(s["success"] and s["docs_key"] for s in summaries)
+    assert not (docs / "index.html").exists()  # stored, not drawn
+    index = contracts.render_data_docs(docs, [s["docs_key"] for s in summaries])
+    assert index == summaries[0]["data_docs"]
+    html = Path(index).read_text(encoding="utf-8")
+    assert all(f"part{i}-shard" in html for i in range(3))
+    pages = [p for p in docs.rglob("*.html") if "validations" in p.parts]
+    assert len(pages) == 3
+
+
 
 def test_switched_off_contracts_leave_shards_unvalidated_and_in_place(tmp_path: Path) -> None:
     from pipeline.steps.writing import AssembledDataset

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from flows.workers import SERVED_POOL_ENV, run_in_worker, serving_workers, shutdown_workers, start_workers
+from flows.workers import (SERVED_POOL_ENV, run_in_step_worker, run_in_worker, serving_workers, shutdown_workers,
+                           start_workers, step_pool)
 from pipeline.config import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,44 @@ def test_a_worker_runs_under_the_callers_current_environment(monkeypatch) -> Non
     assert (after, endpoint) == ("set-after-the-pool-started", "http://127.0.0.1:9")
 
 
+def test_the_global_steps_run_in_workers_forked_with_their_libraries_imported() -> None:
+    shutdown_workers()
+    start_workers(1)
+    try:
+        pool = step_pool(1)
+        imported = run_in_step_worker(1, eval, "sorted({'great_expectations', 'matplotlib.figure'} & set("
+                                                "__import__('sys').modules))")
+        parent = run_in_step_worker(1, eval, "__import__('os').getppid()")
+        worker = run_in_step_worker(1, os.getpid)
+        try:
+            run_in_step_worker(1, int, "not a number")
+        except ValueError:
+            raised = True
+        process = pool.process
+    finally:
+        shutdown_workers()
+    assert imported == ["great_expectations", "matplotlib.figure"]  # before the worker was forked
+    assert parent == process.pid and worker != process.pid  # forked by the steps' own process
+    assert raised
+    assert not process.is_alive() and not psutil.pid_exists(worker)  # shut down with the chain's pool
+
+
+def test_the_global_steps_pool_ends_when_its_builder_is_killed(tmp_path: Path) -> None:
+    script = ("import os, time; from flows import workers\n"
+              "workers.start_workers(1)\n"
+              "pool = workers.step_pool(1); workers.run_in_step_worker(1, int)\n"
+              "print(pool.process.pid, workers.run_in_step_worker(1, os.getpid), flush=True)\n"
+              "time.sleep(60)\n")
+    builder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in builder.stdout.readline().split()]
+    finally:
+        builder.kill()  # kill -9: no exit handler runs
+        builder.wait()
+    gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=30)
+    assert len(pids) == 2 and not alive
+
+
 def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) -> None:
     reviews = tmp_path / "reviews.csv"
     reviews.write_text("review\n很好\n", encoding="utf-8")
@@ -58,7 +97,8 @@ def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) ->
     run = ("import os; from flows import workers\n"
            "print(workers.run_in_worker(1, os.getpid))\n"
            "try:\n    workers.run_in_worker(1, int, 'not a number')\nexcept ValueError as error:\n    print('raised')\n"
-           "print(len(workers._pools), workers._served_pool(2))")
+           "print(workers.run_in_step_worker(1, os.getpid))\n"
+           "print(len(workers._pools), len(workers._step_pools), workers._served_pool(2))")
     shutdown_workers()
     try:
         with serving_workers(config):
@@ -69,7 +109,8 @@ def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) ->
     finally:
         shutdown_workers()
     assert done.returncode == 0, done.stderr
-    worker, raised, pools = done.stdout.splitlines()
-    assert int(worker) in served  # the served process's worker did the work
+    worker, raised, step_worker, pools = done.stdout.splitlines()
+    assert int(worker) in served and int(step_worker) in served  # the served process's workers did the work
+    assert worker != step_worker
     assert raised == "raised"  # the work's own exception, raised in the run
-    assert pools == "0 None"  # the run started no pool; a run wanting another size would not use the served one
+    assert pools == "0 0 None"  # the run started no pool; a run wanting another size would not use the served one

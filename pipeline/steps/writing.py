@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import contracts, storage, versions
+from pipeline import contracts, plots, storage, versions
 from pipeline.config import ContractsConfig, CorpusflowConfig
 from pipeline.dedup import REPEATED_ID_NOTE, apply_renames
 from pipeline.label_skew import LabelDropRate, LabelTally
@@ -130,12 +130,15 @@ def _validate(
     config: ContractsConfig, staging: str, shards: list[ShardRecord], rejects: list[ShardRecord],
     contracts_dir: str, data_docs_dir: str, batch_rows: int,
 ) -> tuple[list[dict | None], list[dict | None]]:
-    """Each shard against its suite, in this worker (Great Expectations is imported once per worker)."""
+    """Each shard against its suite, in this worker (Great Expectations is imported once per worker).
+
+    The results are stored in the Data Docs folder; `render_data_docs` draws the pages of all groups at once.
+    """
     if not config.enabled:
         return [None] * len(shards), [None] * len(rejects)
     checks = [contracts.ShardCheck(storage.join(staging, s.path), config.documents_suite, s.sha256) for s in shards]
     checks += [contracts.ShardCheck(storage.join(staging, r.path), config.rejects_suite, r.sha256) for r in rejects]
-    reports = contracts.validate_shards(checks, contracts_dir, data_docs_dir, batch_rows)
+    reports = contracts.validate_shards(checks, contracts_dir, data_docs_dir, batch_rows, render_docs=False)
     for report, shard in zip(reports, shards + rejects, strict=True):
         report["shard"] = shard.path  # named as the manifest names it, wherever the staging lies
     return reports[: len(shards)], reports[len(shards):]
@@ -169,6 +172,18 @@ def _route(
         if (split, lang) not in sinks:
             sinks[(split, lang)] = ShardSink(storage.join(staging, "data", split), f"{stem}-{lang}", config.shards.max_rows)
         sinks[(split, lang)].add(kept.filter(mask))
+
+
+def render_data_docs(written: Sequence[WrittenGroup], data_docs_dir: str) -> str | None:
+    """The Data Docs pages of every shard the groups validated, and the folder's index; None without contracts."""
+    keys = [report["docs_key"] for group in written for report in group.reports + group.reject_reports if report]
+    return contracts.render_data_docs(data_docs_dir, keys) if keys else None
+
+
+def warm_up() -> None:
+    """Import what the global steps' workers need (Great Expectations, matplotlib: seconds) before they do."""
+    contracts.warm_up()
+    plots.warm_up()
 
 
 def assemble(
