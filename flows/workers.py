@@ -51,11 +51,15 @@ PRELOAD = ["pipeline.steps.preload"]  # what the fork server imports before it f
 SERVED_POOL_ENV = "CORPUSFLOW_WORKER_POOL"  # where a served process offers its pool to the runs it starts
 
 _pools: dict[int, ProcessPoolExecutor] = {}
+_lifelines: dict[int, Connection] = {}  # the builder's end of each pool's lifeline (see _warm_worker)
 _lock = threading.Lock()
 _shutdown_registered = False
 
 
-def _warm_worker(warm_up: Callable[[], object] | None) -> None:
+def _warm_worker(warm_up: Callable[[], object] | None, lifeline: Connection) -> None:
+    # A worker waits for work on a queue whose both ends it holds, so it never sees its builder die: it
+    # watches the builder's end of a pipe instead, and ends with it (kill -9 of a build leaves no process).
+    threading.Thread(target=_end_with, args=(lifeline,), name="builder-lifeline", daemon=True).start()
     import jieba
 
     jieba.setLogLevel(60)
@@ -64,6 +68,14 @@ def _warm_worker(warm_up: Callable[[], object] | None) -> None:
             warm_up()
         except Exception:  # noqa: BLE001 - a failing initializer breaks the whole pool; the first task
             pass  # that needs what failed to load raises the same error, named in its own partition
+
+
+def _end_with(lifeline: Connection) -> None:
+    try:
+        lifeline.recv()  # nothing is ever sent: this returns when the builder's end closes
+    except EOFError:
+        pass
+    os._exit(1)
 
 
 def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> ProcessPoolExecutor:
@@ -77,8 +89,10 @@ def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> Pr
         if workers not in _pools:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(PRELOAD)  # read when the server starts: with the first pool
+            theirs, ours = context.Pipe(duplex=False)
+            _lifelines[workers] = ours
             _pools[workers] = ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_warm_worker, initargs=(warm_up,))
+                max_workers=workers, mp_context=context, initializer=_warm_worker, initargs=(warm_up, theirs))
         return _pools[workers]
 
 
@@ -320,6 +334,9 @@ def shutdown_workers() -> None:
         for pool in _pools.values():
             pool.shutdown(cancel_futures=True)
         _pools.clear()
+        for lifeline in _lifelines.values():
+            lifeline.close()
+        _lifelines.clear()
         steps = list(_step_pools.values())
         _step_pools.clear()
     for step in steps:

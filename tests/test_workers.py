@@ -72,11 +72,12 @@ def test_the_global_steps_run_in_workers_forked_with_their_libraries_imported() 
     assert not process.is_alive() and not psutil.pid_exists(worker)  # shut down with the chain's pool
 
 
-def test_the_global_steps_pool_ends_when_its_builder_is_killed(tmp_path: Path) -> None:
+def test_no_worker_outlives_a_builder_killed_with_sigkill(tmp_path: Path) -> None:
     script = ("import os, time; from flows import workers\n"
               "workers.start_workers(1)\n"
-              "pool = workers.step_pool(1); workers.run_in_step_worker(1, int)\n"
-              "print(pool.process.pid, workers.run_in_step_worker(1, os.getpid), flush=True)\n"
+              "pool = workers.step_pool(1)\n"
+              "print(workers.run_in_worker(1, os.getpid), pool.process.pid, workers.run_in_step_worker(1, os.getpid),"
+              " flush=True)\n"
               "time.sleep(60)\n")
     builder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -85,7 +86,7 @@ def test_the_global_steps_pool_ends_when_its_builder_is_killed(tmp_path: Path) -
         builder.kill()  # kill -9: no exit handler runs
         builder.wait()
     gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=30)
-    assert len(pids) == 2 and not alive
+    assert len(pids) == 3 and not alive  # the chain's worker, the steps' process and its worker
 
 
 def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) -> None:
