@@ -349,8 +349,7 @@ def validate_table(
     if not render_docs:  # validated outside the lock: other processes validate meanwhile, into their own files
         result = run()
         key = _result_key(suite_name, result)
-        with _locked(Path(data_docs_dir) / ".lock"):
-            _new_context(Path(data_docs_dir)).validation_results_store.set(key, result)
+        _keep_result(context, key, data_docs_dir)
         return {**summarize(result, suite.meta, table.num_rows, _docs_index(data_docs_dir)), "docs_key": list(key.to_tuple())}
     # GX writes the result file without a temporary name and the index reads every result file, so a
     # validation writing into a docs folder holds that folder's lock (threads and processes alike)
@@ -466,6 +465,16 @@ def _result_key(suite_name: str, result: ExpectationSuiteValidationResult) -> Va
 
     return ValidationResultIdentifier(expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
                                       run_id=result.meta["run_id"], batch_identifier=result.batch_id)
+
+
+def _keep_result(context: EphemeralDataContext, key: ValidationResultIdentifier, data_docs_dir: str | Path) -> None:
+    """Copy a result from `context`'s in-memory store into the Data Docs folder's, as the run serialised it
+    (serialising costs as much as a small validation), under the folder's lock."""
+    memory = context.validation_results_store
+    serialized = memory.store_backend.get(memory.key_to_tuple(key))
+    with _locked(Path(data_docs_dir) / ".lock"):
+        disk = _new_context(Path(data_docs_dir)).validation_results_store
+        disk.store_backend.set(disk.key_to_tuple(key), serialized)
 
 
 def _docs_index(data_docs_dir: str | Path) -> str:

@@ -52,8 +52,14 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
     """Characters per kept document, one panel per language, one line per source (log-spaced bins)."""
     lengths = _lengths_by_lang_and_source(version_dir)
     langs = sorted(lengths)
-    figure = _new_figure((6.5, 3.2 * max(len(langs), 1)))
-    axes = figure.subplots(max(len(langs), 1), 1, squeeze=False)[:, 0]
+    panels = max(len(langs), 1)
+    # Margins fixed in inches: the constrained layout measured every tick label of the log axes, half
+    # of this picture's time on the build's last steps, for margins that do not vary.
+    figure = _new_figure((6.5, 3.2 * panels), layout=None)
+    height = 3.2 * panels
+    figure.subplots_adjust(left=0.85 / 6.5, right=1 - 0.15 / 6.5, top=1 - 0.35 / height, bottom=0.55 / height,
+                           hspace=0.95 / 2.2)  # the gap over the height of one panel
+    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     for ax, lang in zip(axes, langs):
         by_source = lengths[lang]
         shortest = max(min(int(np.min(values)) for values in by_source.values()), 1)  # log axis: no zero
@@ -221,12 +227,12 @@ def _report_uri(version_dir: str, name: str) -> str:
     return storage.join(version_dir, "reports", name)
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def _new_figure(figsize: tuple[float, float], layout: str | None = "constrained") -> Figure:
     # matplotlib is imported here, not with this module: it takes half a second, and a build's start-up
     # (which imports the card and so this module) should not wait for pictures drawn at its end
     from matplotlib.figure import Figure
 
-    return Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    return Figure(figsize=figsize, dpi=DPI, layout=layout)
 
 
 def _integer_ticks() -> object:

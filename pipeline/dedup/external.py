@@ -48,6 +48,8 @@ DUPLICATES_SCHEMA = pa.schema(
 )
 # Join records a bucket task holds: 21 bytes each, so ~40 MB plus the sort's index and copies at a time.
 DEFAULT_BUCKET_ROWS = 2_000_000
+# Join records below which a bucket's sort costs less than the round trip of one more task (~50 ms).
+SHARED_BUCKET_ROWS = 250_000
 _PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
 
 
@@ -87,7 +89,7 @@ def find_duplicates_in_files(
     other, their files in a temporary directory under `spill_dir`; the build runs them as separate tasks.
     """
     with tempfile.TemporaryDirectory(prefix="dedup-", dir=spill_dir) as scratch:
-        count = bucket_count(files, bucket_rows)
+        count = bucket_count(files, bucket_rows=bucket_rows)
         collisions = []
         for bucket in range(count):
             path = str(Path(scratch) / f"collisions-{bucket:04d}.npy")
@@ -96,10 +98,13 @@ def find_duplicates_in_files(
         return resolve_collisions(files, config, collisions, scratch)
 
 
-def bucket_count(files: Sequence[KeyFile], bucket_rows: int = DEFAULT_BUCKET_ROWS) -> int:
-    """Buckets for these key files: enough that none holds much more than `bucket_rows` join records."""
+def bucket_count(files: Sequence[KeyFile], workers: int = 1, bucket_rows: int = DEFAULT_BUCKET_ROWS) -> int:
+    """Buckets for these key files: enough that none holds much more than `bucket_rows` join records, and
+    one per worker once a bucket would take longer than handing it to a task (SHARED_BUCKET_ROWS)."""
     records = sum(int(buckets.read_header(buckets.records_path(f.path))[1][-1]) for f in files)
-    return int(min(buckets.SLOTS, max(1, -(-records // bucket_rows))))
+    by_size = -(-records // bucket_rows)
+    by_workers = min(workers, records // SHARED_BUCKET_ROWS)
+    return int(min(buckets.SLOTS, max(1, by_size, by_workers)))
 
 
 def bucket_collisions(files: Sequence[KeyFile], bucket: int, count: int) -> np.ndarray:
@@ -270,16 +275,19 @@ def _shared_keys(records: np.ndarray) -> np.ndarray:
     """The records whose (band, key) two or more of them hold, sorted by (band, key, doc)."""
     if len(records) < 2:
         return records[:0]
-    # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only the few
-    # records with a key in common are then sorted by (band, key, doc)
+    # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only the
+    # records with a key in common are then sorted by (band, key, doc). The sorts run on plain copies of the
+    # fields and move indices: records are 21 packed bytes, slow to gather, so they are gathered once.
     keys = np.ascontiguousarray(records["key"])
     order = np.argsort(keys)
-    records = records[order[_held_twice(keys[order])]]
-    if not len(records):
-        return records
-    records = records[np.lexsort((records["doc"], records["key"], records["band"]))]
-    same = (records["key"][1:] == records["key"][:-1]) & (records["band"][1:] == records["band"][:-1])
-    return records[_held_twice_from(same)]
+    shared = order[_held_twice(keys[order])]
+    if not len(shared):
+        return records[:0]
+    keys, bands = keys[shared], np.ascontiguousarray(records["band"])[shared]
+    order = np.lexsort((np.ascontiguousarray(records["doc"])[shared], keys, bands))
+    keys, bands = keys[order], bands[order]
+    same = (keys[1:] == keys[:-1]) & (bands[1:] == bands[:-1])
+    return records[shared[order][_held_twice_from(same)]]
 
 
 def _held_twice(sorted_values: np.ndarray) -> np.ndarray:

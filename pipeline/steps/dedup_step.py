@@ -1,7 +1,8 @@
 """The global dedup step as tasks: plan, bucket tasks over key ranges, one resolution over the collisions.
 
 1. `plan_dedup` lists the key files in build order (and the previous version's, computed here when
-   deduplicating against it) and picks the number of buckets from the number of join records.
+   deduplicating against it) and picks the number of buckets from the number of join records (and of
+   workers, so that every worker takes a share once there is enough to share).
 2. `dedup_bucket` (one task per bucket) reads its key range of every key file and writes the keys two
    or more documents share.
 3. `resolve_duplicates` (one task) settles repeated ids, exact groups and near clusters over the colliding
@@ -80,7 +81,7 @@ def plan_dedup(
     config: CorpusflowConfig, staged: Sequence[StagedPartition], work_uri: str, buckets: int | None = None,
 ) -> DedupPlan:
     files = key_files(config, staged, work_uri)
-    return DedupPlan(files=files, buckets=buckets or bucket_count(files),
+    return DedupPlan(files=files, buckets=buckets or bucket_count(files, config.runner.workers),
                      directory=storage.join(work_uri, "dedup", staged_key(staged)))
 
 
