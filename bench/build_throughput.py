@@ -152,7 +152,8 @@ def _run_timings(started_at: datetime, wall: float) -> dict:
 GLOBAL_PHASES = {
     "dedup": ("plan_dedup", "dedup-bucket-", "resolve_duplicates"),
     "writing": ("plan_writing", "write-"),
-    "finalize": ("apply_contracts", "write_manifest", "check_limits", "publish", "announce", "attach_pictures"),
+    "finalize": ("render_data_docs", "apply_contracts", "write_manifest", "draw_pictures", "check_limits", "publish",
+                 "announce", "attach_pictures"),
 }
 
 
