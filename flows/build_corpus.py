@@ -8,6 +8,8 @@ under a work URL every node reaches, so the same flow runs in local processes or
 2. One task per partition reads, cleans, identifies the language, segments, scores quality and fingerprints
    its documents (cached on input fingerprint + config section + code version; resumable). Progress per
    partition goes to the run's `build-progress` artifact and to the CLI's display.
+   When every partition came from cache and nothing else changed since a published build (config,
+   contracts, code), that build's version is taken again and steps 3-7 are skipped (pipeline/steps/rebuild.py).
 3. Dedup across every partition and source: one task per bucket (a range of keys, read from every
    partition's key file), then one resolution task over the colliding documents only.
 4. One writing task per partition (or run of small partitions) drops the decided duplicates, writes its
@@ -44,7 +46,7 @@ from flows.retries import transient_only
 from flows.runners import ray_task_runner
 from flows.workers import run_in_step_worker, run_in_worker, start_build_workers, start_step_pool_as_workers_free
 from pipeline import card, plots, reproduce, sources, storage, versions
-from pipeline.steps import dedup_step, manifest as manifests, partitions, writing
+from pipeline.steps import dedup_step, manifest as manifests, partitions, rebuild, writing
 from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
 from pipeline.config import CorpusflowConfig, load_config
 from pipeline.schema import InputRecord, Manifest
@@ -102,6 +104,23 @@ def _partition_cache_key(context: TaskRunContext, parameters: dict) -> str | Non
 def process_partition(config: CorpusflowConfig, paths: BuildPaths, partition: Partition) -> partitions.StagedPartition:
     source = _source(config, partition.source)
     return _on_worker(config, partitions.process_partition, config, source, partition, paths.work, paths.base_dir)
+
+
+@task
+def find_same_build(config: CorpusflowConfig, paths: BuildPaths, inputs: list[InputRecord],
+                    staged: list[partitions.StagedPartition]) -> tuple[str, str | None]:
+    """The key of all the global steps derive from, and the manifest an earlier build of that key published."""
+    key = rebuild.build_key(config, inputs, staged, paths.datasets)
+    return key, rebuild.recall(paths.work, key)
+
+
+@task
+def take_same_version(config: CorpusflowConfig, paths: BuildPaths, manifest_uri: str) -> tuple[Manifest, str | None]:
+    """LATEST pointed at the version an identical build published; returns it and the version LATEST named."""
+    manifest = versions.load_manifest(manifest_uri)
+    previous = versions.latest_version(paths.datasets, config.dataset)
+    versions.set_latest(paths.datasets, config.dataset, manifest.version)
+    return manifest, previous
 
 
 @task
@@ -182,10 +201,14 @@ def check_limits(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest
 
 
 @task
-def publish(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest, staging: str) -> tuple[str, str | None]:
-    """Shards, manifest, then LATEST; returns the manifest's URI and the version LATEST named before."""
+def publish(config: CorpusflowConfig, paths: BuildPaths, manifest: Manifest, staging: str, build_key: str,
+            ) -> tuple[str, str | None]:
+    """Shards, manifest, then LATEST; returns the manifest's URI and the version LATEST named before. The
+    build's key is remembered with the version, for an unchanged rebuild to take it again."""
     previous = versions.latest_version(paths.datasets, config.dataset)
-    return versions.publish(staging, paths.datasets, config.dataset, manifest.version), previous
+    manifest_uri = versions.publish(staging, paths.datasets, config.dataset, manifest.version)
+    rebuild.remember(paths.work, build_key, manifest_uri)
+    return manifest_uri, previous
 
 
 @task
@@ -221,6 +244,12 @@ def build_dataset(config: CorpusflowConfig) -> str:
     inputs = check_inputs(config, work)
     with listening(_preload_global_steps(config)):
         staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), work))
+    build_key, same_build = find_same_build(config, paths, inputs, staged)
+    if same_build is not None:  # every partition from cache, nothing else changed: the same version again
+        manifest, previous = take_same_version(config, paths, same_build)
+        announce(config, paths, manifest, same_build, previous)
+        attach_pictures(same_build)
+        return same_build
     plan = plan_dedup(config, paths, staged)
     collisions = dedup_bucket.map(unmapped(config), unmapped(plan), range(plan.buckets)).result()
     decisions = resolve_duplicates(config, plan, collisions)
@@ -231,7 +260,7 @@ def build_dataset(config: CorpusflowConfig) -> str:
     manifest = write_manifest(config, inputs, assembled, suites)
     pictures = draw_pictures.submit(config, staging)
     check_limits(config, paths, manifest, staging, wait_for=[pictures])
-    manifest_uri, previous = publish(config, paths, manifest, staging)
+    manifest_uri, previous = publish(config, paths, manifest, staging, build_key)
     announce(config, paths, manifest, manifest_uri, previous, wait_for=[docs])
     attach_pictures(manifest_uri)
     return manifest_uri

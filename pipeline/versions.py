@@ -110,8 +110,12 @@ def publish(staging: str, datasets_uri: str, dataset: str, version: str) -> str:
     """
     target = storage.join(dataset_dir(datasets_uri, dataset), version)
     _place(staging, target)
-    storage.write_text(storage.join(dataset_dir(datasets_uri, dataset), LATEST), version + "\n")
+    set_latest(datasets_uri, dataset, version)
     return storage.join(target, MANIFEST)
+
+
+def set_latest(datasets_uri: str, dataset: str, version: str) -> None:
+    storage.write_text(storage.join(dataset_dir(datasets_uri, dataset), LATEST), version + "\n")
 
 
 def set_aside(staging: str, datasets_uri: str, dataset: str, version: str) -> str:

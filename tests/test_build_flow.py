@@ -223,13 +223,43 @@ def test_same_inputs_give_same_bytes_with_one_worker(demo_build: tuple[Path, str
            [(s.path, s.sha256) for s in second.shards + second.rejects]
 
 
-def test_refresh_with_unchanged_inputs_recomputes_no_partition(demo_build: tuple[Path, str]) -> None:
+def _global_steps_outputs(run_dir: Path) -> dict[Path, int]:
+    """The dedup step's files and the version's ledger, by modification time: rewritten by the global steps."""
+    files = [*(run_dir / "work" / "dedup").rglob("*.*"), *(run_dir / "datasets").rglob("ledger.arrow")]
+    return {p: p.stat().st_mtime_ns for p in files}
+
+
+def test_refresh_with_unchanged_inputs_recomputes_nothing(demo_build: tuple[Path, str]) -> None:
     config_path, manifest_path = demo_build
-    staged = sorted((Path(load_config(config_path).run_dir) / "work" / "partitions").glob("*/ledger.json"))
+    run_dir = Path(load_config(config_path).run_dir)
+    staged = sorted((run_dir / "work" / "partitions").glob("*/ledger.json"))
     before = {p: p.stat().st_mtime_ns for p in staged}
+    global_before = _global_steps_outputs(run_dir)
     again = run_build(config_path)
-    assert load_manifest(again).version == load_manifest(manifest_path).version
+    assert again == manifest_path and load_manifest(again).version == load_manifest(manifest_path).version
     assert {p: p.stat().st_mtime_ns for p in staged} == before
+    assert global_before and _global_steps_outputs(run_dir) == global_before  # the same version, taken again
+
+
+def test_an_edited_suite_or_a_lost_shard_builds_in_full(prefect_api: str, tmp_path: Path) -> None:
+    contracts = tmp_path / "contracts"
+    shutil.copytree(REPO / "data_contracts", contracts)
+    config = write_config(tmp_path, "rebuilds", contracts__directory=str(contracts))
+    first = load_manifest(run_build(config))
+    run_dir = Path(load_config(config).run_dir)
+    dedup_files = {p: m for p, m in _global_steps_outputs(run_dir).items() if "dedup" in p.parts}
+    (run_dir / "datasets" / first.dataset / first.version / first.shards[0].path).unlink()
+    assert load_manifest(run_build(config)).version == first.version
+    rewritten = _global_steps_outputs(run_dir)
+    assert all(rewritten[path] != mtime for path, mtime in dedup_files.items())  # the global steps ran again
+
+    suite = json.loads((contracts / "rejects.v1.json").read_text())
+    suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "source"},
+                                  "meta": {"severity": "warning"}})
+    (contracts / "rejects.v1.json").write_text(json.dumps(suite))  # same name and version, new content
+    assert load_manifest(run_build(config)).version == first.version  # a passing warning changes nothing stored
+    assert all(_global_steps_outputs(run_dir)[path] != mtime for path, mtime in rewritten.items()
+               if "dedup" in path.parts)
 
 
 @pytest.fixture(scope="module")
