@@ -209,8 +209,6 @@ def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
     if config.runner.kind != "local":
         yield
         return
-    from pipeline.steps import writing  # here: the CLI imports this module on its way to the first partition
-
     workers = config.runner.workers
     start_build_workers(config)
     steps = step_pool(workers)
@@ -271,6 +269,8 @@ class StepPool:
 
     def close(self) -> None:
         self._lifeline.close()
+        if self._endpoint is None:  # never used (an unchanged rebuild), maybe still importing: nothing to finish
+            self.process.terminate()
         self.process.join(timeout=10)
 
 
@@ -280,10 +280,16 @@ def _serve_steps(workers: int, lifeline: Connection) -> None:
 
     from pipeline.steps import writing
 
-    writing.warm_up()
+    try:
+        writing.warm_up()
+    except Exception:  # noqa: BLE001 - the step that needs what failed to import raises the same error, named
+        pass
     gc.freeze()  # as in the fork server: the workers skip these objects in their collections
-    # Forked from this process, which has no other thread yet: the workers start with everything imported.
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    # Forked from this process, which has no other thread yet (with "fork", all workers start on the first
+    # submit, before the executor's own thread): the workers start with everything imported.
+    watched, kept = multiprocessing.Pipe(duplex=False)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_forked_worker, initargs=(watched, kept))
     for started in [executor.submit(int) for _ in range(workers)]:
         started.result()
     with _serving(lambda: executor) as endpoint:
@@ -293,6 +299,12 @@ def _serve_steps(workers: int, lifeline: Connection) -> None:
         except EOFError:
             pass
     executor.shutdown(cancel_futures=True)
+
+
+def _forked_worker(watched: Connection, kept: Connection) -> None:
+    """A steps' worker ends with the process that forked it (which keeps `kept` open while it lives)."""
+    kept.close()  # this copy of the helper's end, inherited by the fork
+    threading.Thread(target=_end_with, args=(watched,), name="pool-lifeline", daemon=True).start()
 
 
 _step_pools: dict[int, StepPool] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -70,6 +71,19 @@ def test_the_global_steps_run_in_workers_forked_with_their_libraries_imported() 
     assert parent == process.pid and worker != process.pid  # forked by the steps' own process
     assert raised
     assert not process.is_alive() and not psutil.pid_exists(worker)  # shut down with the chain's pool
+
+
+def test_a_steps_pool_never_used_ends_without_waiting_for_its_imports() -> None:
+    """An unchanged rebuild starts the pool and needs none of it: the command must not wait for its imports."""
+    shutdown_workers()
+    start_workers(1)
+    try:
+        process = step_pool(1).process
+        started = time.monotonic()
+    finally:
+        shutdown_workers()
+    assert time.monotonic() - started < 1.5  # importing Great Expectations alone takes seconds
+    assert not process.is_alive()
 
 
 def test_no_worker_outlives_a_builder_killed_with_sigkill(tmp_path: Path) -> None:
