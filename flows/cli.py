@@ -451,10 +451,10 @@ def _exit(code: int | str | None) -> NoReturn:
     if isinstance(code, str):  # sys.exit("message") prints it and exits 1
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter would run next, before its teardown
+    # What the interpreter does on its way out, in its order, up to the teardown: threading's exit hooks
+    # (thread pools told to finish) and the join of non-daemon threads, then the exit handlers.
+    threading._shutdown()  # noqa: SLF001
+    atexit._run_exitfuncs()  # noqa: SLF001
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
