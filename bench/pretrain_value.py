@@ -374,7 +374,8 @@ def main() -> None:
                                          "batch_size": train.pretrain.batch_size, "vocab_size": train.tokenizer.vocab_size,
                                          **head_speed(train, tokenizer_dir, corpus_manifest)})
         return
-    pretrain_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump())
+    pretrain_hash = _settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump(),
+                                   train.mix, train.mix_temperature)
     cost = pretrained_model(corpus_manifest, train, tokenizer_dir, args.work / f"pretrain-{pretrain_hash}")
     log.info("pretraining: %s", cost)
     pretrained_dir = Path(cost["model_dir"])
