@@ -44,7 +44,7 @@ from flows.lease import dataset_lease
 from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import ray_task_runner
-from flows.workers import run_in_step_worker, run_in_worker, start_build_workers, start_step_pool_as_workers_free
+from flows.workers import run_in_step_worker, run_in_worker, start_build_workers, start_step_pool_ahead
 from pipeline import card, plots, reproduce, sources, storage, versions
 from pipeline.steps import dedup_step, manifest as manifests, partitions, rebuild, writing
 from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
@@ -294,9 +294,9 @@ def _on_step_worker(config: CorpusflowConfig, fn: Callable[..., T], *args: objec
 
 
 def _preload_global_steps(config: CorpusflowConfig) -> Callable[[BuildProgress], None]:
-    """The global steps' pool starts importing what they need as soon as a chain worker has no partition left."""
+    """The global steps' pool starts importing what they need a little before the last partitions end."""
     if config.runner.kind == "local":
-        return start_step_pool_as_workers_free(config.runner.workers)
+        return start_step_pool_ahead(config.runner.workers)
     return lambda progress: None  # on Ray each task imports them in its own worker
 
 

@@ -10,8 +10,8 @@ also ends without tearing its modules down one by one (a spawned one takes secon
 The global steps after the partitions (shard writing with its validation, the card's pictures, Data Docs)
 run in a pool of their own: Great Expectations and matplotlib take seconds to import, which each chain
 worker would pay again on the build's critical path. That pool's process is forked from the fork server
-when the first chain worker has no partition left; it imports them once, while the last partitions run,
-then forks its workers, warm, and serves their calls on a local socket.
+a few seconds before the partitions should end (or when a chain worker has none left); it imports them
+once, while the last partitions run, then forks its workers, warm, and serves their calls on a local socket.
 
 A served process (`corpusflow serve`) keeps one warm pool for all the flow runs it starts, each in a
 process of its own: `serving_workers` offers the pool on a local socket whose address the runs inherit in
@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 PRELOAD = ["pipeline.steps.preload"]  # what the fork server imports before it forks the first worker
 SERVED_POOL_ENV = "CORPUSFLOW_WORKER_POOL"  # where a served process offers its pool to the runs it starts
+STEP_POOL_LEAD_S = 3.0  # what the global steps' pool takes to import Great Expectations and matplotlib
 
 _pools: dict[int, ProcessPoolExecutor] = {}
 _lifelines: dict[int, Connection] = {}  # the builder's end of each pool's lifeline (see _warm_worker)
@@ -129,12 +130,14 @@ def start_build_workers(config: CorpusflowConfig) -> None:
         start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
 
 
-def start_step_pool_as_workers_free(workers: int) -> Callable[[BuildProgress], None]:
-    """A progress listener that starts the global steps' pool when a chain worker has no partition left:
-    its imports then take the core that worker would leave idle until the last partitions end."""
+def start_step_pool_ahead(workers: int) -> Callable[[BuildProgress], None]:
+    """A progress listener that starts the global steps' pool when the partitions left should take about as
+    long as its imports (STEP_POOL_LEAD_S at the pace so far), or a chain worker has none left: the pool is
+    ready as the global steps begin, and its imports mostly take a core the last partitions leave idle."""
 
     def on_progress(progress: BuildProgress) -> None:
-        if progress.total - progress.done < workers and not _served_pool(workers):
+        near_the_end = progress.eta_s is not None and progress.eta_s <= STEP_POOL_LEAD_S
+        if (near_the_end or progress.total - progress.done < workers) and not _served_pool(workers):
             step_pool(workers)
 
     return on_progress
