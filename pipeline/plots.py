@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 DPI = 110
 DROP_COLORS = {"filtered": "#e07b39", "duplicate": "#8c6bb1", "rejected": "#c0392b"}
 LENGTHS, FUNNEL, DUPLICATES = "lengths.png", "funnel.png", "duplicates.png"  # under <version>/reports/
-
-
 DATASET_PICTURES = (LENGTHS, FUNNEL, DUPLICATES)
 
 
@@ -55,8 +53,8 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
     panels = max(len(langs), 1)
     # Margins fixed in inches: the constrained layout measured every tick label of the log axes, half
     # of this picture's time on the build's last steps, for margins that do not vary.
-    figure = _new_figure((6.5, 3.2 * panels), layout=None)
     height = 3.2 * panels
+    figure = _new_figure((6.5, height), layout=None)
     figure.subplots_adjust(left=0.85 / 6.5, right=1 - 0.15 / 6.5, top=1 - 0.35 / height, bottom=0.55 / height,
                            hspace=0.95 / 2.2)  # the gap over the height of one panel
     axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
