@@ -13,10 +13,13 @@ worker would pay again on the build's critical path. That pool's process is fork
 a few seconds before the partitions should end (or when a chain worker has none left); it imports them
 once, while the last partitions run, then forks its workers, warm, and serves their calls on a local socket.
 
-A served process (`corpusflow serve`) keeps one warm pool for all the flow runs it starts, each in a
-process of its own: `serving_workers` offers the pool on a local socket whose address the runs inherit in
-their environment, and `run_in_worker` in a run hands its work there. Start-up (the fork server's preload,
-Great Expectations' import in each worker) is then paid once per served process, not once per run.
+A served process (`corpusflow serve`) keeps both pools warm for all the flow runs it starts, each in a
+process of its own: `serving_workers` offers them on local sockets whose addresses the runs inherit in
+their environment, and `run_in_worker` / `run_in_step_worker` in a run hand their work there. Start-up
+(the fork server's preload, the steps' pool's imports) is then paid once per served process, not per run.
+
+Every worker ends with the process that started its pool, through a lifeline pipe: a worker waiting for
+work holds both ends of its queue, so without it `kill -9` of a build would leave the workers running.
 """
 
 from __future__ import annotations
