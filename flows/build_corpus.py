@@ -110,7 +110,7 @@ def process_partition(config: CorpusflowConfig, paths: BuildPaths, partition: Pa
 def find_same_build(config: CorpusflowConfig, paths: BuildPaths, inputs: list[InputRecord],
                     staged: list[partitions.StagedPartition]) -> tuple[str, str | None]:
     """The key of all the global steps derive from, and the manifest an earlier build of that key published."""
-    key = rebuild.build_key(config, inputs, staged, paths.datasets)
+    key = rebuild.build_key(config, inputs, staged, paths.datasets, paths.contracts)
     return key, rebuild.recall(paths.work, key)
 
 

@@ -26,11 +26,12 @@ NOT_IN_CONTENT = {"runner": True, "card": True, "run_dir": True, "work_uri": Tru
 
 
 def build_key(config: CorpusflowConfig, inputs: Sequence[InputRecord], staged: Sequence[StagedPartition],
-              datasets_uri: str) -> str:
-    """What decides the version this build publishes, and where (`datasets_uri`, absolute): equal keys,
-    equal versions."""
-    suites = {name: contracts.suite_path(config.contracts.directory, name).read_bytes().decode()
-              for name in contracts.suite_versions(config.contracts)} if config.contracts.enabled else {}
+              datasets_uri: str, contracts_dir: str) -> str:
+    """What decides the version this build publishes, and where: equal keys, equal versions.
+    `datasets_uri` and `contracts_dir` are the build's resolved ones (absolute, or URLs)."""
+    names = (config.contracts.documents_suite, config.contracts.rejects_suite)
+    suites = {name: contracts.suite_path(contracts_dir, name).read_text(encoding="utf-8")
+              for name in names} if config.contracts.enabled else {}
     parts = {
         "config": config.model_dump(mode="json", exclude=NOT_IN_CONTENT),
         "datasets": datasets_uri,
