@@ -12,7 +12,8 @@ A); then on B both fresh (tokenizer of B, full budget) and continued from the pa
 documents mixed with a replay of the old, for `--continue-fraction` of the budget). Both B arms are
 fine-tuned on the tasks with every seed; per task: each arm's score, the per-seed delta continued - fresh,
 and whether it is within 0.5 points; cost: steps, tokens, wall and CPU seconds of each pretraining (the
-time ratio is taken on CPU seconds, which a shared or paused machine does not distort). Target:
+time ratio is taken on CPU seconds, which a pause does not count; on a shared machine they grow too, as
+torch's threads spin while they wait, so both arms need idle cores). Target:
 continued within 0.5 points of fresh on every task at <= 1/3 of its pretraining time.
 
 The full protocol is the defaults (the recipe's 7,000 steps, five seeds, the four tasks, 1,000 examples):
@@ -186,8 +187,8 @@ def refresh(args: argparse.Namespace, train: TrainConfig, finetune_settings: dic
         }
         log.info("%s: continued - fresh %+.4f", name, per_task[name]["delta_mean"])
     cost = {"fresh_a": _cost(pretrained["a"]), "fresh_b": _cost(pretrained["b"]), "continued_b": _cost(continued)}
-    # CPU seconds of the process (all its threads), not wall time: the ratio stays meaningful when the
-    # machine is shared or the run is paused; the wall seconds are recorded beside them
+    # CPU seconds of the process (all its threads), not wall time: a paused run does not count its pause
+    # (they still grow on a shared machine: torch's threads spin while they wait); wall seconds beside them
     time_ratio = continued["cpu_seconds"] / pretrained["b"]["cpu_seconds"]
     return {
         "corpus": counts,
