@@ -58,7 +58,8 @@ def recall(work_uri: str, key: str) -> str | None:
     manifest = versions.load_manifest(manifest_uri)
     root = versions.version_dir(manifest_uri)
     files = [shard.path for shard in manifest.shards + manifest.quarantined + manifest.rejects] + [versions.LEDGER]
-    return manifest_uri if all(storage.exists(storage.join(root, path)) for path in files) else None
+    present = set(storage.list_files(root))  # one listing, not a request per file on an object store
+    return manifest_uri if all(path in present for path in files) else None
 
 
 def _memo(work_uri: str, key: str) -> str:
