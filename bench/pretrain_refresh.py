@@ -46,7 +46,7 @@ import yaml
 from helpers.training import shard_record, write_manifest, write_shard
 from transformers import AutoTokenizer
 
-from pipeline.config import ContinuationConfig, TrainConfig, load_config
+from pipeline.config import TrainConfig, load_config
 from pipeline.train.continuation import Continuation, ParentModel, changed_document_ids, write_ids
 from pipeline.train.data import PackedStream, plan_mix, shard_urls
 from pipeline.train.pretrain import _layout, pretrain
@@ -154,29 +154,34 @@ def refresh(args: argparse.Namespace, train: TrainConfig, finetune_settings: dic
     corpus_a = version_without_new_text(corpus_b, args.work / "corpus-without-new-text")
     pretrain_hash = value._settings_hash(train.tokenizer.model_dump(), train.model.model_dump(), train.pretrain.model_dump(),
                                          train.mix, train.mix_temperature)
-    tokenizers, pretrained = {}, {}
+    tokenizer_hash = value._settings_hash(train.tokenizer.model_dump())
+    # version B is pretrain_value's corpus: its tokenizer, pretraining and fine-tunes are pretrain_value's own
+    # (same directories), so a recipe measured there is not trained twice
+    tokenizers = {"a": args.work / f"tokenizer-a-{tokenizer_hash}", "b": args.work / f"tokenizer-{tokenizer_hash}"}
+    pretrain_dirs = {"a": args.work / f"pretrain-a-{pretrain_hash}", "b": args.work / f"pretrain-{pretrain_hash}"}
+    pretrained = {}
     for name, manifest in (("a", corpus_a), ("b", corpus_b)):
-        tokenizers[name] = args.work / f"tokenizer-{name}-{value._settings_hash(train.tokenizer.model_dump())}"
         if not (tokenizers[name] / "tokenizer.json").exists():
             train_tokenizer(str(manifest), train.tokenizer, tokenizers[name])
-        pretrained[name] = value.pretrained_model(manifest, train, tokenizers[name], args.work / f"pretrain-{name}-{pretrain_hash}")
+        pretrained[name] = value.pretrained_model(manifest, train, tokenizers[name], pretrain_dirs[name])
         log.info("fresh pretraining on %s: %s", name.upper(), pretrained[name])
     steps = max(1, round(train.pretrain.max_steps * args.continue_fraction))
-    continued_train = train.model_copy(update={"continuation": ContinuationConfig(max_steps=steps, replay_share=args.replay_share)})
+    continued_train = train.model_copy(update={"continuation": train.continuation.model_copy(
+        update={"max_steps": steps, "replay_share": args.replay_share})})
     continue_hash = value._settings_hash(pretrain_hash, continued_train.continuation.model_dump())
     continued = continued_model(corpus_b, corpus_a, continued_train, Path(pretrained["a"]["model_dir"]),
                                 args.work / f"continued-{continue_hash}")
     log.info("continued pretraining: %s", continued)
 
     arms = {"fresh": Path(pretrained["b"]["model_dir"]), "continued": Path(continued["model_dir"])}
-    finetune_hash = {"fresh": value._settings_hash(pretrain_hash, "b", finetune_settings, args.examples),
+    finetune_hash = {"fresh": value._settings_hash(pretrain_hash, finetune_settings, args.examples),
                      "continued": value._settings_hash(continue_hash, finetune_settings, args.examples)}
     per_task = {}
     for name in args.tasks:
         scores: dict[str, list[float]] = {"fresh": [], "continued": []}
         for seed in args.seeds:
             for arm, model_dir in arms.items():
-                out = args.work / "finetuned" / finetune_hash[arm] / f"{name}-{arm}-{seed}"
+                out = args.work / "finetuned" / finetune_hash[arm] / f"{name}-{'pretrained' if arm == 'fresh' else arm}-{seed}"
                 scores[arm].append(value.finetuned_score(tasks[name], model_dir, out, seed))
         deltas = [c - f for c, f in zip(scores["continued"], scores["fresh"])]
         per_task[name] = {

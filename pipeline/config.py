@@ -456,6 +456,9 @@ class ContinuationConfig(Strict):
     # tokens times new_text_passes, plus their replay. Never more than pretrain.max_steps.
     max_steps: int | None = Field(default=None, gt=0)
     new_text_passes: float = Field(default=2.0, gt=0)
+    # Peak learning rate of the continued run, as a share of pretrain.lr. The parent has already converged:
+    # re-warming to the full peak throws it off its minimum, and a third of a budget is too short to find it again.
+    peak_lr_ratio: float = Field(default=0.5, gt=0, le=1)
     # The parent's tokenizer is kept only while it still covers the corpus: when, on up to coverage_docs new
     # documents, the share of [UNK] tokens or of characters a byte-level BPE splits into bytes is above its
     # share on as many old documents by more than these, the run falls back to a fresh start, with a note.

@@ -226,8 +226,11 @@ def test_continued_pretraining_starts_from_the_parent_and_trains_new_text_with_r
     parent = pretrain(a, tokenizer_dir, config, workdir / "parent")
     continuation = Continuation(ParentModel("m", "1", parent.model_dir, a, "A"),
                                 write_ids(changed_document_ids(a, b), workdir / "new_ids.txt"))
-    continued_config = config.model_copy(update={"continuation": ContinuationConfig(replay_share=0.5, new_text_passes=2)})
-    continued = pretrain(b, parent.model_dir, continued_config, workdir / "continued", continuation=continuation)
+    continued_config = config.model_copy(update={"continuation": ContinuationConfig(replay_share=0.5, new_text_passes=2,
+                                                                                    peak_lr_ratio=0.25)})
+    records: list[dict] = []
+    continued = pretrain(b, parent.model_dir, continued_config, workdir / "continued", continuation=continuation,
+                         on_log=records.append)
     fresh = pretrain(b, tokenizer_dir, config, workdir / "fresh-b")
 
     assert continued.continued_from == "m/1" and continued.new_tokens > 0
@@ -240,6 +243,9 @@ def test_continued_pretraining_starts_from_the_parent_and_trains_new_text_with_r
     # started from the parent's weights: the first window's loss is already near where the parent ended
     assert continued.losses[0][1] < fresh.losses[0][1] - 1.0
     assert continued.losses[0][1] < parent.losses[0][1] - 1.0
+    # re-warmed to a quarter of the parent's peak, then decayed
+    peak = config.pretrain.lr * 0.25
+    assert peak / 2 < max(r["lr"] for r in records) <= peak * (1 + 1e-9) and records[-1]["lr"] < peak / 2
 
 
 def test_a_tokenizer_that_no_longer_covers_the_new_text_is_refused(workdir: Path, versions: tuple[str, str]) -> None:

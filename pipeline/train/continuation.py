@@ -174,10 +174,11 @@ def load_parent_weights(model: torch.nn.Module, parent_dir: Path) -> None:
 
 
 def continued_schedule(config: TrainConfig, new_tokens: int, tokens_per_step: int) -> PretrainConfig:
-    """The pretraining loop of a continued run: its budget, and warmup re-done over a tenth of it at most."""
+    """The pretraining loop of a continued run: its budget, its lower peak, and warmup re-done over a tenth of
+    the budget at most."""
     settings = config.continuation
     steps = settings.max_steps or math.ceil(new_tokens * settings.new_text_passes / (1 - settings.replay_share)
                                             / tokens_per_step)
     steps = max(1, min(steps, config.pretrain.max_steps))
-    return config.pretrain.model_copy(update={"max_steps": steps,
+    return config.pretrain.model_copy(update={"max_steps": steps, "lr": config.pretrain.lr * settings.peak_lr_ratio,
                                               "warmup_steps": max(1, min(config.pretrain.warmup_steps, steps // 10))})
