@@ -7,17 +7,21 @@ header (`header: false`) has its columns named by position, "0" for the first, a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from pipeline.config import SourceConfig
 from pipeline.sources.base import Partition, ReadBatch, RecordBatcher, RecordSeek, SourceUnreadable
 from pipeline.sources.rows import document_row, read_date, reject_row, strip_bom, undecodable_reason
+from pipeline.sources.linescan import LineCursor, csv_lines, jsonl_lines, line_blocks, record_starts
 from pipeline.sources.textio import Line, Member, capped_lines, detect_encoding, members, open_lines_as, read_sample
 
 # A JSON-lines file none of whose first records is a JSON object is not JSON lines (a CSV, a log, HTML).
@@ -49,10 +53,10 @@ def record_ranges(source: SourceConfig, path: str, size: int) -> list[tuple[int,
     starts: list[tuple[int, RecordSeek | None]] = []
     index = 0
     for ordinal, member in enumerate(members(path)):
-        for position in _record_positions(source, member):
-            if index % size == 0:
-                starts.append((index, RecordSeek(ordinal, position - 1) if seekable else None))
-            index += 1
+        for positions in _record_positions(source, member):
+            for offset in range(-index % size, len(positions), size):
+                starts.append((index + offset, RecordSeek(ordinal, int(positions[offset]) - 1) if seekable else None))
+            index += len(positions)
     if not starts:
         return [(0, None, None)]
     return [(start, starts[i + 1][0] if i + 1 < len(starts) else None, seek) for i, (start, seek) in enumerate(starts)]
@@ -91,15 +95,30 @@ def _member_records(source: SourceConfig, member: Member, first: int, skip_lines
     return parse(source, member, member_encoding(source, member), first, skip_lines)
 
 
-def _record_positions(source: SourceConfig, member: Member) -> Iterator[int]:
-    """The line each record of a data file starts on, numbered as `_member_records` numbers them.
+def _record_positions(source: SourceConfig, member: Member) -> Iterator[np.ndarray]:
+    """The line each record of a data file starts on, numbered as `_member_records` numbers them, in batches.
 
-    For CSV only the rows are parsed, not checked or mapped: planning a build passes over the whole input
-    before any partition starts, so this pass is on every build's critical path.
+    Planning a build passes over the whole input before any partition starts, so this pass is on every
+    build's critical path: lines are settled by numpy where their bytes suffice (linescan.py), and only the
+    others parsed, as the records are.
     """
+    encoding = member_encoding(source, member)
     if source.format == "jsonl":
-        return (record.position for record in _member_records(source, member, 0))
-    return _csv_positions(source, member, member_encoding(source, member))
+        return _jsonl_positions(source, member, encoding)
+    return _csv_positions(source, member, encoding)
+
+
+def _jsonl_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[np.ndarray]:
+    with open_lines_as(member, encoding) as (stream, line_codec):
+        cursor = LineCursor(line_blocks(stream, source.max_record_bytes), 0)
+
+        def record_at(cursor: LineCursor) -> int | None:
+            line = next(cursor.lines())
+            text = line.data.decode(line_codec, "surrogateescape")
+            return cursor.line_no if line.oversize or text.strip() else None
+
+        utf8 = codecs.lookup(line_codec).name in ("utf-8", "utf-8-sig")
+        yield from record_starts(cursor, lambda block: jsonl_lines(block, utf8), record_at)
 
 
 def member_encoding(source: SourceConfig, member: Member) -> str:
@@ -208,7 +227,7 @@ class _LineFeed:
 
     def __init__(self, lines: Iterator[Line], encoding: str) -> None:
         self._lines = lines
-        self._encoding = encoding
+        self.encoding = encoding
         self.line_no = 0
         self.consumed: list[str] = []
         self.oversize = False
@@ -225,7 +244,7 @@ class _LineFeed:
     def __iter__(self) -> Iterator[str]:
         for line in self._lines:
             self.line_no += 1
-            text = line.data.decode(self._encoding, "surrogateescape")
+            text = line.data.decode(self.encoding, "surrogateescape")
             self.consumed.append(text)
             if line.oversize:
                 self.oversize = True
@@ -236,7 +255,7 @@ class _LineFeed:
 def _csv_records(
     source: SourceConfig, member: Member, encoding: str, first: int, skip_lines: int = 0,
 ) -> Iterator[RawRecord]:
-    with _csv_reader(source, member, encoding) as (feed, reader, header):
+    with _csv_reader(source, member, encoding) as (feed, reader, header, _):
         feed.skip(skip_lines - feed.line_no)  # the header read, on to the partition's first record
         width = len(header) if header is not None else None
         text_at = header.index(source.fields["text"]) if header is not None else int(source.fields["text"])
@@ -249,17 +268,33 @@ def _csv_records(
             yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
 
 
-def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[int]:
-    with _csv_reader(source, member, encoding) as (feed, reader, _):
-        for position, _, _ in _csv_rows(feed, reader):
-            yield position
+def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[np.ndarray]:
+    with _csv_reader(source, member, encoding) as (feed, reader, header, stream):
+        if source.header and header is None:
+            return
+        cursor = LineCursor(line_blocks(stream, source.max_record_bytes), feed.line_no)
+
+        def record_at(cursor: LineCursor) -> int | None:
+            """One record read as `_csv_rows` reads it: the csv module is fresh at every record."""
+            lines = _LineFeed(cursor.lines(), feed.encoding)
+            position = cursor.line_no + 1
+            try:
+                row = next(csv.reader(lines, delimiter=_delimiter(source)))
+            except StopIteration:
+                return None
+            except csv.Error:
+                return position
+            return position if row else None
+
+        yield from record_starts(cursor, csv_lines, record_at)
 
 
 @contextmanager
 def _csv_reader(
     source: SourceConfig, member: Member, encoding: str
-) -> Iterator[tuple[_LineFeed, Iterator[list[str]], list[str] | None]]:
-    """The line feed and csv reader of a data file, past its header (read and checked when it has one)."""
+) -> Iterator[tuple[_LineFeed, Iterator[list[str]], list[str] | None, BinaryIO]]:
+    """The line feed and csv reader of a data file, past its header (read and checked when it has one),
+    and the stream they read, whose next line is the one after the header."""
     # csv's field limit is process-wide; it is raised to the record cap so fields up to the cap parse,
     # and a quoted field growing past it over many lines becomes a csv.Error, not unbounded memory.
     csv.field_size_limit(max(csv.field_size_limit(), source.max_record_bytes))
@@ -268,7 +303,7 @@ def _csv_reader(
         reader = csv.reader(feed, delimiter=_delimiter(source))
         header = _read_header(source, member, reader) if source.header else None
         no_rows = source.header and header is None  # not even a header: zero records
-        yield feed, iter(()) if no_rows else reader, header
+        yield feed, iter(()) if no_rows else reader, header, stream
 
 
 def _csv_rows(feed: _LineFeed, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | None, str | None]]:
