@@ -12,8 +12,9 @@ under a work URL every node reaches, so the same flow runs in local processes or
    contracts, code), that build's version is taken again and steps 3-7 are skipped (pipeline/steps/rebuild.py).
 3. Dedup across every partition and source: one task per bucket (a range of keys, read from every
    partition's key file), then one resolution task over the colliding documents only.
-4. One writing task per partition (or run of small partitions) drops the decided duplicates, writes its
-   split/lang shards and its rejects, and validates them against their contracts in the same worker.
+4. One writing task per partition (or run of small partitions) drops the decided duplicates and writes its
+   split/lang shards and its rejects; then one validation task per batch of shards of a contract (a Great
+   Expectations run costs the same for 1 or 100,000 rows, so shards are validated together).
 5. contracts: a shard that broke a critical expectation is quarantined.
 6. manifest: inputs, config, code, shards, ledger and contract results; its hash is the version. The
    dataset card (README.md) is written beside it, outside the hash; a worker draws its pictures meanwhile,
@@ -148,24 +149,36 @@ def plan_writing(config: CorpusflowConfig, paths: BuildPaths, staged: list[parti
 
 
 @task(retries=2, retry_condition_fn=transient_only, task_run_name="write-{group.name}")
-def write_shards(config: CorpusflowConfig, paths: BuildPaths, group: writing.WritingGroup,
-                 decisions: dedup_step.DedupDecisions, staging: str) -> writing.WrittenGroup:
-    # In a worker process: Great Expectations is CPU-bound Python, so threads would take turns on one core.
-    return _on_step_worker(config, writing.write_group, config, group, decisions, staging, paths.contracts,
-                           paths.data_docs)
-
-
-@task(retries=2, retry_condition_fn=transient_only)
-def render_data_docs(config: CorpusflowConfig, paths: BuildPaths, written: list[writing.WrittenGroup]) -> str | None:
-    """Data Docs pages of every shard validated, and the index: once for the build, beside the steps after."""
-    return _on_step_worker(config, writing.render_data_docs, written, paths.data_docs)
+def write_shards(config: CorpusflowConfig, group: writing.WritingGroup, decisions: dedup_step.DedupDecisions,
+                 staging: str) -> writing.WrittenGroup:
+    return _on_step_worker(config, writing.write_group, config, group, decisions, staging)
 
 
 @task
-def apply_contracts(written: list[writing.WrittenGroup], decisions: dedup_step.DedupDecisions, staging: str,
+def plan_validation(config: CorpusflowConfig, written: list[writing.WrittenGroup]) -> list[writing.ValidationBatch]:
+    return writing.validation_batches(written, config.contracts, config.runner.validation_batch_rows)
+
+
+@task(retries=2, retry_condition_fn=transient_only, task_run_name="validate-{batch.name}")
+def validate_shards(config: CorpusflowConfig, paths: BuildPaths, batch: writing.ValidationBatch, staging: str,
+                    ) -> list[dict]:
+    # In a worker process with Great Expectations imported: it is CPU-bound Python, threads would take turns.
+    return _on_step_worker(config, writing.validate_batch, batch, staging, paths.contracts, paths.data_docs,
+                           config.runner.validation_batch_rows)
+
+
+@task(retries=2, retry_condition_fn=transient_only)
+def render_data_docs(config: CorpusflowConfig, paths: BuildPaths, validated: list[list[dict]]) -> str | None:
+    """Data Docs pages of every shard validated, and the index: once for the build, beside the steps after."""
+    return _on_step_worker(config, writing.render_data_docs, validated, paths.data_docs)
+
+
+@task
+def apply_contracts(written: list[writing.WrittenGroup], validated: list[list[dict]],
+                    decisions: dedup_step.DedupDecisions, staging: str,
                     ) -> tuple[writing.AssembledDataset, dict[str, str]]:
     """The shards with their contract results; those that broke a critical expectation quarantined."""
-    assembled, reports, reject_reports = writing.assemble(written, decisions.repeated_by_source, staging)
+    assembled, reports, reject_reports = writing.assemble(written, validated, decisions.repeated_by_source, staging)
     suites = {report["suite"]: report["version"] for report in reports + reject_reports if report}
     return manifests.apply_contracts(assembled, reports, reject_reports), suites
 
@@ -254,9 +267,11 @@ def build_dataset(config: CorpusflowConfig) -> str:
     collisions = dedup_bucket.map(unmapped(config), unmapped(plan), range(plan.buckets)).result()
     decisions = resolve_duplicates(config, plan, collisions)
     staging, groups = plan_writing(config, paths, staged)
-    written = write_shards.map(unmapped(config), unmapped(paths), groups, unmapped(decisions), unmapped(staging)).result()
-    docs = render_data_docs.submit(config, paths, written)
-    assembled, suites = apply_contracts(written, decisions, staging)
+    written = write_shards.map(unmapped(config), groups, unmapped(decisions), unmapped(staging)).result()
+    batches = plan_validation(config, written)
+    validated = validate_shards.map(unmapped(config), unmapped(paths), batches, unmapped(staging)).result()
+    docs = render_data_docs.submit(config, paths, validated)
+    assembled, suites = apply_contracts(written, validated, decisions, staging)
     manifest = write_manifest(config, inputs, assembled, suites)
     pictures = draw_pictures.submit(config, staging)
     check_limits(config, paths, manifest, staging, wait_for=[pictures])

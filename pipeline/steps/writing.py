@@ -1,14 +1,21 @@
-"""Shards written where the documents are: one writing task per partition, or per run of small partitions.
+"""Shards written where the documents are: one writing task per partition, or per run of small partitions;
+then validation tasks, each over a batch of shards of one contract.
 
 A writing task reads its partitions' staged documents and rejects, drops the documents the dedup
-resolution decided are duplicates (renaming first those whose id an earlier document took), writes the
-kept ones into split/lang shards and every drop into rejects shards, and validates them against their
-contracts in the same worker. Shards are named after the group's first partition,
+resolution decided are duplicates (renaming first those whose id an earlier document took), and writes the
+kept ones into split/lang shards and every drop into rejects shards. Shards are named after the group's
+first partition,
 
     data/<split>/<source>-<partition index>-<lang>-NNNNN.arrow      rejects/<source>-<partition index>-NNNNN.arrow
 
 so the layout follows the partitions' order and the rows' order inside each, never the number of workers.
 Groups are cut from the partitions' record counts alone, for the same reason.
+
+Validation is batched across groups (`validation_batches`): a Great Expectations run costs about a third of
+a second whatever its rows (it builds a graph of metrics per expectation), so one run per contract over
+up to `runner.validation_batch_rows` rows, not one per group and contract. A batch that fails anything is
+validated again shard by shard (contracts.validate_shards), so the manifest records each shard's own
+result, and batching never shows in it.
 """
 
 from __future__ import annotations
@@ -45,12 +52,10 @@ class WritingGroup:
 
 @dataclass(frozen=True)
 class WrittenGroup:
-    """What a writing task wrote (paths relative to the staging root) and counted, with its contract reports."""
+    """What a writing task wrote (paths relative to the staging root) and counted."""
 
     shards: list[ShardRecord]
     rejects: list[ShardRecord]
-    reports: list[dict | None]  # per shard, None when contracts are off
-    reject_reports: list[dict | None]
     ledger_rows: list[dict]
     notes: dict[str, dict[str, int]]  # source -> what the stages did to kept rows
     label_drop_rates: list[LabelDropRate]
@@ -82,11 +87,22 @@ def plan_writing(staged: Sequence[StagedPartition], max_rows: int) -> list[Writi
     return [WritingGroup(tuple(group)) for group in groups]
 
 
-def write_group(
-    config: CorpusflowConfig, group: WritingGroup, decisions: DedupDecisions, staging: str,
-    contracts_dir: str, data_docs_dir: str,
-) -> WrittenGroup:
-    """Write one group's shards and rejects under `staging` and validate them there (when contracts are on)."""
+@dataclass(frozen=True)
+class ValidationBatch:
+    """Shards (paths relative to the staging root) that one task validates against one suite."""
+
+    suite: str
+    shards: tuple[str, ...]
+    sha256s: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        first = self.shards[0].rsplit("/", 1)[-1].removesuffix(".arrow")
+        return first if len(self.shards) == 1 else f"{first} and {len(self.shards) - 1} more"
+
+
+def write_group(config: CorpusflowConfig, group: WritingGroup, decisions: DedupDecisions, staging: str) -> WrittenGroup:
+    """Write one group's shards and rejects under `staging`."""
     first = group.partitions[0]
     source = first.source
     data_sinks: dict[tuple[str, str], ShardSink] = {}
@@ -119,29 +135,44 @@ def write_group(
     shards = [shard_record(f, staging, split, source, lang)
               for (split, lang), sink in sorted(data_sinks.items()) for f in sink.written]
     rejects = [shard_record(f, staging, "rejects", source, "") for f in reject_sink.written]
-    reports, reject_reports = _validate(config.contracts, staging, shards, rejects, contracts_dir, data_docs_dir,
-                                        config.runner.validation_batch_rows)
-    return WrittenGroup(shards=shards, rejects=rejects, reports=reports, reject_reports=reject_reports,
-                        ledger_rows=ledger_rows, notes={source: dict(notes)} if notes else {},
-                        label_drop_rates=labels.rates())
+    return WrittenGroup(shards=shards, rejects=rejects, ledger_rows=ledger_rows,
+                        notes={source: dict(notes)} if notes else {}, label_drop_rates=labels.rates())
 
 
-def _validate(
-    config: ContractsConfig, staging: str, shards: list[ShardRecord], rejects: list[ShardRecord],
-    contracts_dir: str, data_docs_dir: str, batch_rows: int,
-) -> tuple[list[dict | None], list[dict | None]]:
-    """Each shard against its suite, in this worker (Great Expectations is imported once per worker).
-
-    The results are stored in the Data Docs folder; `render_data_docs` draws the pages of all groups at once.
-    """
+def validation_batches(written: Sequence[WrittenGroup], config: ContractsConfig, batch_rows: int) -> list[ValidationBatch]:
+    """The shards of each suite in partition order, cut into batches of at most `batch_rows` rows (a larger
+    shard alone); none when contracts are off. Cut from row counts alone, like the groups."""
     if not config.enabled:
-        return [None] * len(shards), [None] * len(rejects)
-    checks = [contracts.ShardCheck(storage.join(staging, s.path), config.documents_suite, s.sha256) for s in shards]
-    checks += [contracts.ShardCheck(storage.join(staging, r.path), config.rejects_suite, r.sha256) for r in rejects]
+        return []
+    by_suite = {config.documents_suite: [s for group in written for s in group.shards],
+                config.rejects_suite: [r for group in written for r in group.rejects]}
+    batches = []
+    for suite, shards in by_suite.items():
+        held: list[ShardRecord] = []
+        for shard in shards:
+            if held and sum(s.rows for s in held) + shard.rows > batch_rows:
+                batches.append(_batch(suite, held))
+                held = []
+            held.append(shard)
+        if held:
+            batches.append(_batch(suite, held))
+    return batches
+
+
+def _batch(suite: str, shards: list[ShardRecord]) -> ValidationBatch:
+    return ValidationBatch(suite, tuple(s.path for s in shards), tuple(s.sha256 for s in shards))
+
+
+def validate_batch(batch: ValidationBatch, staging: str, contracts_dir: str, data_docs_dir: str,
+                   batch_rows: int) -> list[dict]:
+    """Each shard's contract report (named as the manifest names it, wherever the staging lies). The results
+    are stored in the Data Docs folder; `render_data_docs` draws the pages of all batches at once."""
+    checks = [contracts.ShardCheck(storage.join(staging, path), batch.suite, sha256)
+              for path, sha256 in zip(batch.shards, batch.sha256s, strict=True)]
     reports = contracts.validate_shards(checks, contracts_dir, data_docs_dir, batch_rows, render_docs=False)
-    for report, shard in zip(reports, shards + rejects, strict=True):
-        report["shard"] = shard.path  # named as the manifest names it, wherever the staging lies
-    return reports[: len(shards)], reports[len(shards):]
+    for report, path in zip(reports, batch.shards, strict=True):
+        report["shard"] = path
+    return reports
 
 
 def _split_duplicates(documents: pa.Table, duplicates: pa.Table | None) -> tuple[pa.Table, pa.Table | None]:
@@ -174,9 +205,9 @@ def _route(
         sinks[(split, lang)].add(kept.filter(mask))
 
 
-def render_data_docs(written: Sequence[WrittenGroup], data_docs_dir: str) -> str | None:
-    """The Data Docs pages of every shard the groups validated, and the folder's index; None without contracts."""
-    keys = [report["docs_key"] for group in written for report in group.reports + group.reject_reports if report]
+def render_data_docs(validated: Sequence[Sequence[dict]], data_docs_dir: str) -> str | None:
+    """The Data Docs pages of every shard validated, and the folder's index; None without contracts."""
+    keys = list(dict.fromkeys(tuple(r["docs_key"]) for reports in validated for r in reports if r.get("docs_key")))
     return contracts.render_data_docs(data_docs_dir, keys) if keys else None
 
 
@@ -187,9 +218,11 @@ def warm_up() -> None:
 
 
 def assemble(
-    written: Sequence[WrittenGroup], repeated_by_source: dict[str, int], staging: str,
+    written: Sequence[WrittenGroup], validated: Sequence[Sequence[dict]], repeated_by_source: dict[str, int],
+    staging: str,
 ) -> tuple[AssembledDataset, list[dict | None], list[dict | None]]:
-    """The groups' outputs joined in partition order, with their contract reports in the same order."""
+    """The groups' outputs joined in partition order, with their contract reports in the same order (None
+    for a shard no batch validated: contracts off)."""
     notes: dict[str, Counter] = {source: Counter({REPEATED_ID_NOTE: n}) for source, n in repeated_by_source.items() if n}
     read: Counter = Counter()
     lost: Counter = Counter()
@@ -207,9 +240,9 @@ def assemble(
         notes_by_source={source: dict(sorted(c.items())) for source, c in sorted(notes.items()) if c},
         label_drop_rates=[LabelDropRate(s, label, read[(s, label)], lost[(s, label)]) for s, label in sorted(read)],
     )
-    reports = [r for group in written for r in group.reports]
-    reject_reports = [r for group in written for r in group.reject_reports]
-    return assembled, reports, reject_reports
+    by_shard = {report["shard"]: report for reports in validated for report in reports}
+    return (assembled, [by_shard.get(s.path) for s in assembled.shards],
+            [by_shard.get(r.path) for r in assembled.rejects])
 
 
 def write_ledger(staging: str, rows: list[dict]) -> None:

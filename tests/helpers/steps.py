@@ -19,12 +19,14 @@ def process_all(config: CorpusflowConfig, planned: Sequence, work: Path) -> list
 def run_global_steps(
     config: CorpusflowConfig, staged: Sequence[StagedPartition], work: Path, staging: Path,
 ) -> tuple[writing.AssembledDataset, dedup_step.DedupDecisions]:
-    """Dedup buckets, resolution, one writing task per group (validating when contracts are on), assembly."""
+    """Dedup buckets, resolution, one writing task per group, the validation batches, assembly."""
     plan = dedup_step.plan_dedup(config, staged, str(work))
     collisions = [dedup_step.dedup_bucket(plan, bucket) for bucket in range(plan.buckets)]
     decisions = dedup_step.resolve_duplicates(config, plan, collisions)
     groups = writing.plan_writing(staged, config.shards.max_rows)
-    written = [writing.write_group(config, group, decisions, str(staging), config.contracts.directory,
-                                   str(work / "data_docs")) for group in groups]
-    assembled, _, _ = writing.assemble(written, decisions.repeated_by_source, str(staging))
+    written = [writing.write_group(config, group, decisions, str(staging)) for group in groups]
+    batches = writing.validation_batches(written, config.contracts, config.runner.validation_batch_rows)
+    validated = [writing.validate_batch(batch, str(staging), config.contracts.directory, str(work / "data_docs"),
+                                        config.runner.validation_batch_rows) for batch in batches]
+    assembled, _, _ = writing.assemble(written, validated, decisions.repeated_by_source, str(staging))
     return assembled, decisions
