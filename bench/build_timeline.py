@@ -8,7 +8,9 @@ Builds the online-shopping reviews (10.6 MB, one CSV) at 1x and at `--repeat` ti
 command (the local Prefect server already up). Raw `jieba.lcut` over the same texts in one process is
 timed before and after the builds and averaged: every figure is also given as a ratio to it. With
 `--baseline`, each case is built by that checkout's code too (its build first, then ours, alternating), and
-the two builds' dataset version ids are compared: a speed change must not change the output.
+the two builds' manifests are compared without the fields that name the code and the config's shape
+(`same_output`): a speed change must not change the output. Their version ids (`same_version`) differ
+whenever the library's source does, since the version hashes the code version with the rest.
 
 The timeline comes from the Prefect API: the command's start, the flow runs' and every task run's start
 and end, the command's end. Each instant of the build's wall time is given to the phase of a task running
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -84,10 +87,23 @@ def build_once(config: dict, scratch: Path, name: str, profile: bool, repo: Path
     if done.returncode:
         raise RuntimeError(f"build {name} failed:\n{(done.stdout + done.stderr)[-3000:]}")
     version = (Path(config["run_dir"]) / "datasets" / config["dataset"] / "LATEST").read_text().strip()
-    result = {"seconds": round(wall, 2), "version": version, **timeline(started_at, wall, str(path))}
+    manifest = json.loads((Path(config["run_dir"]) / "datasets" / config["dataset"] / version / "manifest.json").read_text())
+    result = {"seconds": round(wall, 2), "version": version, "output": output_digest(manifest),
+              **timeline(started_at, wall, str(path))}
     if profile:
         result["profile_share"] = profile_shares(samples)
     return result
+
+
+# What a manifest holds about the code and the config's shape rather than the output: a version id
+# changes with any change to the library's source (by design), so two codes' outputs compare without them.
+CODE_FIELDS = ("version", "code_version", "config_hash")
+
+
+def output_digest(manifest: dict) -> str:
+    """The manifest's digest without CODE_FIELDS: equal digests, the same shards, ledger and reports."""
+    content = {key: value for key, value in manifest.items() if key not in CODE_FIELDS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def timeline(started_at: datetime, wall: float, config_path: str) -> dict:
@@ -225,6 +241,7 @@ def main() -> None:
             this, baseline = builds[case]["this"], builds[case]["baseline"]
             builds[case]["speedup_vs_baseline"] = round(baseline["seconds"] / this["seconds"], 3)
             builds[case]["same_version"] = this["version"] == baseline["version"]
+            builds[case]["same_output"] = this["output"] == baseline["output"]
     results = {
         "date": dt.date.today().isoformat(), "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
         "engine": args.engine, "workers": WORKERS, "records": len(texts),

@@ -17,7 +17,7 @@ under a work URL every node reaches, so the same flow runs in local processes or
    Expectations run costs the same for 1 or 100,000 rows, so shards are validated together).
 5. contracts: a shard that broke a critical expectation is quarantined.
 6. manifest: inputs, config, code, shards, ledger and contract results; its hash is the version. The
-   dataset card (README.md) is written beside it, outside the hash; a worker draws its pictures meanwhile,
+   dataset card (README.md) is written beside it, outside the hash; meanwhile a worker draws its pictures
    and another the Data Docs pages of the shards validated.
 7. limits: a build over them is set aside under failed/ with its reports, LATEST stays, the run fails.
 8. publish (shards, manifest, then LATEST), then announce.
@@ -151,7 +151,8 @@ def plan_writing(config: CorpusflowConfig, paths: BuildPaths, staged: list[parti
 @task(retries=2, retry_condition_fn=transient_only, task_run_name="write-{group.name}")
 def write_shards(config: CorpusflowConfig, group: writing.WritingGroup, decisions: dedup_step.DedupDecisions,
                  staging: str) -> writing.WrittenGroup:
-    return _on_step_worker(config, writing.write_group, config, group, decisions, staging)
+    # on the chain's workers, idle by now: the steps' pool may still be importing Great Expectations
+    return _on_worker(config, writing.write_group, config, group, decisions, staging)
 
 
 @task
@@ -197,9 +198,12 @@ def write_manifest(config: CorpusflowConfig, inputs: list[InputRecord], assemble
 
 
 @task(retries=2, retry_condition_fn=transient_only)
-def draw_pictures(config: CorpusflowConfig, staging: str) -> list[str]:
-    """The card's pictures (length histograms, filter funnel, duplicate rates) into the staging's reports/."""
-    return _on_step_worker(config, plots.plot_dataset, staging)
+def draw_pictures(config: CorpusflowConfig, assembled: writing.AssembledDataset) -> list[str]:
+    """The card's pictures (length histograms, filter funnel, duplicate rates) into the staging's reports/,
+    from the shards and the ledger rows: drawn while the manifest is written."""
+    usable = [shard for shard in assembled.shards if shard.usable]
+    return _on_step_worker(config, plots.plot_dataset, assembled.staging, usable,
+                           writing.ledger_table(assembled.ledger_rows))
 
 
 @task
@@ -272,8 +276,8 @@ def build_dataset(config: CorpusflowConfig) -> str:
     validated = validate_shards.map(unmapped(config), unmapped(paths), batches, unmapped(staging)).result()
     docs = render_data_docs.submit(config, paths, validated)
     assembled, suites = apply_contracts(written, validated, decisions, staging)
+    pictures = draw_pictures.submit(config, assembled)
     manifest = write_manifest(config, inputs, assembled, suites)
-    pictures = draw_pictures.submit(config, staging)
     check_limits(config, paths, manifest, staging, wait_for=[pictures])
     manifest_uri, previous = publish(config, paths, manifest, staging, build_key)
     announce(config, paths, manifest, manifest_uri, previous, wait_for=[docs])

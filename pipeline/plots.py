@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage, versions
-from pipeline.schema import Manifest
+from pipeline.schema import Manifest, ShardRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,9 +29,16 @@ LENGTHS, FUNNEL, DUPLICATES = "lengths.png", "funnel.png", "duplicates.png"  # u
 DATASET_PICTURES = (LENGTHS, FUNNEL, DUPLICATES)
 
 
-def plot_dataset(version_dir: str) -> list[str]:
-    """All dataset pictures of a version (DATASET_PICTURES): length histograms, filter funnel, duplicate rates."""
-    return [plot_length_histograms(version_dir), plot_filter_funnel(version_dir), plot_duplicate_rates(version_dir)]
+def plot_dataset(version_dir: str, shards: Sequence[ShardRecord] | None = None, ledger: pa.Table | None = None,
+                 ) -> list[str]:
+    """All dataset pictures of a version (DATASET_PICTURES): length histograms, filter funnel, duplicate rates.
+
+    `shards` (the usable ones) and `ledger` default to the version's manifest and ledger; a build passes
+    them, to draw while it writes those files."""
+    shards = shards if shards is not None else _load_manifest(version_dir).usable_shards()
+    ledger = ledger if ledger is not None else storage.read_arrow_table(storage.join(version_dir, versions.LEDGER))
+    return [plot_length_histograms(version_dir, shards), plot_filter_funnel(version_dir, ledger),
+            plot_duplicate_rates(version_dir, ledger)]
 
 
 def warm_up() -> None:
@@ -46,9 +53,9 @@ def dataset_pictures(version_dir: str) -> list[str]:
     return [uri for uri in uris if storage.exists(uri)]
 
 
-def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
+def plot_length_histograms(version_dir: str, shards: Sequence[ShardRecord], out_uri: str | None = None) -> str:
     """Characters per kept document, one panel per language, one line per source (log-spaced bins)."""
-    lengths = _lengths_by_lang_and_source(version_dir)
+    lengths = _lengths_by_lang_and_source(version_dir, shards)
     langs = sorted(lengths)
     panels = max(len(langs), 1)
     # Margins fixed in inches: the constrained layout measured every tick label of the log axes, half
@@ -75,10 +82,13 @@ def plot_length_histograms(version_dir: str, out_uri: str | None = None) -> str:
     return _save(figure, out_uri or _report_uri(version_dir, LENGTHS))
 
 
-def _lengths_by_lang_and_source(version_dir: str) -> dict[str, dict[str, np.ndarray]]:
-    manifest = Manifest.model_validate_json(storage.read_bytes(storage.join(version_dir, "manifest.json")))
+def _load_manifest(version_dir: str) -> Manifest:
+    return Manifest.model_validate_json(storage.read_bytes(storage.join(version_dir, "manifest.json")))
+
+
+def _lengths_by_lang_and_source(version_dir: str, shards: Sequence[ShardRecord]) -> dict[str, dict[str, np.ndarray]]:
     chunks: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    for shard in manifest.usable_shards():
+    for shard in shards:
         with storage.open_arrow(storage.join(version_dir, shard.path)) as (_, batches):
             for batch in batches:
                 # a shard holds one source in one language, so its record names both
@@ -86,9 +96,8 @@ def _lengths_by_lang_and_source(version_dir: str) -> dict[str, dict[str, np.ndar
     return {lang: {src: np.concatenate(parts) for src, parts in by_src.items()} for lang, by_src in chunks.items()}
 
 
-def plot_filter_funnel(version_dir: str, out_uri: str | None = None) -> str:
+def plot_filter_funnel(version_dir: str, ledger: pa.Table, out_uri: str | None = None) -> str:
     """Waterfall from documents read to documents kept: one bar per drop reason, largest first."""
-    ledger = _read_ledger(version_dir)
     counts = _sum_by(ledger, ("outcome", "reason"))
     kept = sum(c for (outcome, _), c in counts.items() if outcome == "kept")
     drops = sorted(((o, r, c) for (o, r), c in counts.items() if o != "kept"), key=lambda d: (-d[2], d[0], d[1]))
@@ -123,9 +132,8 @@ def plot_filter_funnel(version_dir: str, out_uri: str | None = None) -> str:
     return _save(figure, out_uri or _report_uri(version_dir, FUNNEL))
 
 
-def plot_duplicate_rates(version_dir: str, out_uri: str | None = None) -> str:
+def plot_duplicate_rates(version_dir: str, ledger: pa.Table, out_uri: str | None = None) -> str:
     """Per source, the share of documents read that were dropped as duplicates, stacked by kind."""
-    ledger = _read_ledger(version_dir)
     read_by_source = _sum_by(ledger, ("source",))
     duplicates = _sum_by(ledger.filter(pc.equal(ledger["outcome"], "duplicate")), ("source", "reason"))
     sources = sorted(s for (s,) in read_by_source)
@@ -210,10 +218,6 @@ def plot_eval_curves(rows: Sequence[Mapping[str, float | str]], out_uri: str) ->
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _read_ledger(version_dir: str) -> pa.Table:
-    return storage.read_arrow_table(storage.join(version_dir, versions.LEDGER))
 
 
 def _sum_by(ledger: pa.Table, keys: tuple[str, ...]) -> dict[tuple[str, ...], int]:

@@ -12,6 +12,8 @@ from matplotlib.image import imread
 from helpers.versions import write_version
 from pipeline.plots import plot_dataset, plot_eval_curves, plot_training_loss
 from pipeline.schema import InputRecord
+from pipeline.storage import read_arrow_table
+from pipeline.versions import LEDGER, load_manifest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,6 +63,17 @@ def test_dataset_pictures_are_written_to_reports(version_dir: Path) -> None:
     for path in paths:
         assert Path(path).parent == version_dir / "reports"
         _assert_nontrivial_png(path)
+
+
+def test_pictures_from_the_build_s_shards_and_ledger_equal_those_from_the_written_version(version_dir: Path) -> None:
+    """A build draws them before it writes its manifest and ledger, from what it assembled."""
+    from_files = [Path(p).read_bytes() for p in plot_dataset(str(version_dir))]
+    manifest = load_manifest(str(version_dir / "manifest.json"))
+    ledger = read_arrow_table(str(version_dir / LEDGER))
+    given = [Path(p).read_bytes() for p in plot_dataset(str(version_dir), manifest.usable_shards(), ledger)]
+    assert given == from_files
+    without_rows = [Path(p).read_bytes() for p in plot_dataset(str(version_dir), [], ledger.slice(0, 1))]
+    assert all(a != b for a, b in zip(without_rows, from_files))  # what is given is what is drawn
 
 
 def test_training_pictures(tmp_path: Path) -> None:

@@ -245,5 +245,9 @@ def assemble(
             [by_shard.get(r.path) for r in assembled.rejects])
 
 
+def ledger_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, LEDGER_SCHEMA)
+
+
 def write_ledger(staging: str, rows: list[dict]) -> None:
-    write_shard(pa.Table.from_pylist(rows, LEDGER_SCHEMA), storage.join(staging, versions.LEDGER))
+    write_shard(ledger_table(rows), storage.join(staging, versions.LEDGER))
