@@ -41,10 +41,11 @@ class ShardFile:
     sha256: str
 
 
-def write_shard(table: pa.Table, path: str | Path) -> ShardFile:
-    """Write one shard atomically (temp file, fsync, rename): never half visible; hashed as it is written."""
+def write_shard(table: pa.Table, path: str | Path, durable: bool = True) -> ShardFile:
+    """Write one shard atomically (temp file, fsync unless not `durable`, rename): never half visible;
+    hashed as it is written."""
     table = table.replace_schema_metadata(None).combine_chunks()
-    size, sha256 = storage.write_arrow_stream(str(path), table, IPC_BATCH_ROWS)
+    size, sha256 = storage.write_arrow_stream(str(path), table, IPC_BATCH_ROWS, durable)
     return ShardFile(path=str(path), rows=table.num_rows, bytes=size, sha256=sha256)
 
 

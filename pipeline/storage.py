@@ -176,11 +176,15 @@ def open_input(uri: str) -> Iterator[BinaryIO]:
 
 
 @contextmanager
-def open_output(uri: str) -> Iterator[BinaryIO]:
-    """A binary file to write `uri` through; the target changes only if the block ends without error."""
+def open_output(uri: str, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write `uri` through; the target changes only if the block ends without error.
+
+    Durable, a local file is on disk before it takes its name (fsync); a file every build writes anew and
+    none reads after it (a build's own intermediates) need not be: a rename is already atomic for a killed
+    process, and only a crash of the machine could leave it unwritten, which the next build redoes."""
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
-        with _atomic_local_output(Path(path)) as handle:
+        with _atomic_local_output(Path(path), durable) as handle:
             yield handle
     else:
         with _single_upload_output(fs, path) as handle:
@@ -188,7 +192,7 @@ def open_output(uri: str) -> Iterator[BinaryIO]:
 
 
 @contextmanager
-def _atomic_local_output(target: Path) -> Iterator[BinaryIO]:
+def _atomic_local_output(target: Path, durable: bool = True) -> Iterator[BinaryIO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     temp = Path(temp_name)
@@ -196,11 +200,13 @@ def _atomic_local_output(target: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    fsync_directory(target.parent)
+    if durable:
+        fsync_directory(target.parent)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -220,8 +226,8 @@ def _single_upload_output(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[
         fs.put_file(spool.name, path)
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    with open_output(uri) as handle:
+def write_bytes(uri: str, data: bytes, durable: bool = True) -> None:
+    with open_output(uri, durable) as handle:
         handle.write(data)
 
 
@@ -313,9 +319,9 @@ class _HashingReader(io.RawIOBase):
 # ---- Arrow --------------------------------------------------------------------------------------------
 
 
-def write_arrow_stream(uri: str, table: pa.Table, batch_rows: int) -> tuple[int, str]:
+def write_arrow_stream(uri: str, table: pa.Table, batch_rows: int, durable: bool = True) -> tuple[int, str]:
     """Write `table` as an Arrow IPC stream in batches of `batch_rows`, atomically; returns (bytes, sha256)."""
-    with open_output(uri) as handle:
+    with open_output(uri, durable) as handle:
         sink = _HashingWriter(handle)
         with pa.ipc.new_stream(sink, table.schema) as writer:
             for batch in table.to_batches(max_chunksize=batch_rows):

@@ -104,6 +104,18 @@ def test_local_writes_are_atomic_and_leave_no_temporary_files(tmp_path: Path) ->
     assert sorted(p.name for p in Path(target).parent.iterdir()) == ["news-en-00000.arrow"]
 
 
+def test_durable_writes_reach_the_disk_before_their_name_and_intermediates_skip_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    storage.write_bytes(str(tmp_path / "kept.bin"), b"a")
+    assert len(synced) == 2  # the file, then its directory
+    storage.write_bytes(str(tmp_path / "scratch.bin"), b"b", durable=False)
+    assert len(synced) == 2 and (tmp_path / "scratch.bin").read_bytes() == b"b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin", "scratch.bin"]
+
+
 def test_arrow_file_format_is_read_too(tmp_path: Path) -> None:
     path = tmp_path / "ledger.arrow"
     with pa.ipc.new_file(str(path), _shard().schema) as writer:

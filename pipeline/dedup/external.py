@@ -124,10 +124,11 @@ def bucket_collisions(files: Sequence[KeyFile], bucket: int, count: int) -> np.n
 
 
 def write_collisions(uri: str, records: np.ndarray) -> str:
-    """A bucket task's output, through storage so it can lie on any store the resolution reads."""
+    """A bucket task's output, through storage so it can lie on any store the resolution reads; not fsynced,
+    as every build writes it anew (storage.open_output)."""
     buffer = io.BytesIO()
     np.save(buffer, records, allow_pickle=False)
-    storage.write_bytes(uri, buffer.getvalue())
+    storage.write_bytes(uri, buffer.getvalue(), durable=False)
     return uri
 
 

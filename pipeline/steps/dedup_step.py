@@ -143,9 +143,11 @@ def resolve_duplicates(config: CorpusflowConfig, plan: DedupPlan, collisions: Se
 
 
 def _write_by_partition(table: pa.Table, directory: str, keep_partition: bool) -> frozenset[str]:
-    """One file per partition named in the table (RENAMED_SCHEMA keeps its partition column: it is keyed by it)."""
+    """One file per partition named in the table (RENAMED_SCHEMA keeps its partition column: it is keyed by it).
+    Not fsynced: every build decides again and writes them anew (storage.open_output)."""
     names = sorted(set(table.column("partition").to_pylist()))
     for name in names:
         rows = table.filter(pc.equal(table.column("partition"), name))
-        write_shard(rows if keep_partition else rows.drop_columns(["partition"]), storage.join(directory, f"{name}.arrow"))
+        write_shard(rows if keep_partition else rows.drop_columns(["partition"]), storage.join(directory, f"{name}.arrow"),
+                    durable=False)
     return frozenset(names)
