@@ -5,8 +5,8 @@ under a work URL every node reaches, so the same flow runs in local processes or
 
 1. Each source expands into partitions (a file, or a record range of a large file); remote inputs are
    fetched first, with retries.
-2. One task per partition reads, cleans, identifies the language, segments, scores quality and fingerprints
-   its documents (cached on input fingerprint + config section + code version; resumable). Progress per
+2. One task per partition (the largest handed out first) reads, cleans, identifies the language, segments,
+   scores quality and fingerprints its documents (cached on input fingerprint + config section + code version; resumable). Progress per
    partition goes to the run's `build-progress` artifact and to the CLI's display.
    When every partition came from cache and nothing else changed since a published build (config,
    contracts, code), that build's version is taken again and steps 3-7 are skipped (pipeline/steps/rebuild.py).
@@ -259,8 +259,10 @@ def build_dataset(config: CorpusflowConfig) -> str:
     planned = [plan_source.submit(config, paths, source.name) for source in config.sources]
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)
+    handed_out = partitions.largest_first(work)
     with listening(_preload_global_steps(config)):
-        staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), work))
+        staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), handed_out), handed_out)
+    staged = partitions.in_plan_order(staged, work)
     build_key, same_build = find_same_build(config, paths, inputs, staged)
     if same_build is not None:  # every partition from cache, nothing else changed: the same version again
         manifest, previous = take_same_version(config, paths, same_build)

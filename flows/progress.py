@@ -19,6 +19,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 
 from pipeline import storage
+from pipeline.sources.base import Partition
 from pipeline.steps.partitions import StagedPartition
 from pipeline.schema import OUTCOMES
 
@@ -32,6 +33,10 @@ class BuildProgress:
     elapsed_s: float = 0.0
     staged_bytes: int = 0
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    # The input bytes of every partition and of those done, when planning measured them all (else 0): the
+    # largest go first, so partitions done are no measure of the time left.
+    planned_bytes: int = 0
+    done_bytes: int = 0
 
     @property
     def records(self) -> int:
@@ -43,8 +48,13 @@ class BuildProgress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left at the pace so far; None before the first partition is in."""
-        return self.elapsed_s / self.done * (self.total - self.done) if self.done else None
+        """Seconds left at the pace so far (in input bytes when they are known); None before the first
+        partition is in."""
+        if not self.done:
+            return None
+        if self.planned_bytes and self.done_bytes:
+            return self.elapsed_s / self.done_bytes * (self.planned_bytes - self.done_bytes)
+        return self.elapsed_s / self.done * (self.total - self.done)
 
     def rates(self) -> str:
         seconds = max(self.elapsed_s, 1e-9)
@@ -78,15 +88,20 @@ def listening(listener: Listener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def track_partitions(futures: list[PrefectFuture[StagedPartition]]) -> list[StagedPartition]:
-    """The staged partitions in submission order, reporting progress as each one finishes."""
-    progress = BuildProgress(total=len(futures))
+def track_partitions(futures: list[PrefectFuture[StagedPartition]], partitions: list[Partition],
+                     ) -> list[StagedPartition]:
+    """The staged partitions in submission order (that of `partitions`), reporting progress as each one
+    finishes."""
+    sizes = {future: partition.size for future, partition in zip(futures, partitions, strict=True)}
+    known = all(size is not None for size in sizes.values())
+    progress = BuildProgress(total=len(futures), planned_bytes=sum(sizes.values()) if known else 0)
     started = time.monotonic()
     artifact = create_progress_artifact(0.0, key="build-progress", description=_describe(progress))
     _notify(progress)
     for future in as_completed(futures):
         staged = future.result()
         progress.done += 1
+        progress.done_bytes += sizes[future] if known else 0
         progress.elapsed_s = time.monotonic() - started
         progress.staged_bytes += _staged_bytes(staged)
         for row in staged.ledger:

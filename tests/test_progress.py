@@ -22,6 +22,12 @@ def test_progress_line_has_counts_rates_eta_and_drops() -> None:
     assert BuildProgress(total=3).eta() == "?"
 
 
+def test_eta_goes_by_input_bytes_when_planning_measured_them() -> None:
+    """The largest partitions run first: 2 of 8 done may be most of the work."""
+    progress = BuildProgress(total=8, done=2, elapsed_s=30.0, planned_bytes=1_000, done_bytes=750)
+    assert progress.eta_s == 10.0
+
+
 def test_plain_lines_print_the_first_partitions_and_the_last() -> None:
     out = io.StringIO()
     console = Console(file=out, width=200)

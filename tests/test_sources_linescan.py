@@ -8,6 +8,7 @@ import bz2
 import gzip
 import io
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ def exact_positions(source: SourceConfig, path: Path) -> list[int]:
 
 
 def scanned_positions(source: SourceConfig, path: Path) -> list[int]:
-    return [int(p) for member in members(str(path)) for batch in tabular._record_positions(source, member) for p in batch]
+    return [int(p) for member in members(str(path)) for lines, _ in tabular._record_positions(source, member)
+            for p in lines]
 
 
 @pytest.fixture(params=[7, 64, 4096], ids=lambda size: f"block{size}")
@@ -44,7 +46,7 @@ def small_blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """Blocks far smaller than a file, so records and long lines straddle them."""
     size = request.param
     real = linescan.line_blocks
-    monkeypatch.setattr(tabular, "line_blocks", lambda stream, cap: real(stream, cap, size))
+    monkeypatch.setattr(tabular, "line_blocks", lambda stream, cap, offset=0: real(stream, cap, size, offset))
     return size
 
 
@@ -106,7 +108,31 @@ def test_planning_a_large_csv_gives_the_ranges_of_its_records(tmp_path: Path) ->
     source = source_for(path, format="csv", fields={"text": "review"}, rows_per_partition=1000)
     ranges = tabular.record_ranges(source, str(path), 1000)
     positions = exact_positions(source, path)
-    assert [(start, stop) for start, stop, _ in ranges] == [(i, i + 1000 if i < 24_000 else None)
-                                                            for i in range(0, 25_000, 1000)]
-    assert [seek.lines + 1 for _, _, seek in ranges] == [positions[i] for i in range(0, 25_000, 1000)]
-    assert np.diff([seek.lines for _, _, seek in ranges]).min() > 1000  # the quoted rows take two lines
+    assert [(r.start, r.stop) for r in ranges] == [(i, i + 1000 if i < 24_000 else None) for i in range(0, 25_000, 1000)]
+    assert [r.seek.lines + 1 for r in ranges] == [positions[i] for i in range(0, 25_000, 1000)]
+    assert np.diff([r.seek.lines for r in ranges]).min() > 1000  # the quoted rows take two lines
+    # each range's bytes are those of its lines: together the file less its header
+    data = path.read_bytes()
+    line_starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == 0x0A]
+    starts = [line_starts[r.seek.lines] for r in ranges] + [len(data)]
+    assert [r.size for r in ranges] == [b - a for a, b in zip(starts, starts[1:])]
+    assert sum(r.size for r in ranges) == len(data) - len("label,review\n")
+
+
+def test_range_sizes_follow_the_bytes_of_their_records(tmp_path: Path, small_blocks: int) -> None:
+    """Long records make a large range: what a build hands out first. Gzip and zip members count their
+    decompressed bytes, across members."""
+    short, long = "1,好\n" * 300, "0," + "很长的评论" * 40 + "\n"
+    text = "label,review\n" + short + long * 300 + short
+    path = tmp_path / "mixed.csv"
+    path.write_text(text, encoding="utf-8")
+    source = source_for(path, format="csv", fields={"text": "review"})
+    sizes = [r.size for r in tabular.record_ranges(source, str(path), 300)]
+    assert sizes == [len(short.encode()), len(long.encode()) * 300, len(short.encode())]
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("a.csv", "label,review\n" + short)
+        zipped.writestr("b.csv", "label,review\n" + long * 300)
+    sizes = [r.size for r in tabular.record_ranges(source_for(archive, format="csv", fields={"text": "review"}),
+                                                   str(archive), 300)]
+    assert sizes == [len(short.encode()) + len("label,review\n"), len(long.encode()) * 300]

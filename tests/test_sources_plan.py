@@ -10,6 +10,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.sources import expand_uri, fingerprint, is_remote, plan_partitions
 from pipeline.sources.base import SourceUnreadable
+from pipeline.steps.partitions import StagedPartition, in_plan_order, largest_first
 from helpers.sources import read_rows, reasons, source_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,21 @@ def test_partitions_are_numbered_across_files_in_order(tmp_path: Path) -> None:
         ("b.jsonl", 3, 0, 3), ("b.jsonl", 4, 3, 6), ("b.jsonl", 5, 6, None),
     ]
     assert [p.name for p in partitions][:2] == ["test-00000", "test-00001"]
+
+
+def test_partitions_are_handed_out_largest_first_and_come_back_in_plan_order(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text("".join(f'{{"text": "{"长" * (i * 20)}"}}\n' for i in range(9)))
+    (tmp_path / "b.jsonl").write_text('{"text": "short"}\n')  # under rows_per_partition bytes: one partition
+    source = source_for(tmp_path / "*.jsonl", format="jsonl", rows_per_partition=3)
+    planned = plan_partitions(source, expand_uri(source))
+    assert [p.size for p in planned[:3]] == [sum(len(f'{{"text": "{"长" * (i * 20)}"}}\n'.encode()) for i in rows)
+                                             for rows in (range(0, 3), range(3, 6), range(6, 9))]
+    assert planned[3].size == len('{"text": "short"}\n')
+    handed_out = largest_first(planned)
+    assert [p.index for p in handed_out] == [2, 1, 0, 3]
+    staged = [StagedPartition(source=p.source, name=p.name, directory=f"/work/{p.name}", ledger=[], notes={})
+              for p in handed_out]
+    assert [s.name for s in in_plan_order(staged, planned)] == [p.name for p in planned]
 
 
 EXPECTED_SAMPLES = {

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from fsspec.core import split_protocol, url_to_fs
 
 from pipeline.config import SourceConfig, WikiConfig
-from pipeline.sources.base import Partition, ReadBatch, RecordSeek, SourceMappingError, SourceUnreadable, is_transient
+from pipeline.sources.base import Partition, ReadBatch, SourceMappingError, SourceUnreadable, is_transient
 from pipeline.sources.comments import read_comments
 from pipeline.sources.inputs import (
     TooManyBadInputs,
@@ -30,7 +30,7 @@ from pipeline.sources.inputs import (
     skipped_input_batch,
 )
 from pipeline.sources.news import probe_warc, read_news
-from pipeline.sources.tabular import probe_input, record_ranges
+from pipeline.sources.tabular import RecordRange, probe_input, record_ranges
 from pipeline.sources.textio import compression_of
 from pipeline.sources.wiki import DumpRange, plan_dump, probe_dump, read_wiki
 
@@ -164,18 +164,19 @@ def _ranges_of(source: SourceConfig, path: str, file_fingerprint: str) -> list[P
     if source.format == "mediawiki":
         return [_dump_partition(source, path, file_fingerprint, 0, part)
                 for part in plan_dump(source, path, source.multistream_index)]
-    return [Partition(source.name, path, file_fingerprint, 0, start, stop, seek=seek)
-            for start, stop, seek in _record_ranges(source, path)]
+    return [Partition(source.name, path, file_fingerprint, 0, part.start, part.stop, seek=part.seek, size=part.size)
+            for part in _record_ranges(source, path)]
 
 
 def _dump_partition(source: SourceConfig, path: str, file_fingerprint: str, index: int, part: DumpRange) -> Partition:
     return Partition(source.name, path, file_fingerprint, index, part.start, part.stop, byte_start=part.byte_start,
-                     byte_stop=part.byte_stop, first_record=part.first_page)
+                     byte_stop=part.byte_stop, first_record=part.first_page,
+                     size=None if part.byte_stop is None else part.byte_stop - part.byte_start)
 
 
-def _record_ranges(source: SourceConfig, path: str) -> list[tuple[int, int | None, RecordSeek | None]]:
+def _record_ranges(source: SourceConfig, path: str) -> list[RecordRange]:
     if source.format == "warc" or not _may_hold_more_rows_than(path, source.rows_per_partition):
-        return [(0, None, None)]
+        return [RecordRange(0, None, None, _stored_size(path))]
     return record_ranges(source, path, source.rows_per_partition)
 
 
@@ -184,8 +185,12 @@ def _may_hold_more_rows_than(path: str, rows: int) -> bool:
     # need splitting, and small files skip the counting pass.
     if compression_of(path) or path.lower().endswith(".zip"):
         return True
+    return _stored_size(path) > rows
+
+
+def _stored_size(path: str) -> int:
     fs, inner = url_to_fs(path)
-    return int(fs.info(inner).get("size") or 0) > rows
+    return int(fs.info(inner).get("size") or 0)
 
 
 def read_partition(

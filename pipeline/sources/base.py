@@ -46,6 +46,9 @@ class Partition:
     # as one rejected record with this reason ("input:binary", ...) so the input stays in the ledger.
     skipped: str | None = None
     skip_detail: str | None = None  # what was wrong with it, for the reject row and the manifest
+    # Bytes the partition reads, as planning measured them (None: not known): a build hands the largest
+    # partitions to its workers first, so the last ones to finish are short.
+    size: int | None = None
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ bytes and is marked oversize, and never more than a block plus a cap of one line
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -39,6 +39,7 @@ class LineBlock:
     data: bytes
     ends: np.ndarray
     cap: int
+    offset: int = 0  # where data begins in the stream
     drained: int = 0  # for a lone line longer than the block: its full size (data holds its first cap bytes)
     starts: np.ndarray = field(init=False)
 
@@ -47,6 +48,11 @@ class LineBlock:
 
     def __len__(self) -> int:
         return len(self.ends)
+
+    @property
+    def end_offset(self) -> int:
+        """Where the stream goes on after this block."""
+        return self.offset + (self.drained or len(self.data))
 
     def sizes(self) -> np.ndarray:
         return np.array([self.drained]) if self.drained else self.ends - self.starts
@@ -65,9 +71,9 @@ class LineBlock:
         return Line(self.data[start:min(end, start + self.cap)] if oversize else self.data[start:end], size, oversize)
 
 
-def line_blocks(stream: BinaryIO, cap: int, block_bytes: int = SCAN_BLOCK_BYTES) -> Iterator[LineBlock]:
-    """The stream's lines in blocks of about `block_bytes`; a line longer than that (and than the cap) is a
-    block of its own, of which only the first `cap` bytes are kept."""
+def line_blocks(stream: BinaryIO, cap: int, block_bytes: int = SCAN_BLOCK_BYTES, offset: int = 0) -> Iterator[LineBlock]:
+    """The stream's lines in blocks of about `block_bytes`, `offset` being where the stream stands; a line
+    longer than that (and than the cap) is a block of its own, of which only the first `cap` bytes are kept."""
     carry = b""
     while True:
         chunk = stream.read(block_bytes)
@@ -76,7 +82,8 @@ def line_blocks(stream: BinaryIO, cap: int, block_bytes: int = SCAN_BLOCK_BYTES)
             return
         cut = data.rfind(b"\n") + 1 if chunk else len(data)  # at the end, a last line may have no newline
         if cut == 0 and len(data) > cap + 1:
-            head, carry = _drain_line(stream, data, cap, block_bytes)
+            head, carry = _drain_line(stream, data, cap, block_bytes, offset)
+            offset = head.end_offset
             yield head
             continue
         if cut == 0:
@@ -87,19 +94,21 @@ def line_blocks(stream: BinaryIO, cap: int, block_bytes: int = SCAN_BLOCK_BYTES)
         ends = np.flatnonzero(buffer == _NEWLINE).astype(np.int64) + 1
         if not ends.size or ends[-1] != cut:
             ends = np.append(ends, cut)
-        yield LineBlock(data[:cut], ends, cap)
+        yield LineBlock(data[:cut], ends, cap, offset)
+        offset += cut
 
 
-def _drain_line(stream: BinaryIO, data: bytes, cap: int, block_bytes: int) -> tuple[LineBlock, bytes]:
+def _drain_line(stream: BinaryIO, data: bytes, cap: int, block_bytes: int, offset: int) -> tuple[LineBlock, bytes]:
     """A line already past the cap with no newline in sight: its head, its full size, and what follows it."""
     head, size = data[:cap], len(data)
     while chunk := stream.read(block_bytes):
         end = chunk.find(b"\n")
         if end >= 0:
             size += end + 1
-            return LineBlock(head + b"\n", np.array([cap + 1], dtype=np.int64), cap, drained=size), chunk[end + 1:]
+            block = LineBlock(head + b"\n", np.array([cap + 1], dtype=np.int64), cap, offset, drained=size)
+            return block, chunk[end + 1:]
         size += len(chunk)
-    return LineBlock(head, np.array([cap], dtype=np.int64), cap, drained=size), b""
+    return LineBlock(head, np.array([cap], dtype=np.int64), cap, offset, drained=size), b""
 
 
 class LineCursor:
@@ -111,6 +120,7 @@ class LineCursor:
         self.block: LineBlock | None = None
         self.index = 0
         self.line_no = lines_before  # lines consumed so far, counted from the start of the file
+        self.end_offset = 0  # where the stream stands after the blocks taken so far
 
     def current(self) -> LineBlock | None:
         """The block holding the next line (None at the end)."""
@@ -118,6 +128,7 @@ class LineCursor:
             self.block, self.index = next(self._blocks, None), 0
             if self.block is None:
                 return None
+            self.end_offset = self.block.end_offset
         return self.block
 
     def skip_to(self, index: int) -> None:
@@ -139,15 +150,16 @@ ExactRecord = Callable[[LineCursor], "int | None"]
 
 
 def record_starts(cursor: LineCursor, classify: Callable[[LineBlock], tuple[np.ndarray, np.ndarray]],
-                  exact: ExactRecord) -> Iterator[np.ndarray]:
-    """1-based lines where records start, a batch per block: the lines `classify` settles (a mask of
-    records, a mask of lines that need parsing) by numpy, the others through `exact`, whose records may
-    take in the lines after them (a quoted field spanning lines), in this block or the next."""
+                  exact: ExactRecord) -> Generator[tuple[np.ndarray, np.ndarray], None, int]:
+    """(1-based lines where records start, their byte offsets in the stream), a batch per block: the lines
+    `classify` settles (a mask of records, a mask of lines that need parsing) by numpy, the others through
+    `exact`, whose records may take in the lines after them (a quoted field spanning lines), in this block
+    or the next. Returns where the stream ended."""
     while (block := cursor.current()) is not None:
         first_line = cursor.line_no - cursor.index + 1  # the line number of the block's first line
         records, unsettled = classify(block)
         records[:cursor.index] = False
-        parsed: list[int] = []
+        parsed: list[tuple[int, int]] = []
         for line in np.flatnonzero(unsettled[cursor.index:]) + cursor.index:
             if cursor.block is not block:
                 break
@@ -157,10 +169,15 @@ def record_starts(cursor: LineCursor, classify: Callable[[LineBlock], tuple[np.n
             position = exact(cursor)
             records[line:cursor.index if cursor.block is block else len(block)] = False
             if position is not None:
-                parsed.append(position)
+                parsed.append((position, block.offset + int(block.starts[line])))
         if cursor.block is block:
             cursor.skip_to(len(block))
-        yield np.sort(np.concatenate([np.flatnonzero(records) + first_line, np.array(parsed, dtype=np.int64)]))
+        settled = np.flatnonzero(records)
+        lines = np.concatenate([settled + first_line, np.array([p for p, _ in parsed], dtype=np.int64)])
+        offsets = np.concatenate([block.offset + block.starts[settled], np.array([o for _, o in parsed], dtype=np.int64)])
+        order = np.argsort(lines, kind="stable")
+        yield lines[order], offsets[order]
+    return cursor.end_offset
 
 
 def csv_lines(block: LineBlock) -> tuple[np.ndarray, np.ndarray]:

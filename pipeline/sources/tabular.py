@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -43,23 +43,41 @@ class RawRecord:
     raw: str  # the record as read, for reject rows
 
 
-def record_ranges(source: SourceConfig, path: str, size: int) -> list[tuple[int, int | None, RecordSeek | None]]:
-    """[start, stop) ranges of `size` records, each with where it begins, from one parse of the file.
+@dataclass(frozen=True)
+class RecordRange:
+    """Records [start, stop) of a file (stop None: to its end), where the first begins, and how many bytes
+    (of the decompressed data files) the range spans: what its partition will read."""
+
+    start: int
+    stop: int | None
+    seek: RecordSeek | None
+    size: int
+
+
+def record_ranges(source: SourceConfig, path: str, size: int) -> list[RecordRange]:
+    """Ranges of `size` records, from one pass over the file.
 
     The last range is open-ended, so nothing past the count is lost. A headerless CSV has no seek points:
     its first row fixes the width later rows are checked against, so its partitions parse from the start.
     """
     seekable = source.format == "jsonl" or source.header
-    starts: list[tuple[int, RecordSeek | None]] = []
-    index = 0
+    starts: list[tuple[int, RecordSeek | None, int]] = []  # (record, seek, byte offset across data files)
+    index = done_bytes = 0
     for ordinal, member in enumerate(members(path)):
-        for positions in _record_positions(source, member):
-            for offset in range(-index % size, len(positions), size):
-                starts.append((index + offset, RecordSeek(ordinal, int(positions[offset]) - 1) if seekable else None))
+        scan = _record_positions(source, member)
+        while (batch := next(scan, None)) is not None:
+            positions, offsets = batch
+            for k in range(-index % size, len(positions), size):
+                seek = RecordSeek(ordinal, int(positions[k]) - 1) if seekable else None
+                starts.append((index + k, seek, done_bytes + int(offsets[k])))
             index += len(positions)
+        done_bytes += scan.end_offset
     if not starts:
-        return [(0, None, None)]
-    return [(start, starts[i + 1][0] if i + 1 < len(starts) else None, seek) for i, (start, seek) in enumerate(starts)]
+        return [RecordRange(0, None, None, done_bytes)]
+    bounds = [offset for _, _, offset in starts[1:]] + [done_bytes]
+    stops = [start for start, _, _ in starts[1:]] + [None]
+    return [RecordRange(start, stop, seek, end - offset)
+            for (start, seek, offset), stop, end in zip(starts, stops, bounds, strict=True)]
 
 
 def read_tabular(
@@ -95,8 +113,27 @@ def _member_records(source: SourceConfig, member: Member, first: int, skip_lines
     return parse(source, member, member_encoding(source, member), first, skip_lines)
 
 
-def _record_positions(source: SourceConfig, member: Member) -> Iterator[np.ndarray]:
-    """The line each record of a data file starts on, numbered as `_member_records` numbers them, in batches.
+class _Scan:
+    """Batches of (the line each record of a data file starts on, numbered as `_member_records` numbers
+    them; its byte offset); once they are all taken, `end_offset` is the size of the data file read."""
+
+    def __init__(self, batches: Generator[tuple[np.ndarray, np.ndarray], None, int]) -> None:
+        self._batches = batches
+        self.end_offset = 0
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return next(self._batches)
+        except StopIteration as ended:
+            self.end_offset = ended.value or 0
+            raise
+
+
+def _record_positions(source: SourceConfig, member: Member) -> _Scan:
+    """Where each record of a data file starts, in batches (see _Scan).
 
     Planning a build passes over the whole input before any partition starts, so this pass is on every
     build's critical path: lines are settled by numpy where their bytes suffice (linescan.py), and only the
@@ -104,11 +141,11 @@ def _record_positions(source: SourceConfig, member: Member) -> Iterator[np.ndarr
     """
     encoding = member_encoding(source, member)
     if source.format == "jsonl":
-        return _jsonl_positions(source, member, encoding)
-    return _csv_positions(source, member, encoding)
+        return _Scan(_jsonl_positions(source, member, encoding))
+    return _Scan(_csv_positions(source, member, encoding))
 
 
-def _jsonl_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[np.ndarray]:
+def _jsonl_positions(source: SourceConfig, member: Member, encoding: str) -> Generator[tuple[np.ndarray, np.ndarray], None, int]:
     with open_lines_as(member, encoding) as (stream, line_codec):
         cursor = LineCursor(line_blocks(stream, source.max_record_bytes), 0)
 
@@ -118,7 +155,7 @@ def _jsonl_positions(source: SourceConfig, member: Member, encoding: str) -> Ite
             return cursor.line_no if line.oversize or text.strip() else None
 
         utf8 = codecs.lookup(line_codec).name in ("utf-8", "utf-8-sig")
-        yield from record_starts(cursor, lambda block: jsonl_lines(block, utf8), record_at)
+        return (yield from record_starts(cursor, lambda block: jsonl_lines(block, utf8), record_at))
 
 
 def member_encoding(source: SourceConfig, member: Member) -> str:
@@ -268,11 +305,11 @@ def _csv_records(
             yield RawRecord(index, position, member, columns, reason, "".join(feed.consumed))
 
 
-def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Iterator[np.ndarray]:
+def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Generator[tuple[np.ndarray, np.ndarray], None, int]:
     with _csv_reader(source, member, encoding) as (feed, reader, header, stream):
         if source.header and header is None:
-            return
-        cursor = LineCursor(line_blocks(stream, source.max_record_bytes), feed.line_no)
+            return 0
+        cursor = LineCursor(line_blocks(stream, source.max_record_bytes, offset=_position(stream)), feed.line_no)
 
         def record_at(cursor: LineCursor) -> int | None:
             """One record read as `_csv_rows` reads it: the csv module is fresh at every record."""
@@ -286,7 +323,15 @@ def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Itera
                 return position
             return position if row else None
 
-        yield from record_starts(cursor, csv_lines, record_at)
+        return (yield from record_starts(cursor, csv_lines, record_at))
+
+
+def _position(stream: BinaryIO) -> int:
+    """Where a stream stands (past a header read by lines), 0 where it cannot tell."""
+    try:
+        return stream.tell()
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 @contextmanager

@@ -72,6 +72,18 @@ class StagedPartition:
         return sum(row["count"] for row in self.ledger)
 
 
+def largest_first(planned: Sequence[Partition]) -> list[Partition]:
+    """The order partitions are handed to workers: largest first by the bytes planning measured (those of
+    unknown size after, in plan order), so the last to finish are short and no worker idles long at the
+    end. What a partition produces does not depend on when it runs."""
+    return sorted(planned, key=lambda partition: -(partition.size or 0))
+
+
+def in_plan_order(staged: Sequence[StagedPartition], planned: Sequence[Partition]) -> list[StagedPartition]:
+    position = {partition.name: index for index, partition in enumerate(planned)}
+    return sorted(staged, key=lambda partition: position[partition.name])
+
+
 def staged_directory(config: CorpusflowConfig, source: SourceConfig, partition: Partition, work_uri: str) -> str:
     """Where a partition's files are staged: named by the partition and its cache key, under the work URL."""
     return storage.join(work_uri, "partitions", f"{partition.name}-{partition_key(config, source, partition)}")
