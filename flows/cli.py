@@ -66,6 +66,9 @@ WaitOption = Annotated[bool, typer.Option(
 @app.command()
 def build(config: ConfigOption = Path("configs/demo.yaml"), wait: WaitOption = True) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
+    from flows.forkserver import start_fork_server
+
+    start_fork_server()  # its imports and the chain's dictionaries load while this process goes on
     from flows.workers import start_build_workers
 
     start_build_workers(load_config(config))  # a bad config fails here, before a server starts

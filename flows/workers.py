@@ -41,6 +41,7 @@ from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from flows.forkserver import fork_context
 from pipeline.steps import partitions
 from pipeline.steps.provenance import code_version
 from pipeline.config import CorpusflowConfig
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-PRELOAD = ["pipeline.steps.preload"]  # what the fork server imports before it forks the first worker
 SERVED_POOL_ENV = "CORPUSFLOW_WORKER_POOL"  # where a served process offers its pool to the runs it starts
 STEP_POOL_LEAD_S = 3.0  # what the global steps' pool takes to import Great Expectations and matplotlib
 
@@ -91,8 +91,7 @@ def worker_pool(workers: int, warm_up: Callable[[], object] | None = None) -> Pr
     with _lock:
         _shut_down_at_exit()
         if workers not in _pools:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)  # read when the server starts: with the first pool
+            context = fork_context()
             theirs, ours = context.Pipe(duplex=False)
             _lifelines[workers] = ours
             _pools[workers] = ProcessPoolExecutor(

@@ -1,4 +1,4 @@
-"""Imported once by the build's worker pool server (flows/workers.py) before it forks a worker.
+"""Imported once by the build's fork server (flows/forkserver.py) before it forks a worker.
 
 Importing this module loads the partition chain's modules, dictionaries and models as the default
 sections want them (jieba's dictionary and the tables derived from it, the language model, OpenCC, stop
