@@ -276,3 +276,27 @@ def test_news_rules_keep_short_and_mixed_script_headlines_that_page_rules_drop()
     assert wiki == ["quality:min_chars", "quality:max_symbol_ratio", "quality:min_cjk_ratio"]
     lede = "Nokia joins Secure Digital industry group CNET News.com"
     assert QualityFilter(CONFIG.quality)(_signals(lede, lang="en", kind="news")).drop_reasons.to_pylist() == [None]
+
+
+def test_the_language_model_is_inflated_once_into_the_cache_and_answers_alike(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lzma
+
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from pipeline.text import langid
+
+    monkeypatch.setattr(langid, "CACHE_DIR", tmp_path / "cache")
+    langid.identifier.cache_clear()
+    shipped = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    texts = ["The parcel came early and works well", "Bonjour tout le monde", "これは日本語です", "质量很好", "1234 !!"]
+    try:
+        first = langid.identifier()
+        assert [p.name for p in (tmp_path / "cache").iterdir()] == [langid._inflated_model().name]
+        langid.identifier.cache_clear()
+        monkeypatch.setattr(lzma, "open", lambda *a, **k: pytest.fail("inflated again"))
+        cached = langid.identifier()
+        assert cached is not first
+        assert [cached.rank(t) for t in texts] == [first.rank(t) for t in texts] == [shipped.rank(t) for t in texts]
+    finally:
+        langid.identifier.cache_clear()
