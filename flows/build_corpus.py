@@ -6,8 +6,9 @@ under a work URL every node reaches, so the same flow runs in local processes or
 1. Each source expands into partitions (a file, or a record range of a large file); remote inputs are
    fetched first, with retries.
 2. One task per partition (the largest handed out first) reads, cleans, identifies the language, segments,
-   scores quality and fingerprints its documents (cached on input fingerprint + config section + code version; resumable). Progress per
-   partition goes to the run's `build-progress` artifact and to the CLI's display.
+   scores quality and fingerprints its documents (cached on input fingerprint + config section + code
+   version; resumable). Progress per partition goes to the run's `build-progress` artifact and to the
+   CLI's display.
    When every partition came from cache and nothing else changed since a published build (config,
    contracts, code), that build's version is taken again and steps 3-7 are skipped (pipeline/steps/rebuild.py).
 3. Dedup across every partition and source: one task per bucket (a range of keys, read from every
