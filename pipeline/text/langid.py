@@ -70,8 +70,12 @@ def _inflated_model() -> Path:
     if not inflated.exists():
         inflated.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=inflated.parent, suffix=".tmp", delete=False) as out:
-            with lzma.open(shipped) as source:
-                shutil.copyfileobj(source, out, 1 << 20)
+            try:
+                with lzma.open(shipped) as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            except BaseException:
+                Path(out.name).unlink(missing_ok=True)
+                raise
         os.replace(out.name, inflated)  # whole or not at all, whichever process gets there first
     return inflated
 
