@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
     from great_expectations.data_context import EphemeralDataContext
     from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+T = TypeVar("T")
 
 SEVERITIES = ("critical", "warning")
 SUITE_NAME = re.compile(r"^(?P<contract>[a-z][a-z0-9_]*)\.v(?P<version>[0-9]+)$")
@@ -254,16 +256,22 @@ def _batches(
         else:
             groups.setdefault((checks[index].suite, table.schema.to_string(show_schema_metadata=False)), []).append(index)
     for members in groups.values():
-        batch: list[int] = []
-        held = 0
-        for index in members:
-            if batch and held + tables[index].num_rows > batch_rows:
-                batches.append(batch)
-                batch, held = [], 0
-            batch.append(index)
-            held += tables[index].num_rows
-        batches.append(batch)
+        batches += runs_of_rows(members, lambda index: tables[index].num_rows, batch_rows)
     return batches
+
+
+def runs_of_rows(items: Sequence[T], rows: Callable[[T], int], limit: int) -> list[list[T]]:
+    """Consecutive items cut into runs of at most `limit` rows (an item over it alone), in order."""
+    runs: list[list[T]] = []
+    held = 0
+    for item in items:
+        if runs and held + rows(item) <= limit:
+            runs[-1].append(item)
+            held += rows(item)
+        else:
+            runs.append([item])
+            held = rows(item)
+    return runs
 
 
 def _validate_batch(

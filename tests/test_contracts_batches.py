@@ -136,3 +136,9 @@ def test_writing_groups_follow_partition_order_and_join_small_partitions_of_one_
         ["a-00000", "a-00001", "a-00002"], ["a-00003"], ["b-00000", "b-00001"]]
     assert groups[0].name == "a-00000 and 2 more"
     assert writing.plan_writing(staged[::-1], max_rows=1000) == groups  # the order of the futures is irrelevant
+
+
+def test_runs_of_rows_cut_in_order_at_the_limit_and_keep_a_large_item_alone() -> None:
+    rows = {"a": 3, "b": 4, "c": 9, "d": 2, "e": 2, "f": 1}
+    assert contracts.runs_of_rows(list(rows), rows.get, 7) == [["a", "b"], ["c"], ["d", "e", "f"]]
+    assert contracts.runs_of_rows([], rows.get, 7) == []

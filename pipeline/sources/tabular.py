@@ -262,10 +262,10 @@ class _LineFeed:
     # mistaken for data.
     OVERSIZE = "\ue000record_too_large\ue000\n"
 
-    def __init__(self, lines: Iterator[Line], encoding: str) -> None:
+    def __init__(self, lines: Iterator[Line], encoding: str, lines_before: int = 0) -> None:
         self._lines = lines
         self.encoding = encoding
-        self.line_no = 0
+        self.line_no = lines_before
         self.consumed: list[str] = []
         self.oversize = False
 
@@ -313,15 +313,9 @@ def _csv_positions(source: SourceConfig, member: Member, encoding: str) -> Gener
 
         def record_at(cursor: LineCursor) -> int | None:
             """One record read as `_csv_rows` reads it: the csv module is fresh at every record."""
-            lines = _LineFeed(cursor.lines(), feed.encoding)
-            position = cursor.line_no + 1
-            try:
-                row = next(csv.reader(lines, delimiter=_delimiter(source)))
-            except StopIteration:
-                return None
-            except csv.Error:
-                return position
-            return position if row else None
+            lines = _LineFeed(cursor.lines(), feed.encoding, lines_before=cursor.line_no)
+            read = _next_csv_row(lines, csv.reader(lines, delimiter=_delimiter(source)))
+            return None if read is None or read[1] == [] else read[0]
 
         return (yield from record_starts(cursor, csv_lines, record_at))
 
@@ -351,19 +345,25 @@ def _csv_reader(
         yield feed, iter(()) if no_rows else reader, header, stream
 
 
-def _csv_rows(feed: _LineFeed, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(line it starts on, row, why it could not be parsed) of each record; blank rows are no records."""
-    while True:
-        position = feed.start_record()
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            yield position, None, "record_too_large" if "field larger" in str(error) else "bad_csv_row"
-        else:
-            if row:
-                yield position, row, None
+CsvRow = tuple[int, list[str] | None, str | None]  # (line it starts on, row, why it could not be parsed)
+
+
+def _csv_rows(feed: _LineFeed, reader: Iterator[list[str]]) -> Iterator[CsvRow]:
+    """Each record of the file; blank rows are no records."""
+    while (read := _next_csv_row(feed, reader)) is not None:
+        if read[1] != []:
+            yield read
+
+
+def _next_csv_row(feed: _LineFeed, reader: Iterator[list[str]]) -> CsvRow | None:
+    """The next row (an empty one for a blank line), None at the end."""
+    position = feed.start_record()
+    try:
+        return position, next(reader), None
+    except StopIteration:
+        return None
+    except csv.Error as error:
+        return position, None, "record_too_large" if "field larger" in str(error) else "bad_csv_row"
 
 
 def _read_header(source: SourceConfig, member: Member, reader: Iterator[list[str]]) -> list[str] | None:

@@ -146,21 +146,9 @@ def validation_batches(written: Sequence[WrittenGroup], config: ContractsConfig,
         return []
     by_suite = {config.documents_suite: [s for group in written for s in group.shards],
                 config.rejects_suite: [r for group in written for r in group.rejects]}
-    batches = []
-    for suite, shards in by_suite.items():
-        held: list[ShardRecord] = []
-        for shard in shards:
-            if held and sum(s.rows for s in held) + shard.rows > batch_rows:
-                batches.append(_batch(suite, held))
-                held = []
-            held.append(shard)
-        if held:
-            batches.append(_batch(suite, held))
-    return batches
-
-
-def _batch(suite: str, shards: list[ShardRecord]) -> ValidationBatch:
-    return ValidationBatch(suite, tuple(s.path for s in shards), tuple(s.sha256 for s in shards))
+    return [ValidationBatch(suite, tuple(s.path for s in run), tuple(s.sha256 for s in run))
+            for suite, shards in by_suite.items()
+            for run in contracts.runs_of_rows(shards, lambda shard: shard.rows, batch_rows)]
 
 
 def validate_batch(batch: ValidationBatch, staging: str, contracts_dir: str, data_docs_dir: str,
