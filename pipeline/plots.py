@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage, versions
-from pipeline.schema import Manifest, ShardRecord
+from pipeline.schema import ShardRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,7 +35,8 @@ def plot_dataset(version_dir: str, shards: Sequence[ShardRecord] | None = None, 
 
     `shards` (the usable ones) and `ledger` default to the version's manifest and ledger; a build passes
     them, to draw while it writes those files."""
-    shards = shards if shards is not None else _load_manifest(version_dir).usable_shards()
+    if shards is None:
+        shards = versions.load_manifest(storage.join(version_dir, versions.MANIFEST)).usable_shards()
     ledger = ledger if ledger is not None else storage.read_arrow_table(storage.join(version_dir, versions.LEDGER))
     return [plot_length_histograms(version_dir, shards), plot_filter_funnel(version_dir, ledger),
             plot_duplicate_rates(version_dir, ledger)]
@@ -80,10 +81,6 @@ def plot_length_histograms(version_dir: str, shards: Sequence[ShardRecord], out_
     if not langs:
         _empty(axes[0], "no kept documents")
     return _save(figure, out_uri or _report_uri(version_dir, LENGTHS))
-
-
-def _load_manifest(version_dir: str) -> Manifest:
-    return Manifest.model_validate_json(storage.read_bytes(storage.join(version_dir, "manifest.json")))
 
 
 def _lengths_by_lang_and_source(version_dir: str, shards: Sequence[ShardRecord]) -> dict[str, dict[str, np.ndarray]]:
