@@ -151,7 +151,7 @@ def _run_timings(started_at: datetime, wall: float) -> dict:
 # Task run names of the global steps, by phase (Prefect names a run after its task unless told otherwise).
 GLOBAL_PHASES = {
     "dedup": ("plan_dedup", "dedup-bucket-", "resolve_duplicates"),
-    "writing": ("plan_writing", "write-", "plan_validation", "validate-"),
+    "writing": ("plan_writing", "write-", "assemble", "plan_validation", "validate-"),
     "finalize": ("render_data_docs", "apply_contracts", "write_manifest", "draw_pictures", "check_limits", "publish",
                  "announce", "attach_pictures"),
 }

@@ -53,8 +53,8 @@ WORKERS = 2
 # write_shards validated separately) so a baseline of older code is split the same way.
 PHASES = [
     ("partitions", {"process_partition"}),
-    ("shards and validation", {"plan_writing", "write_shards", "plan_validation", "apply_contracts", "validate_shards",
-                               "render_data_docs"}),
+    ("shards and validation", {"plan_writing", "write_shards", "assemble", "plan_validation", "apply_contracts",
+                               "validate_shards", "render_data_docs"}),
     ("dedup", {"plan_dedup", "dedup_bucket", "resolve_duplicates", "deduplicate"}),
     ("planning", {"plan_source", "check_inputs", "fetch_input"}),
     ("manifest, publish and pictures", {"write_manifest", "draw_pictures", "check_limits", "publish", "announce",

@@ -16,10 +16,11 @@ under a work URL every node reaches, so the same flow runs in local processes or
 4. One writing task per partition (or run of small partitions) drops the decided duplicates and writes its
    split/lang shards and its rejects; then one validation task per batch of shards of a contract (a Great
    Expectations run costs the same for 1 or 100,000 rows, so shards are validated together).
-5. contracts: a shard that broke a critical expectation is quarantined.
+   Meanwhile a steps' worker draws the dataset's pictures from the shards as written.
+5. contracts: a shard that broke a critical expectation is quarantined (and the pictures drawn again).
 6. manifest: inputs, config, code, shards, ledger and contract results; its hash is the version. The
-   dataset card (README.md) is written beside it, outside the hash; meanwhile a worker draws its pictures
-   and another the Data Docs pages of the shards validated.
+   dataset card (README.md) is written beside it, outside the hash; meanwhile a worker draws the Data
+   Docs pages of the shards validated.
 7. limits: a build over them is set aside under failed/ with its reports, LATEST stays, the run fails.
 8. publish (shards, manifest, then LATEST), then announce.
 
@@ -176,11 +177,17 @@ def render_data_docs(config: CorpusflowConfig, paths: BuildPaths, validated: lis
 
 
 @task
-def apply_contracts(written: list[writing.WrittenGroup], validated: list[list[dict]],
-                    decisions: dedup_step.DedupDecisions, staging: str,
+def assemble(written: list[writing.WrittenGroup], decisions: dedup_step.DedupDecisions, staging: str,
+             ) -> writing.AssembledDataset:
+    """The writing tasks' shards, rejects and ledger rows as one dataset, in partition order."""
+    return writing.assemble(written, decisions.repeated_by_source, staging)
+
+
+@task
+def apply_contracts(assembled: writing.AssembledDataset, validated: list[list[dict]],
                     ) -> tuple[writing.AssembledDataset, dict[str, str]]:
     """The shards with their contract results; those that broke a critical expectation quarantined."""
-    assembled, reports, reject_reports = writing.assemble(written, validated, decisions.repeated_by_source, staging)
+    reports, reject_reports = writing.contract_reports(assembled, validated)
     suites = {report["suite"]: report["version"] for report in reports + reject_reports if report}
     return manifests.apply_contracts(assembled, reports, reject_reports), suites
 
@@ -201,9 +208,8 @@ def write_manifest(config: CorpusflowConfig, inputs: list[InputRecord], assemble
 @task(retries=2, retry_condition_fn=transient_only)
 def draw_pictures(config: CorpusflowConfig, assembled: writing.AssembledDataset) -> list[str]:
     """The card's pictures (length histograms, filter funnel, duplicate rates) into the staging's reports/,
-    from the shards and the ledger rows: drawn while the manifest is written."""
-    usable = [shard for shard in assembled.shards if shard.usable]
-    return _on_step_worker(config, plots.plot_dataset, assembled.staging, usable,
+    from the usable shards and the ledger rows."""
+    return _on_step_worker(config, plots.plot_dataset, assembled.staging, assembled.usable_shards,
                            writing.ledger_table(assembled.ledger_rows))
 
 
@@ -275,11 +281,15 @@ def build_dataset(config: CorpusflowConfig) -> str:
     decisions = resolve_duplicates(config, plan, collisions)
     staging, groups = plan_writing(config, paths, staged)
     written = write_shards.map(unmapped(config), groups, unmapped(decisions), unmapped(staging)).result()
+    assembled = assemble(written, decisions, staging)
+    pictures = draw_pictures.submit(config, assembled)  # from the shards as written, while they are validated
     batches = plan_validation(config, written)
     validated = validate_shards.map(unmapped(config), unmapped(paths), batches, unmapped(staging)).result()
     docs = render_data_docs.submit(config, paths, validated)
-    assembled, suites = apply_contracts(written, validated, decisions, staging)
-    pictures = draw_pictures.submit(config, assembled)
+    # quarantine moves shards out of the tree the pictures read, so it waits for them
+    assembled, suites = apply_contracts(assembled, validated, wait_for=[pictures])
+    if assembled.quarantined:
+        pictures = draw_pictures.submit(config, assembled)  # drawn again, of the usable shards only
     manifest = write_manifest(config, inputs, assembled, suites)
     check_limits(config, paths, manifest, staging, wait_for=[pictures])
     manifest_uri, previous = publish(config, paths, manifest, staging, build_key)

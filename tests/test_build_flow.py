@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from pipeline.plots import DATASET_PICTURES, plot_dataset
 from pipeline.schema import OUTCOMES
 from pipeline.storage import read_arrow_table
 from pipeline.versions import load_manifest
@@ -458,6 +459,10 @@ def test_build_over_its_contract_limits_publishes_nothing(
     kept = load_manifest(failed / "manifest.json")
     assert kept.quarantined and not kept.shards
     assert len(list((failed / "quarantine").rglob("*.report.json"))) == len(kept.quarantined)
+    # drawn while the shards were validated, then again without the quarantined ones: as the version reads
+    drawn = {p.name: p.read_bytes() for p in (failed / "reports").glob("*.png")}
+    assert len(drawn) == len(DATASET_PICTURES)
+    assert {Path(p).name: Path(p).read_bytes() for p in plot_dataset(str(failed))} == drawn
     time.sleep(3)  # events are sent in the background: give a wrongly sent one time to arrive
     assert len(_published_events(prefect_api, "limits")) == 1
     with get_client(sync_client=True) as client:

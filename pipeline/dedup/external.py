@@ -119,7 +119,8 @@ def bucket_collisions(files: Sequence[KeyFile], bucket: int, count: int) -> np.n
         start += rows
     records = np.concatenate(parts) if parts else np.zeros(0, dtype=buckets.RECORD)
     del parts
-    found = [_shared_keys(records[records["join"] == join]) for join in (JOIN_ID, JOIN_HASH, JOIN_BAND)]
+    joins = records["join"]
+    found = [_shared_keys(_take(records, np.flatnonzero(joins == join))) for join in (JOIN_ID, JOIN_HASH, JOIN_BAND)]
     return np.concatenate(found)
 
 
@@ -273,22 +274,32 @@ class _Collisions:
 
 
 def _shared_keys(records: np.ndarray) -> np.ndarray:
-    """The records whose (band, key) two or more of them hold, sorted by (band, key, doc)."""
+    """The records whose (band, key) two or more of them hold, sorted by (band, key, doc).
+
+    The records must come in doc order within each (band, key), as they do from the key files taken in
+    order (each file's records keep their doc order within a slot) and from a bucket task's output; the
+    sorts are stable, so doc order needs no sort of its own.
+    """
     if len(records) < 2:
         return records[:0]
-    # a plain sort of the keys alone first (a lexsort of the record fields is ~6x slower); only the
-    # records with a key in common are then sorted by (band, key, doc). The sorts run on plain copies of the
-    # fields and move indices: records are 21 packed bytes, slow to gather, so they are gathered once.
+    # keys alone first, then bands (small integers: numpy's stable sort of them is a radix sort), on plain
+    # copies of the fields, moving indices: a lexsort of three fields is ~3x slower.
     keys = np.ascontiguousarray(records["key"])
-    order = np.argsort(keys)
+    order = np.argsort(keys, kind="stable")
     shared = order[_held_twice(keys[order])]
     if not len(shared):
         return records[:0]
-    keys, bands = keys[shared], np.ascontiguousarray(records["band"])[shared]
-    order = np.lexsort((np.ascontiguousarray(records["doc"])[shared], keys, bands))
-    keys, bands = keys[order], bands[order]
+    bands = np.ascontiguousarray(records["band"])[shared]
+    by_band = np.argsort(bands.astype(np.min_scalar_type(int(bands.max()))), kind="stable")
+    shared, bands = shared[by_band], bands[by_band]
+    keys = keys[shared]
     same = (keys[1:] == keys[:-1]) & (bands[1:] == bands[:-1])
-    return records[shared[order][_held_twice_from(same)]]
+    return _take(records, shared[_held_twice_from(same)])
+
+
+def _take(records: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """records[rows], gathered as opaque items: ~3x faster than numpy's field-by-field copy of packed records."""
+    return records.view(f"V{records.dtype.itemsize}")[rows].view(records.dtype)
 
 
 def _held_twice(sorted_values: np.ndarray) -> np.ndarray:

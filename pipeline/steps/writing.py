@@ -72,6 +72,14 @@ class AssembledDataset:
     notes_by_source: dict[str, dict[str, int]]
     label_drop_rates: list[LabelDropRate]  # per labelled source and label: read, filtered
 
+    @property
+    def usable_shards(self) -> list[ShardRecord]:
+        return [shard for shard in self.shards if shard.usable]
+
+    @property
+    def quarantined(self) -> list[ShardRecord]:
+        return [shard for shard in self.shards if not shard.usable]
+
 
 def plan_writing(staged: Sequence[StagedPartition], max_rows: int) -> list[WritingGroup]:
     """Partitions in build order, consecutive ones of a source joined until a group has read `max_rows`
@@ -205,12 +213,8 @@ def warm_up() -> None:
     plots.warm_up()
 
 
-def assemble(
-    written: Sequence[WrittenGroup], validated: Sequence[Sequence[dict]], repeated_by_source: dict[str, int],
-    staging: str,
-) -> tuple[AssembledDataset, list[dict | None], list[dict | None]]:
-    """The groups' outputs joined in partition order, with their contract reports in the same order (None
-    for a shard no batch validated: contracts off)."""
+def assemble(written: Sequence[WrittenGroup], repeated_by_source: dict[str, int], staging: str) -> AssembledDataset:
+    """The groups' outputs joined in partition order: the dataset as written, before its contracts."""
     notes: dict[str, Counter] = {source: Counter({REPEATED_ID_NOTE: n}) for source, n in repeated_by_source.items() if n}
     read: Counter = Counter()
     lost: Counter = Counter()
@@ -220,7 +224,7 @@ def assemble(
         for rate in group.label_drop_rates:
             read[(rate.source, rate.label)] += rate.read
             lost[(rate.source, rate.label)] += rate.dropped
-    assembled = AssembledDataset(
+    return AssembledDataset(
         staging=staging,
         shards=[s for group in written for s in group.shards],
         rejects=[r for group in written for r in group.rejects],
@@ -228,9 +232,14 @@ def assemble(
         notes_by_source={source: dict(sorted(c.items())) for source, c in sorted(notes.items()) if c},
         label_drop_rates=[LabelDropRate(s, label, read[(s, label)], lost[(s, label)]) for s, label in sorted(read)],
     )
+
+
+def contract_reports(assembled: AssembledDataset, validated: Sequence[Sequence[dict]],
+                     ) -> tuple[list[dict | None], list[dict | None]]:
+    """The validation tasks' reports in the order of the shards and of the rejects (None for a shard no
+    batch validated: contracts off)."""
     by_shard = {report["shard"]: report for reports in validated for report in reports}
-    return (assembled, [by_shard.get(s.path) for s in assembled.shards],
-            [by_shard.get(r.path) for r in assembled.rejects])
+    return [by_shard.get(s.path) for s in assembled.shards], [by_shard.get(r.path) for r in assembled.rejects]
 
 
 def ledger_table(rows: list[dict]) -> pa.Table:

@@ -28,5 +28,5 @@ def run_global_steps(
     batches = writing.validation_batches(written, config.contracts, config.runner.validation_batch_rows)
     validated = [writing.validate_batch(batch, str(staging), config.contracts.directory, str(work / "data_docs"),
                                         config.runner.validation_batch_rows) for batch in batches]
-    assembled, _, _ = writing.assemble(written, validated, decisions.repeated_by_source, str(staging))
+    assembled = writing.assemble(written, decisions.repeated_by_source, str(staging))
     return assembled, decisions
