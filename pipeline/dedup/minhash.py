@@ -17,6 +17,7 @@ Hashing scheme, fixed by our own code so that signatures do not change with the 
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Sequence
@@ -192,6 +193,7 @@ class MinHashStage:
         return StageResult(batch=set_column(batch, "minhash", signature_array(signatures, has_signature)))
 
 
+@functools.lru_cache(maxsize=64)  # ~15 ms a search, asked for by every batch of keys a partition writes
 def lsh_bands(threshold: float, num_perm: int, false_negative_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows per band) with bands * rows <= num_perm minimising the weighted error areas.
 
