@@ -273,8 +273,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
     build_key, same_build = find_same_build(config, paths, inputs, staged)
     if same_build is not None:  # every partition from cache, nothing else changed: the same version again
         manifest, previous = take_same_version(config, paths, same_build)
+        attached = attach_pictures.submit(same_build)
         announce(config, paths, manifest, same_build, previous)
-        attach_pictures(same_build)
+        attached.result()
         return same_build
     plan = plan_dedup(config, paths, staged)
     collisions = dedup_bucket.map(unmapped(config), unmapped(plan), range(plan.buckets)).result()
@@ -293,8 +294,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
     manifest = write_manifest(config, inputs, assembled, suites)
     check_limits(config, paths, manifest, staging, wait_for=[pictures])
     manifest_uri, previous = publish(config, paths, manifest, staging, build_key)
+    attached = attach_pictures.submit(manifest_uri)  # beside the announcement, which waits for the Data Docs
     announce(config, paths, manifest, manifest_uri, previous, wait_for=[docs])
-    attach_pictures(manifest_uri)
+    attached.result()
     return manifest_uri
 
 
