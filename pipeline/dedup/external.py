@@ -17,7 +17,7 @@ documents.
 from __future__ import annotations
 
 import io
-import os
+import mmap
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
+from pipeline import sortedsets, storage
 from pipeline.config import DedupConfig
 from pipeline.dedup import buckets
 from pipeline.dedup.buckets import JOIN_BAND, JOIN_HASH, JOIN_ID
@@ -150,8 +150,10 @@ def resolve_collisions(
         exact_rep = _EMPTY
         if config.exact:
             exact_doc, exact_rep = _exact_groups(corpus, _Collisions(collisions, JOIN_HASH), ignored)
-        near = _near_clusters(corpus, _Collisions(collisions, JOIN_BAND), np.union1d(ignored, exact_doc), config,
-                              Path(scratch)) if config.near else _NearClusters.empty()
+        near = _NearClusters.empty()
+        if config.near:
+            excluded = sortedsets.union(ignored, exact_doc)
+            near = _near_clusters(corpus, _Collisions(collisions, JOIN_BAND), excluded, config, Path(scratch))
         duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
     located = settled.with_repeats(duplicates)
     return DedupResult(located.drop_columns(["partition"]), settled.renamed, settled.repeated_by_source,
@@ -249,7 +251,7 @@ class _Corpus:
 
     def gathered(self, docs: np.ndarray, columns: Sequence[str]) -> Iterator[pa.Table]:
         """`gather` piece by piece, one per record batch holding some of `docs`, in doc order."""
-        for numbers, batch in self.batches(columns, set(np.unique(self.file_of(docs)).tolist())):
+        for numbers, batch in self.batches(columns, set(sortedsets.unique(self.file_of(docs)).tolist())):
             lo, hi = np.searchsorted(docs, [numbers[0], numbers[-1] + 1]) if len(numbers) else (0, 0)
             if hi > lo:
                 rows = pa.array(docs[lo:hi] - numbers[0])
@@ -349,7 +351,7 @@ class _SettledIds:
 
 def _settle_ids(corpus: _Corpus, id_spill: _Collisions, keep_same_text: bool) -> _SettledIds:
     """Settle the few docs whose id another doc also holds; every other doc is untouched."""
-    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
+    candidates = sortedsets.unique(np.concatenate([_EMPTY, *(r["doc"] for r in id_spill.collisions())]))
     none = _SettledIds(_EMPTY, {}, _EMPTY, RENAMED_SCHEMA.empty_table(), pa.table({"id": pa.array([], pa.string()),
                                                                             "first": pa.array([], pa.string())}), {})
     if not len(candidates):
@@ -390,7 +392,7 @@ def _settle_ids(corpus: _Corpus, id_spill: _Collisions, keep_same_text: bool) ->
 
 def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(doc, its exact representative) for every doc that is not its group's representative, by doc."""
-    candidates = np.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
+    candidates = sortedsets.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
     if not len(candidates):
         return _EMPTY, _EMPTY
     table = corpus.gather(candidates, ["id", "content_hash"])
@@ -438,25 +440,27 @@ class _SignatureFile:
 
     def __init__(self, path: Path, corpus: _Corpus, docs: np.ndarray, num_perm: int) -> None:
         self.path, self.num_perm = path, num_perm
-        self.row_bytes = num_perm * 4
         with open(path, "wb") as out:
             for piece in corpus.gathered(docs, ["minhash"]):
                 piece.column("minhash").combine_chunks().flatten().to_numpy().astype("<u4").tofile(out)
 
     def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         result = np.empty(len(left), dtype=np.float32)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for lo in range(0, len(left), _PAIRS_PER_READ):
-                rows, inverse = np.unique(np.concatenate([left[lo : lo + _PAIRS_PER_READ],
-                                                          right[lo : lo + _PAIRS_PER_READ]]), return_inverse=True)
-                signatures = np.stack([np.frombuffer(os.pread(fd, self.row_bytes, r * self.row_bytes), "<u4")
-                                       for r in rows.tolist()])
-                half = len(inverse) // 2
-                result[lo : lo + half] = estimated_jaccard(signatures, inverse[:half], inverse[half:])
-        finally:
-            os.close(fd)
+        for lo in range(0, len(left), _PAIRS_PER_READ):
+            rows, inverse = np.unique(np.concatenate([left[lo : lo + _PAIRS_PER_READ],
+                                                      right[lo : lo + _PAIRS_PER_READ]]), return_inverse=True)
+            half = len(inverse) // 2
+            result[lo : lo + half] = estimated_jaccard(self._rows(rows), inverse[:half], inverse[half:])
         return result
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """The signatures of these rows, gathered from the file mapped for this read alone: the pages it
+        touches count as this process's memory until it is unmapped, so never the whole file at once."""
+        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            table = np.frombuffer(mapped, "<u4").reshape(-1, self.num_perm)
+            signatures = table[rows]
+            del table  # the map cannot close while an array still points into it
+        return signatures
 
 
 def _near_clusters(
@@ -471,15 +475,15 @@ def _near_clusters(
     """
     candidates, wide = _candidate_pairs(band_spill, excluded, corpus.size)
     if len(wide):
-        candidates = np.union1d(candidates, _wide_bucket_pairs(corpus, wide))
+        candidates = sortedsets.union(candidates, _wide_bucket_pairs(corpus, wide))
     if not len(candidates):
         return _NearClusters.empty()
     left, right = candidates // corpus.size, candidates % corpus.size
-    docs = np.union1d(left, right)
+    docs = sortedsets.union(left, right)
     signatures = _SignatureFile(scratch / "signatures.bin", corpus, docs, config.num_perm)
     similar = signatures.similarity(np.searchsorted(docs, left), np.searchsorted(docs, right)) >= config.threshold
     left, right = left[similar], right[similar]
-    clustered = np.union1d(left, right)
+    clustered = sortedsets.union(left, right)
     places, preference = _preference(corpus, clustered)
     labels = connected_components(len(clustered), places[np.searchsorted(clustered, left)],
                                   places[np.searchsorted(clustered, right)])
@@ -491,7 +495,7 @@ def _near_clusters(
 def _candidate_pairs(band_spill: _Collisions, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pair codes (left * size + right, left < right, unique) of the buckets of up to BUCKET_WINDOW + 1
     members, and the records of the wider buckets."""
-    codes, wide = [_EMPTY], []
+    codes, wide = [_EMPTY], []  # per bucket, its distinct pairs: one pair may come from several buckets' bands
     for records in band_spill.collisions(excluded):  # sorted by (band, key, doc), shared keys only
         keys, bands = records["key"], records["band"]
         begins = np.ones(len(records), dtype=bool)
@@ -502,28 +506,29 @@ def _candidate_pairs(band_spill: _Collisions, excluded: np.ndarray, size: int) -
         is_wide = (sizes > BUCKET_WINDOW + 1)[group]
         wide.append(records[is_wide])
         docs, group = records["doc"][~is_wide], group[~is_wide]
+        found = [_EMPTY]
         for distance in range(1, min(int(sizes.max()), BUCKET_WINDOW + 1)):
             same = np.flatnonzero(group[:-distance] == group[distance:])
             if not len(same):
                 break
-            codes.append(docs[same] * size + docs[same + distance])  # docs ascend inside a bucket
-        codes = [np.unique(np.concatenate(codes))]
-    return codes[0], np.concatenate(wide) if wide else np.zeros(0, dtype=buckets.RECORD)
+            found.append(docs[same] * size + docs[same + distance])  # docs ascend inside a bucket
+        codes.append(sortedsets.unique(np.concatenate(found)))
+    return sortedsets.union(*codes), np.concatenate(wide) if wide else np.zeros(0, dtype=buckets.RECORD)
 
 
 def _wide_bucket_pairs(corpus: _Corpus, records: np.ndarray) -> np.ndarray:
     """Pair codes of the buckets wider than BUCKET_WINDOW + 1, paired in (rank, id) order by bucket_pairs."""
-    docs = np.unique(records["doc"])
+    docs = sortedsets.unique(records["doc"])
     places, preference = _preference(corpus, docs)
     codes = [_EMPTY]
-    for band in np.unique(records["band"]).tolist():
+    for band in sortedsets.unique(records["band"]).tolist():
         members = records[records["band"] == band]
         member_places = places[np.searchsorted(docs, members["doc"])]
         order = np.argsort(member_places)
         left, right = bucket_pairs(members["key"][order], BUCKET_WINDOW)
         left, right = docs[preference[member_places[order][left]]], docs[preference[member_places[order][right]]]
         codes.append(np.minimum(left, right) * corpus.size + np.maximum(left, right))
-    return np.unique(np.concatenate(codes))
+    return sortedsets.unique(np.concatenate(codes))
 
 
 def _preference(corpus: _Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -549,7 +554,7 @@ def _duplicate_rows(corpus: _Corpus, exact_doc: np.ndarray, exact_rep: np.ndarra
     similarity = np.ones(len(rows), dtype=np.float32)
     if (~is_exact).any():
         similarity[~is_exact] = near.similarity(representative[~is_exact], final[~is_exact])
-    named = np.unique(np.concatenate([rows, final]))
+    named = sortedsets.unique(np.concatenate([rows, final]))
     ids = corpus.gather(named, ["id"]).column("id").combine_chunks()
     table = pa.table(
         {

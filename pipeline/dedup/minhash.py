@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipeline import sortedsets
 from pipeline.config import DedupConfig
 from pipeline.dedup.exact import canonical_codepoints
 from pipeline.stages import StageResult, set_column
@@ -275,7 +276,7 @@ def near_pairs(signatures: np.ndarray, threshold: float, window: int = BUCKET_WI
         left, right = bucket_pairs(band_keys(signatures, band, rows), window)
         similar = estimated_jaccard(signatures, left, right) >= threshold
         found.append(np.minimum(left, right)[similar] * n + np.maximum(left, right)[similar])
-    pair_codes = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+    pair_codes = sortedsets.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
     return pair_codes // n, pair_codes % n
 
 

@@ -2,7 +2,7 @@
 (`QualityFilter`), so thresholds can be retuned on finished shards without recomputing anything.
 
 Every signal is computed column-wise: RE2 counts for character classes, pyarrow list kernels plus numpy
-for word and line signals (n-grams are hashed per word id, duplicates found with np.unique). The longest
+for word and line signals (n-grams are hashed per word id, duplicates found by sorting). The longest
 run of one character, a backreference RE2 cannot express, is found on the code points of the whole batch.
 
 Signals (all per document):
@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import sortedsets
 from pipeline.config import QualityConfig, QualityRules, SegmentConfig
 from pipeline.stages import StageResult, set_column
 from pipeline.text import charclass
@@ -116,7 +117,7 @@ def line_signals(texts: pa.Array) -> dict[str, np.ndarray]:
     flat, parents = flat.filter(pa.array(non_empty)), parents[non_empty]
     n_lines = _doc_sums(parents, None, n_docs)
     ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    distinct = np.unique(parents.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids)
+    distinct = sortedsets.unique(parents.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids)
     n_distinct = _doc_sums(distinct // (int(ids.max(initial=0)) + 1), None, n_docs)
     return {
         "dup_line_frac": charclass.share(n_lines - n_distinct, n_lines),
