@@ -453,7 +453,8 @@ class ContinuationConfig(Strict):
     # drifting to the new text, which after a refresh is a small slice of the corpus.
     replay_share: float = Field(default=0.5, ge=0, lt=1)
     # The budget: a number of steps, or (None) passes over the new text: steps enough for the new text's
-    # tokens times new_text_passes, plus their replay. Never more than pretrain.max_steps.
+    # tokens times new_text_passes, plus their replay. Never more than pretrain.max_steps. A budget in steps
+    # that holds more than new_text_passes passes over the new text replays old text for the rest.
     max_steps: int | None = Field(default=None, gt=0)
     new_text_passes: float = Field(default=2.0, gt=0)
     # Peak learning rate of the continued run, as a share of pretrain.lr. The parent has already converged:

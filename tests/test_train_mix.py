@@ -20,6 +20,7 @@ from pipeline.train.continuation import (
     Continuation,
     ParentModel,
     changed_document_ids,
+    continued_replay_share,
     coverage_verdict,
     plan_continuation,
     write_ids,
@@ -27,11 +28,13 @@ from pipeline.train.continuation import (
 from pipeline.train.data import (
     PackedStream,
     SourceTokens,
+    Strand,
     StreamState,
     count_source_tokens,
     mix_shares,
     plan_mix,
     shard_urls,
+    with_replay_share,
 )
 from pipeline.train.loading import MODEL_LOCK, save_model_dir
 from pipeline.train.pretrain import _layout, pretrain
@@ -246,6 +249,31 @@ def test_continued_pretraining_starts_from_the_parent_and_trains_new_text_with_r
     # re-warmed to a quarter of the parent's peak, then decayed
     peak = config.pretrain.lr * 0.25
     assert peak / 2 < max(r["lr"] for r in records) <= peak * (1 + 1e-9) and records[-1]["lr"] < peak / 2
+
+    # a budget in steps beyond two passes over the new text replays old text for the rest
+    budget = continued_config.continuation.model_copy(update={"max_steps": config.pretrain.max_steps})
+    longer = pretrain(b, parent.model_dir, config.model_copy(update={"continuation": budget}), workdir / "continued-longer",
+                      continuation=continuation)
+    longer_new = sum(share for name, share in longer.mix_target.items() if name.endswith("/new"))
+    assert longer.steps == config.pretrain.max_steps > expected_steps
+    assert longer_new == pytest.approx(longer.new_tokens * 2 / (longer.steps * 8 * 64)) and longer_new < 0.5
+    assert sum(longer.mix_target.values()) == pytest.approx(1.0)
+
+
+def test_replay_takes_what_a_budget_holds_beyond_the_passes_over_new_text() -> None:
+    settings = ContinuationConfig(replay_share=0.25, new_text_passes=2, max_steps=10)
+    assert continued_replay_share(settings, new_tokens=1_000, budget_tokens=2_000 / 0.75) == pytest.approx(0.25)
+    assert continued_replay_share(settings, new_tokens=1_000, budget_tokens=20_000) == pytest.approx(0.9)
+    assert continued_replay_share(settings, new_tokens=1_000, budget_tokens=1_000) == pytest.approx(0.25)
+    by_passes = settings.model_copy(update={"max_steps": None})  # its budget is made from the passes
+    assert continued_replay_share(by_passes, new_tokens=1_000, budget_tokens=20_000) == 0.25
+    strands = [Strand("a/new", (), 0.3, 10, only_ids=frozenset({"x"})),
+               Strand("b/new", (), 0.2, 10, only_ids=frozenset({"x"})),
+               Strand("a/replay", (), 0.1, 10, except_ids=frozenset({"x"})),
+               Strand("b/replay", (), 0.4, 10, except_ids=frozenset({"x"}))]
+    shares = {s.name: s.share for s in with_replay_share(strands, 0.9)}
+    assert shares == pytest.approx({"a/new": 0.06, "b/new": 0.04, "a/replay": 0.18, "b/replay": 0.72})
+    assert {s.name: s.share for s in with_replay_share(strands[:2], 0.9)} == pytest.approx({"a/new": 0.6, "b/new": 0.4})
 
 
 def test_a_tokenizer_that_no_longer_covers_the_new_text_is_refused(workdir: Path, versions: tuple[str, str]) -> None:

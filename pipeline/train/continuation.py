@@ -173,6 +173,17 @@ def load_parent_weights(model: torch.nn.Module, parent_dir: Path) -> None:
         raise ValueError(f"{parent_dir}: weights missing {untied}, unexpected {unexpected}")
 
 
+def continued_replay_share(settings: ContinuationConfig, new_tokens: int, budget_tokens: int) -> float:
+    """The share of a continued run's tokens that replays old text: `replay_share`, or more when the budget
+    (set in steps) holds more than `new_text_passes` passes over the new text. The rest of such a budget
+    replays old text rather than reading the new documents over and over: a model drifts towards a slice of
+    text it is shown for many epochs, and after a refresh that slice is a few per cent of the corpus."""
+    if settings.max_steps is None:  # a budget made from the passes holds them, and no more
+        return settings.replay_share
+    new_share = min(1 - settings.replay_share, new_tokens * settings.new_text_passes / budget_tokens)
+    return 1 - new_share
+
+
 def continued_schedule(config: TrainConfig, new_tokens: int, tokens_per_step: int) -> PretrainConfig:
     """The pretraining loop of a continued run: its budget, its lower peak, and warmup re-done over a tenth of
     the budget at most."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -245,6 +245,16 @@ def plan_mix(
     if old and replay_share > 0:
         planned += strands(old, mix_shares(old, weights, temperature), "/replay", replay_share, except_ids=new_ids)
     return planned
+
+
+def with_replay_share(strands: Sequence[Strand], replay_share: float) -> list[Strand]:
+    """A continued run's strands with their replay strands together at `replay_share` of the tokens and their
+    new-text strands at the rest, each group keeping its inner shares (all new text when nothing is old)."""
+    replay = [s for s in strands if s.except_ids is not None]
+    totals = {True: sum(s.share for s in replay), False: sum(s.share for s in strands if s.except_ids is None)}
+    targets = {True: replay_share, False: 1 - replay_share} if replay else {True: 0.0, False: 1.0}
+    return [replace(s, share=s.share * targets[s.except_ids is not None] / totals[s.except_ids is not None])
+            for s in strands]
 
 
 def id_array(only_ids: frozenset[str] | None, except_ids: frozenset[str] | None) -> pa.Array | None:

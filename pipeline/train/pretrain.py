@@ -53,8 +53,15 @@ from pipeline.train.data import (
     mask_for_mlm,
     plan_mix,
     shard_urls,
+    with_replay_share,
 )
-from pipeline.train.continuation import Continuation, ParentModel, continued_schedule, load_parent_weights
+from pipeline.train.continuation import (
+    Continuation,
+    ParentModel,
+    continued_replay_share,
+    continued_schedule,
+    load_parent_weights,
+)
 from pipeline.train.loading import MODEL_LOCK, save_model_dir
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -325,6 +332,8 @@ def _train(manifest_path: str, tokenizer_dir: Path, config: TrainConfig, out_dir
                            new_ids=continuation.new_ids(), replay_share=config.continuation.replay_share)
         new_tokens = sum(s.tokens for s in strands if s.only_ids is not None)
         cfg = continued_schedule(config, new_tokens, tokens_per_step)
+        replay = continued_replay_share(config.continuation, new_tokens, cfg.max_steps * tokens_per_step)
+        strands = with_replay_share(strands, replay)
     _seed_everything(cfg.seed + runtime.rank)
 
     model = build_model(config.model, tokenizer)
