@@ -58,6 +58,7 @@ NEW_SHARE = 0.10  # version B = version A + this share of new text
 FULL_PROTOCOL = {"max_steps": 7000, "seeds": 5, "tasks": len(value.ALL_TASKS), "examples": 1000}
 TARGET_POINTS = 0.05  # the mix's share within 5 points of its target
 WITHIN_FRESH = 0.005  # continued within 0.5 points of fresh
+REPLAY_RULE = "new text read at most new_text_passes times, the rest of a budget in steps replayed"
 
 log = logging.getLogger("pretrain_refresh")
 
@@ -168,7 +169,9 @@ def refresh(args: argparse.Namespace, train: TrainConfig, finetune_settings: dic
     steps = max(1, round(train.pretrain.max_steps * args.continue_fraction))
     continued_train = train.model_copy(update={"continuation": train.continuation.model_copy(
         update={"max_steps": steps, "replay_share": args.replay_share})})
-    continue_hash = value._settings_hash(pretrain_hash, continued_train.continuation.model_dump())
+    # the rule naming the replay share a budget in steps gets, so runs made under the earlier rule (new text
+    # repeated to fill the budget) are not taken for runs of this one
+    continue_hash = value._settings_hash(pretrain_hash, continued_train.continuation.model_dump(), REPLAY_RULE)
     continued = continued_model(corpus_b, corpus_a, continued_train, Path(pretrained["a"]["model_dir"]),
                                 args.work / f"continued-{continue_hash}")
     log.info("continued pretraining: %s", continued)
