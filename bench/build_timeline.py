@@ -9,8 +9,8 @@ command (the local Prefect server already up). Raw `jieba.lcut` over the same te
 timed before and after the builds and averaged: every figure is also given as a ratio to it. With
 `--baseline`, each case is built by that checkout's code too (its build first, then ours, alternating), and
 the two builds' manifests are compared without the fields that name the code and the config's shape
-(`same_output`): a speed change must not change the output. Their version ids (`same_version`) differ
-whenever the library's source does, since the version hashes the code version with the rest.
+(`same_output`): a speed change must not change the output. Their version ids (`same_version`) leave
+the code version out but hash the config's shape: they differ when the config model gained a field.
 
 The timeline comes from the Prefect API: the command's start, the flow runs' and every task run's start
 and end, the command's end. Each instant of the build's wall time is given to the phase of a task running
