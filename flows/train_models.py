@@ -219,6 +219,7 @@ def _lineage(config: CorpusflowConfig, manifest_path: str, pretrained: PretrainR
         "manifest_uri": manifest_path,
         "manifest_sha256": file_sha256(manifest_path),
         "config_hash": config.config_hash(),
+        "training_config_hash": config.training_hash(),
         "git_commit": _git_commit(),
         "contracts": contracts,
         "contract_results": f"{passed}/{len(manifest.shards)} usable shards passed; "

@@ -522,6 +522,8 @@ class CardConfig(Strict):
 # depends on them, because the shards' hashes already carry their effect. So a refresh against each new
 # previous version reuses every partition and, when its inputs did not change, keeps the version id.
 TIE_BREAKERS: dict[str, set[str]] = {"dedup": {"against_previous", "keep_ids_of"}}
+# Top-level settings that never shape a dataset version's content.
+NOT_DATASET_CONTENT = ("run_dir", "output_uri", "work_uri", "runner", "card", "train", "registry")
 
 
 class CorpusflowConfig(Strict):
@@ -594,9 +596,15 @@ class CorpusflowConfig(Strict):
         return _sha256_json(payload)
 
     def config_hash(self) -> str:
-        """Hash of everything that decides the dataset's content (where it is written, and its card, do not)."""
-        excluded = {"run_dir": True, "output_uri": True, "work_uri": True, "runner": True, "card": True, **TIE_BREAKERS}
+        """Hash of everything that decides the dataset's content: not where it is written, how the build runs,
+        its card's wording, nor what is trained from it (a training setting added or changed must not give
+        every dataset a new version id, nor fail `corpusflow verify` of an unchanged dataset)."""
+        excluded = {name: True for name in NOT_DATASET_CONTENT} | TIE_BREAKERS
         return _sha256_json(self.model_dump(mode="json", exclude=excluded))
+
+    def training_hash(self) -> str:
+        """Hash of what decides a trained model besides its dataset version: the train and registry sections."""
+        return self.section_hash("train", "registry")
 
 
 def registered_model_name(registry: RegistryConfig, task: str) -> str:

@@ -57,6 +57,17 @@ def test_config_hash_ignores_where_output_goes() -> None:
     assert a.section_hash("dedup") != c.section_hash("dedup") and a.section_hash("pii") == c.section_hash("pii")
 
 
+def test_training_settings_name_models_not_dataset_versions() -> None:
+    plain = parse_config({"sources": [SOURCE]})
+    retrained = parse_config({"sources": [SOURCE], "train": {"pretrain": {"lr": 1e-4}, "mix_temperature": 2},
+                              "registry": {"model_name": "other"}})
+    assert retrained.config_hash() == plain.config_hash()
+    assert retrained.training_hash() != plain.training_hash()
+    cleaned_otherwise = parse_config({"sources": [SOURCE], "quality": {"enabled": False}})
+    assert cleaned_otherwise.config_hash() != plain.config_hash()
+    assert cleaned_otherwise.training_hash() == plain.training_hash()
+
+
 def test_bad_input_handling_and_headerless_positions_from_yaml(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(
         "max_bad_inputs: 3\n"

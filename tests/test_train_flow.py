@@ -55,6 +55,7 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
         tags = version["tags"]
         assert tags["dataset_version"] == first["dataset_version"]
         assert len(tags["manifest_sha256"]) == 64 and tags["config_hash"] == config.config_hash()
+        assert tags["training_config_hash"] == config.training_hash()
         assert tags["git_commit"] and "documents.v1" in tags["contracts"]
 
     # the champion as a person uses it: the demo's 0/1 sentiment labels come back as the names in label_names

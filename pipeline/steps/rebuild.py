@@ -16,13 +16,14 @@ import json
 from collections.abc import Sequence
 
 from pipeline import contracts, storage, versions
-from pipeline.config import CorpusflowConfig
+from pipeline.config import NOT_DATASET_CONTENT, CorpusflowConfig
 from pipeline.schema import InputRecord
 from pipeline.steps.partitions import StagedPartition, staged_key
 from pipeline.steps.provenance import code_version
 
-# Sections that never change what a build writes (the runner) or that are written once per version (the card).
-NOT_IN_CONTENT = {"runner": True, "card": True, "run_dir": True, "work_uri": True}
+# Sections that never change what a build writes (the runner, training) or that are written once per version
+# (the card); output_uri stays in: the key also says where the version was published.
+NOT_IN_CONTENT = {name: True for name in NOT_DATASET_CONTENT if name != "output_uri"}
 
 
 def build_key(config: CorpusflowConfig, inputs: Sequence[InputRecord], staged: Sequence[StagedPartition],
