@@ -19,6 +19,7 @@ from pipeline.dedup import (
     write_id_keys,
     write_text_keys,
 )
+from pipeline.dedup import external
 from pipeline.dedup.exact import content_hashes
 from pipeline.dedup.minhash import connected_components, estimated_jaccard, near_pairs, signature_array
 
@@ -111,8 +112,10 @@ def keys() -> pa.Table:
     return synthetic_keys(4000, seed=7)
 
 
-@pytest.mark.parametrize("bucket_rows", [300, 10_000_000])
-def test_on_disk_join_equals_the_in_memory_rules(keys: pa.Table, tmp_path, bucket_rows: int) -> None:
+@pytest.mark.parametrize(("bucket_rows", "exact_pass_docs"), [(300, 50), (300, 10_000_000), (10_000_000, 50)])
+def test_on_disk_join_equals_the_in_memory_rules(keys: pa.Table, tmp_path, bucket_rows: int, exact_pass_docs: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(external, "EXACT_PASS_DOCS", exact_pass_docs)  # exact groups decided a few buckets a pass
     expected = reference_duplicates(keys, CONFIG)
     assert expected.num_rows > 500 and set(expected.column("kind").to_pylist()) == {"exact", "near"}
     files = write_key_files(keys, tmp_path, files_per_rank=3)

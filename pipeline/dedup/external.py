@@ -51,6 +51,8 @@ DEFAULT_BUCKET_ROWS = 2_000_000
 # Join records below which a bucket's sort costs less than the round trip of one more task (~50 ms).
 SHARED_BUCKET_ROWS = 250_000
 _PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
+# Documents whose ids and content hashes are gathered at once to decide exact groups: ~30 MB of them.
+EXACT_PASS_DOCS = 250_000
 
 
 @dataclass(frozen=True)
@@ -391,10 +393,34 @@ def _settle_ids(corpus: _Corpus, id_spill: _Collisions, keep_same_text: bool) ->
 
 
 def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(doc, its exact representative) for every doc that is not its group's representative, by doc."""
-    candidates = sortedsets.unique(np.concatenate([_EMPTY, *(r["doc"] for r in hash_spill.collisions(ignored))]))
-    if not len(candidates):
-        return _EMPTY, _EMPTY
+    """(doc, its exact representative) for every doc that is not its group's representative, by doc.
+
+    A content hash's documents all lie in one bucket, so buckets are decided a few at a time: each pass
+    gathers the ids and hashes of at most about EXACT_PASS_DOCS documents, whatever the corpus."""
+    found = [(_EMPTY, _EMPTY)] + [_exact_groups_among(corpus, docs) for docs in _passes(hash_spill.collisions(ignored))]
+    docs, representatives = (np.concatenate(parts) for parts in zip(*found))
+    order = np.argsort(docs)
+    return docs[order], representatives[order]
+
+
+def _passes(bucket_records: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The documents of consecutive buckets' records, sorted, in runs of about EXACT_PASS_DOCS (a bucket is
+    never split: its groups are decided together)."""
+    held: list[np.ndarray] = []
+    count = 0
+    for records in bucket_records:
+        held.append(records["doc"])
+        count += len(records)
+        if count >= EXACT_PASS_DOCS:
+            yield sortedsets.unique(np.concatenate(held))
+            held, count = [], 0
+    if held:
+        yield sortedsets.unique(np.concatenate(held))
+
+
+def _exact_groups_among(corpus: _Corpus, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, its exact representative) for the candidates that are not their group's representative; every
+    member of their groups is among the candidates."""
     table = corpus.gather(candidates, ["id", "content_hash"])
     table = table.append_column("rank", pa.array(corpus.preference_of(candidates)))
     # an order and small codes rather than a sorted copy of the table: the hashes are most of its bytes
@@ -406,8 +432,7 @@ def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray)
     first = np.flatnonzero(np.diff(hashes, prepend=-1) != 0)
     representative = np.repeat(docs[first], np.diff(np.append(first, len(docs))))
     is_duplicate = representative != docs
-    order = np.argsort(docs[is_duplicate])
-    return docs[is_duplicate][order], representative[is_duplicate][order]
+    return docs[is_duplicate], representative[is_duplicate]
 
 
 @dataclass
