@@ -50,9 +50,12 @@ DUPLICATES_SCHEMA = pa.schema(
 DEFAULT_BUCKET_ROWS = 2_000_000
 # Join records below which a bucket's sort costs less than the round trip of one more task (~50 ms).
 SHARED_BUCKET_ROWS = 250_000
-_PAIRS_PER_READ = 16_384  # pairs verified at once: at most 2 x 16k signatures in memory
-# Documents whose ids and content hashes are gathered at once to decide exact groups: ~30 MB of them.
-EXACT_PASS_DOCS = 250_000
+_PAIRS_PER_READ = 4_096  # pairs verified at once: at most 2 x 4k signatures (4 MB) in memory
+# Signature rows gathered per mapping of their file. Each row read maps its page and, by the kernel's
+# fault-around, up to 15 more (64 KB): 512 rows keep that under 32 MB while a map is open.
+_ROWS_PER_MAP = 512
+# Documents whose ids and content hashes are gathered at once to decide exact groups: ~25 MB of Arrow memory.
+EXACT_PASS_DOCS = 100_000
 
 
 @dataclass(frozen=True)
@@ -397,7 +400,10 @@ def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray)
 
     A content hash's documents all lie in one bucket, so buckets are decided a few at a time: each pass
     gathers the ids and hashes of at most about EXACT_PASS_DOCS documents, whatever the corpus."""
-    found = [(_EMPTY, _EMPTY)] + [_exact_groups_among(corpus, docs) for docs in _passes(hash_spill.collisions(ignored))]
+    found = [(_EMPTY, _EMPTY)]
+    for candidates in _passes(hash_spill.collisions(ignored)):
+        found.append(_exact_groups_among(corpus, candidates))
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps what a pass freed, unless told
     docs, representatives = (np.concatenate(parts) for parts in zip(*found))
     order = np.argsort(docs)
     return docs[order], representatives[order]
@@ -479,12 +485,15 @@ class _SignatureFile:
         return result
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        """The signatures of these rows, gathered from the file mapped for this read alone: the pages it
-        touches count as this process's memory until it is unmapped, so never the whole file at once."""
-        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            table = np.frombuffer(mapped, "<u4").reshape(-1, self.num_perm)
-            signatures = table[rows]
-            del table  # the map cannot close while an array still points into it
+        """The signatures of these rows, gathered from the file mapped a few hundred rows at a time: the pages
+        a mapping touches count as this process's memory until it is unmapped (a read per row is 5x slower)."""
+        signatures = np.empty((len(rows), self.num_perm), dtype="<u4")
+        with open(self.path, "rb") as file:
+            for lo in range(0, len(rows), _ROWS_PER_MAP):
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    table = np.frombuffer(mapped, "<u4").reshape(-1, self.num_perm)
+                    signatures[lo : lo + _ROWS_PER_MAP] = table[rows[lo : lo + _ROWS_PER_MAP]]
+                    del table  # the map cannot close while an array still points into it
         return signatures
 
 
