@@ -64,12 +64,11 @@ def read_rows(uri: str) -> int:
     return struct.unpack("<q", storage.read_range(uri, 0, 8))[0]
 
 
-def read_slots(uri: str, lo: int, hi: int) -> tuple[int, np.ndarray]:
-    """(documents in the file, the records of its slots [lo, hi)): the header, then one ranged read."""
-    rows, offsets = read_header(uri)
+def read_slots_into(uri: str, offsets: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+    """The records of the file's slots [lo, hi) into `out` (as long as they are): one ranged read."""
     first, last = int(offsets[lo]), int(offsets[hi])
     data = storage.read_range(uri, HEADER_BYTES + first * RECORD.itemsize, (last - first) * RECORD.itemsize)
-    return rows, np.frombuffer(data, dtype=RECORD).copy()
+    out[:] = np.frombuffer(data, dtype=RECORD)
 
 
 def slot_range(bucket: int, buckets: int) -> tuple[int, int]:
