@@ -63,7 +63,7 @@ def plot_length_histograms(version_dir: str, shards: Sequence[ShardRecord], out_
     # of this picture's time on the build's last steps, for margins that do not vary.
     height = 3.2 * panels
     figure = _new_figure((6.5, height), layout=None)
-    figure.subplots_adjust(left=0.85 / 6.5, right=1 - 0.15 / 6.5, top=1 - 0.35 / height, bottom=0.55 / height,
+    figure.subplots_adjust(left=0.85 / 6.5, right=1 - 0.3 / 6.5, top=1 - 0.35 / height, bottom=0.55 / height,
                            hspace=0.95 / 2.2)  # the gap over the height of one panel
     axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     for ax, lang in zip(axes, langs):
@@ -74,6 +74,7 @@ def plot_length_histograms(version_dir: str, shards: Sequence[ShardRecord], out_
         for source, values in sorted(by_source.items()):
             ax.hist(values, bins=bins, histtype="step", linewidth=1.6, label=f"{source} (n={len(values)})")
         ax.set_xscale("log")
+        _plain_log_ticks(ax, bins[0], bins[-1])
         ax.set_title(f"Document length, lang={lang}")
         ax.set_xlabel("characters per document (log scale)")
         ax.set_ylabel("documents")
@@ -81,6 +82,21 @@ def plot_length_histograms(version_dir: str, shards: Sequence[ShardRecord], out_
     if not langs:
         _empty(axes[0], "no kept documents")
     return _save(figure, out_uri or _report_uri(version_dir, LENGTHS))
+
+
+def _plain_log_ticks(ax: Axes, low: float, high: float) -> None:
+    """Plain numbers on a log axis (20, 50, 100 ...): matplotlib writes 2x10^1, 3x10^1 ... on the minor
+    ticks of an axis spanning about a decade, and those labels run into each other. Minor ticks are labelled
+    at 2 and 5 times a power of ten while the axis spans two decades or fewer, and not at all beyond."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_two_or_five_times) if high / low <= 100 else NullFormatter())
+
+
+def _two_or_five_times(value: float, _: int) -> str:
+    leading = round(value / 10 ** np.floor(np.log10(value)))
+    return f"{value:,.0f}" if leading in (2, 5) else ""
 
 
 def _lengths_by_lang_and_source(version_dir: str, shards: Sequence[ShardRecord]) -> dict[str, dict[str, np.ndarray]]:

@@ -87,3 +87,22 @@ def test_training_pictures(tmp_path: Path) -> None:
     ]
     _assert_nontrivial_png(plot_training_loss(history, str(tmp_path / "loss.png")))
     _assert_nontrivial_png(plot_eval_curves(evaluation, str(tmp_path / "eval.png")))
+
+
+@pytest.mark.parametrize(("low", "high", "minor_labels"), [(17, 330, ["20", "50", "200"]), (8, 180_000, [])])
+def test_log_axes_are_labelled_with_plain_numbers(low: float, high: float, minor_labels: list[str]) -> None:
+    from matplotlib.figure import Figure
+
+    from pipeline.plots import _plain_log_ticks
+
+    ax = Figure().subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    _plain_log_ticks(ax, low, high)
+    ax.figure.canvas.draw()
+    majors = [label.get_text() for label in ax.get_xticklabels() if label.get_text()]
+    minors = [label.get_text() for label in ax.get_xticklabels(minor=True) if label.get_text()]
+    assert majors and all("^" not in text and "times" not in text for text in majors + minors)
+    assert "100" in majors or "1,000" in majors
+    assert set(minor_labels) <= set(minors) and all(text[0] in "25" for text in minors)
+    assert bool(minors) == bool(minor_labels)  # a wide axis labels its decades only
