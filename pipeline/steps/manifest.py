@@ -50,7 +50,6 @@ def build_manifest(
     config: CorpusflowConfig, inputs: list[InputRecord], assembled: AssembledDataset, contract_versions: dict[str, str],
 ) -> Manifest:
     """The manifest of an assembled dataset whose contracts were applied; its version id is its content hash."""
-    shards = assembled.shards
     ledger = Ledger.from_rows(assembled.ledger_rows)
     by_source: dict[str, Ledger] = {}
     for row in assembled.ledger_rows:
@@ -61,8 +60,8 @@ def build_manifest(
         code_version=code_version(),
         libraries=library_versions(),
         inputs=sorted(inputs, key=lambda i: (i.source, i.uri)),
-        shards=[s for s in shards if s.usable],
-        quarantined=[s for s in shards if not s.usable],
+        shards=assembled.usable_shards,
+        quarantined=assembled.quarantined,
         rejects=assembled.rejects,
         ledger_totals=ledger.totals(),
         ledger_by_source={name: by_source[name].totals() for name in sorted(by_source)},
