@@ -209,8 +209,7 @@ def write_manifest(config: CorpusflowConfig, inputs: list[InputRecord], assemble
 def draw_pictures(config: CorpusflowConfig, assembled: writing.AssembledDataset) -> list[str]:
     """The card's pictures (length histograms, filter funnel, duplicate rates) into the staging's reports/,
     from the usable shards and the ledger rows."""
-    return _on_step_worker(config, plots.plot_dataset, assembled.staging, assembled.usable_shards,
-                           writing.ledger_table(assembled.ledger_rows))
+    return _on_step_worker(config, writing.draw_pictures, assembled)
 
 
 @task

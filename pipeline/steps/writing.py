@@ -242,6 +242,11 @@ def contract_reports(assembled: AssembledDataset, validated: Sequence[Sequence[d
     return [by_shard.get(s.path) for s in assembled.shards], [by_shard.get(r.path) for r in assembled.rejects]
 
 
+def draw_pictures(assembled: AssembledDataset) -> list[str]:
+    """The dataset's pictures (plots.plot_dataset) from its usable shards and ledger rows, into its staging."""
+    return plots.plot_dataset(assembled.staging, assembled.usable_shards, ledger_table(assembled.ledger_rows))
+
+
 def ledger_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, LEDGER_SCHEMA)
 
