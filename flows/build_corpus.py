@@ -47,7 +47,8 @@ from flows.lease import dataset_lease
 from flows.progress import BuildProgress, listening, track_partitions
 from flows.retries import transient_only
 from flows.runners import ray_task_runner
-from flows.workers import run_in_step_worker, run_in_worker, start_build_workers, start_step_pool_ahead
+from flows.workers import (import_in_background, run_in_step_worker, run_in_worker, start_build_workers,
+                           start_step_pool_ahead)
 from pipeline import card, plots, reproduce, sources, storage, versions
 from pipeline.steps import dedup_step, manifest as manifests, partitions, rebuild, writing
 from pipeline.steps.paths import BuildPaths, resolve_paths, working_directory
@@ -266,6 +267,9 @@ def build_dataset(config: CorpusflowConfig) -> str:
     work = [partition for future in planned for partition in future.result()]
     inputs = check_inputs(config, work)
     handed_out = partitions.largest_first(work)
+    # pyarrow imports pandas on its first conversion of Python rows, here the ledger's in write_manifest:
+    # 0.25 s on the critical path after the partitions, unless it is imported while they run
+    import_in_background("pandas")
     with listening(_preload_global_steps(config)):
         staged = track_partitions(process_partition.map(unmapped(config), unmapped(paths), handed_out), handed_out)
     staged = partitions.in_plan_order(staged, work)

@@ -25,6 +25,7 @@ work holds both ends of its queue, so without it `kill -9` of a build would leav
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import multiprocessing
 import os
@@ -130,6 +131,11 @@ def start_build_workers(config: CorpusflowConfig) -> None:
     """
     if config.runner.kind == "local" and _served_pool(config.runner.workers) is None:
         start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
+
+
+def import_in_background(module: str) -> None:
+    """Import `module` in a thread of this process, for a later step that would otherwise wait for it."""
+    threading.Thread(target=importlib.import_module, args=(module,), name=f"import-{module}", daemon=True).start()
 
 
 def start_step_pool_ahead(workers: int) -> Callable[[BuildProgress], None]:

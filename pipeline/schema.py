@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
@@ -98,13 +99,13 @@ def rejects_from_documents(
     documents: pa.RecordBatch | pa.Table,
     *,
     outcome: Outcome,
-    reasons: list[str] | str,
+    reasons: Sequence[str] | pa.Array | str,
     stage: str,
-    duplicate_of: list[str | None] | None = None,
+    duplicate_of: Sequence[str | None] | pa.Array | None = None,
 ) -> pa.Table:
     """Dropped documents as reject rows; file and position come from the document's meta."""
     n = documents.num_rows
-    metas = [json.loads(m) if m else {} for m in documents.column("meta").to_pylist()]
+    metas = [_parsed_meta(m) for m in documents.column("meta").to_pylist()]
     columns = {
         "id": documents.column("id"),
         "source": documents.column("source"),
@@ -114,14 +115,27 @@ def rejects_from_documents(
         "text": documents.column("text"),
         "label": documents.column("label"),
         "outcome": pa.array([outcome] * n, pa.string()),
-        "reason": pa.array(reasons if isinstance(reasons, list) else [reasons] * n, pa.string()),
+        "reason": pa.array([reasons] * n, pa.string()) if isinstance(reasons, str) else _strings(reasons),
         "stage": pa.array([stage] * n, pa.string()),
-        "duplicate_of": pa.array(duplicate_of or [None] * n, pa.string()),
+        "duplicate_of": pa.nulls(n, pa.string()) if duplicate_of is None else _strings(duplicate_of),
         "file": pa.array([m.get("file") for m in metas], pa.string()),
         "position": pa.array([None if m.get("position") is None else str(m["position"]) for m in metas]),
         "meta": documents.column("meta"),
     }
     return pa.table(columns, schema=REJECT_SCHEMA)
+
+
+def _strings(values: Sequence[str | None] | pa.Array) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+
+def _parsed_meta(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN, Infinity or integers past 64 bits: json writes them, orjson refuses
+        return json.loads(text)
 
 
 class Ledger(Counter):

@@ -25,3 +25,22 @@ def unique(values: np.ndarray) -> np.ndarray:
 def union(*arrays: np.ndarray) -> np.ndarray:
     """The distinct values of all the integer arrays, ascending (what `np.union1d` returns for two)."""
     return unique(np.concatenate(arrays))
+
+
+class Bitmap:
+    """A set of integers in [0, size) as one bit each. Membership of n values costs O(n) whatever the set
+    holds, where a binary search in the sorted set costs log of it per value: 30x slower for 1.7 M values
+    against 126,000 members. Its memory is size / 8 bytes (12.5 MB for 100 M documents)."""
+
+    def __init__(self, members: np.ndarray, size: int) -> None:
+        self.bits = np.zeros((size + 7) >> 3, dtype=np.uint8)
+        members = np.asarray(members, dtype=np.int64)
+        np.bitwise_or.at(self.bits, members >> 3, np.left_shift(1, members & 7).astype(np.uint8))
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """Mask of the values (each in [0, size)) that are members."""
+        values = np.asarray(values, dtype=np.int64)
+        return (self.bits[values >> 3] >> (values & 7).astype(np.uint8)) & 1 == 1
+
+    def __bool__(self) -> bool:
+        return bool(self.bits.any())

@@ -1,4 +1,4 @@
-"""Sorted unique values and unions by sorting give exactly what numpy's set routines give."""
+"""Sorted unique values and unions by sorting give exactly what numpy's set routines give; so do bitmaps."""
 
 from __future__ import annotations
 
@@ -29,3 +29,16 @@ def test_union_of_several_arrays() -> None:
     arrays = [rng.integers(0, 50, n) for n in (0, 10, 40, 7)]
     np.testing.assert_array_equal(sortedsets.union(*arrays), np.unique(np.concatenate(arrays)))
     np.testing.assert_array_equal(sortedsets.union(arrays[1], arrays[2]), np.union1d(arrays[1], arrays[2]))
+
+
+@pytest.mark.parametrize("size", [1, 8, 9, 1_000, 65_537])
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.5, 1.0])
+def test_bitmap_membership_equals_numpy(size: int, share: float) -> None:
+    rng = np.random.default_rng(size)
+    members = np.flatnonzero(rng.random(size) < share)
+    values = rng.integers(0, size, 3 * size)
+    bitmap = sortedsets.Bitmap(members, size)
+    np.testing.assert_array_equal(bitmap.contains(values), np.isin(values, members))
+    assert bool(bitmap) == bool(len(members))
+    edges = np.array([0, size - 1])  # the first and last bit of the last byte, full or not
+    np.testing.assert_array_equal(sortedsets.Bitmap(edges, size).contains(np.arange(size)), np.isin(np.arange(size), edges))

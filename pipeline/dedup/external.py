@@ -157,10 +157,11 @@ def resolve_collisions(
         ignored = settled.ignored
         exact_rep = _EMPTY
         if config.exact:
-            exact_doc, exact_rep = _exact_groups(corpus, _Collisions(collisions, JOIN_HASH), ignored)
+            exact_doc, exact_rep = _exact_groups(corpus, _Collisions(collisions, JOIN_HASH),
+                                                 sortedsets.Bitmap(ignored, corpus.size))
         near = _NearClusters.empty()
         if config.near:
-            excluded = sortedsets.union(ignored, exact_doc)
+            excluded = sortedsets.Bitmap(sortedsets.union(ignored, exact_doc), corpus.size)
             near = _near_clusters(corpus, _Collisions(collisions, JOIN_BAND), excluded, config, Path(scratch))
         duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
     located = settled.with_repeats(duplicates)
@@ -272,13 +273,13 @@ class _Collisions:
     def __init__(self, paths: Sequence[str], join: int) -> None:
         self.paths, self.join = paths, join
 
-    def collisions(self, excluded: np.ndarray = _EMPTY) -> Iterator[np.ndarray]:
+    def collisions(self, excluded: sortedsets.Bitmap | None = None) -> Iterator[np.ndarray]:
         """Per bucket, the records whose (band, key) two or more non-excluded documents share, sorted so."""
         for path in self.paths:
             records = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
             records = records[records["join"] == self.join]
-            if len(excluded):
-                records = _shared_keys(records[~_is_member(records["doc"], excluded)])
+            if excluded:
+                records = _shared_keys(records[~excluded.contains(records["doc"])])
             if len(records):
                 yield records
 
@@ -398,7 +399,8 @@ def _settle_ids(corpus: _Corpus, id_spill: _Collisions, keep_same_text: bool) ->
                        renamed, resolved.repeats, resolved.repeated_by_source())
 
 
-def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_groups(corpus: _Corpus, hash_spill: _Collisions, ignored: sortedsets.Bitmap,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(doc, its exact representative) for every doc that is not its group's representative, by doc.
 
     A content hash's documents all lie in one bucket, so buckets are decided a few at a time: each pass
@@ -501,7 +503,7 @@ class _SignatureFile:
 
 
 def _near_clusters(
-    corpus: _Corpus, band_spill: _Collisions, excluded: np.ndarray, config: DedupConfig, scratch: Path
+    corpus: _Corpus, band_spill: _Collisions, excluded: sortedsets.Bitmap, config: DedupConfig, scratch: Path
 ) -> _NearClusters:
     """Clusters of exact representatives whose estimated Jaccard chains reach config.threshold.
 
@@ -529,7 +531,8 @@ def _near_clusters(
     return _NearClusters(docs, best, signatures)
 
 
-def _candidate_pairs(band_spill: _Collisions, excluded: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_pairs(band_spill: _Collisions, excluded: sortedsets.Bitmap, size: int,
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Pair codes (left * size + right, left < right, unique) of the buckets of up to BUCKET_WINDOW + 1
     members, and the records of the wider buckets."""
     codes, wide = [_EMPTY], []  # per bucket, its distinct pairs: one pair may come from several buckets' bands

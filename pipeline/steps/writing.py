@@ -175,14 +175,13 @@ def _split_duplicates(documents: pa.Table, duplicates: pa.Table | None) -> tuple
     """(kept, the duplicates as reject rows); None for the latter when the partition has none."""
     if duplicates is None:
         return documents, None
-    duplicate_of = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("duplicate_of").to_pylist()))
-    kind = dict(zip(duplicates.column("id").to_pylist(), duplicates.column("kind").to_pylist()))
-    is_duplicate = pc.is_in(documents.column("id"), value_set=duplicates.column("id").combine_chunks())
-    dropped = documents.filter(is_duplicate)
-    ids = dropped.column("id").to_pylist()
+    row_of = pc.index_in(documents.column("id"), value_set=duplicates.column("id").combine_chunks())
+    is_duplicate = pc.is_valid(row_of)
+    dropped_rows = pc.drop_null(row_of).combine_chunks()
     rejects = rejects_from_documents(
-        dropped, outcome="duplicate", reasons=[kind[i] for i in ids], stage="dedup",
-        duplicate_of=[duplicate_of[i] for i in ids],
+        documents.filter(is_duplicate), outcome="duplicate", stage="dedup",
+        reasons=duplicates.column("kind").combine_chunks().take(dropped_rows),
+        duplicate_of=duplicates.column("duplicate_of").combine_chunks().take(dropped_rows),
     )
     return documents.filter(pc.invert(is_duplicate)), rejects
 
