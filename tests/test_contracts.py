@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -400,3 +402,19 @@ def test_switched_off_contracts_leave_shards_unvalidated_and_in_place(tmp_path: 
     assembled = AssembledDataset(staging=str(tmp_path), shards=[shard], rejects=[], ledger_rows=[], notes_by_source={},
                                  label_drop_rates=[])
     assert apply_contracts(assembled, [None], []).shards == [shard]
+
+
+def test_scipy_stats_loads_only_when_an_expectation_uses_it() -> None:
+    """Great Expectations imports scipy.stats for its distribution expectations; it is loaded on first use,
+    and GX's reference to it works then."""
+    script = (
+        "import sys\n"
+        "from pipeline import contracts\n"
+        "contracts.warm_up()\n"
+        "print(type(sys.modules['scipy.stats']).__name__)\n"
+        "from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl\n"
+        "print(round(float(kl.stats.entropy([0.5, 0.5])), 4), type(sys.modules['scipy.stats']).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["_LazyModule", "0.6931", "module"]
