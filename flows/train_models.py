@@ -145,6 +145,8 @@ def train_models(config_path: str, manifest_path: str | None = None, force: bool
     tokenizer_dir = (str(continuation.parent.pretrained_dir) if continuation
                      else tokenizer_task(config, manifest_path, models_dir))
     pretrained = pretrain_task(config, manifest_path, tokenizer_dir, models_dir, continuation)
+    if pretrained.continued_from:  # the budget and replay share are known once pretraining has planned its mix
+        note = f"{note}; {pretrained.budget()}"
     loss_png = plots.plot_training_loss([{"step": step, "loss": loss} for step, loss in pretrained.losses],
                                         f"{models_dir}/pretrain_loss.png")
     lm_metrics = evaluate_pretrained.submit(str(pretrained.model_dir), manifest_path)

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 
 from flows.summary import print_run_summary
-from pipeline.config import CorpusflowConfig, load_config, registered_model_name
+from pipeline.config import ContinuationConfig, CorpusflowConfig, load_config, registered_model_name
 from pipeline.registry import list_models, tracking_uri_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,11 @@ def test_refresh_trains_registers_with_lineage_and_skips_an_unchanged_version(
     parent = f"{registered_model_name(config.registry, 'sentiment_zh')}/1"
     assert third["pretrain"]["continued_from"] == parent, third["pretrain"]["note"]
     assert 0 < third["pretrain"]["steps"] < data["train"]["pretrain"]["max_steps"]
+    budget = re.search(r"; (\d+) steps, [\d,]+ tokens of new text, replay share (0\.\d\d) of its tokens$",
+                       third["pretrain"]["note"])
+    assert budget and int(budget[1]) == third["pretrain"]["steps"], third["pretrain"]["note"]
+    configured = ContinuationConfig(**data["train"].get("continuation", {})).replay_share
+    assert float(budget[2]) >= configured - 0.005, third["pretrain"]["note"]  # more only when steps allow more passes
     registry = config.registry.model_copy(update={"model_name": registered_model_name(config.registry, "sentiment_zh")})
     newest = max(list_models(registry, tracking_uri), key=lambda version: int(version["version"]))
     assert newest["tags"]["parent_version"] == parent

@@ -79,7 +79,7 @@ def plan_continuation(config: TrainConfig, model_name: str, tracking_uri: str, m
     coverage = ", ".join(f"{name} {value:.4f}" for name, value in shares.items())
     return (Continuation(parent, write_ids(new_ids, work_dir / NEW_IDS_FILE)),
             f"continued from {parent.reference} (dataset version {parent.dataset_version}): {len(new_ids)} new or "
-            f"changed documents, replay share {config.continuation.replay_share:g}; tokenizer coverage {coverage}")
+            f"changed documents; tokenizer coverage {coverage}")
 
 
 def find_parent(tracking_uri: str, model_name: str, reference: str, dest: Path) -> ParentModel:

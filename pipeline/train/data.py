@@ -127,6 +127,8 @@ class PackingLayout:
 
 
 MIX_LEVELS = ("source", "kind", "lang")
+# A continued run's strands: `<source>/new` reads the documents its parent never saw, `<source>/replay` the rest
+NEW_SUFFIX, REPLAY_SUFFIX = "/new", "/replay"
 
 
 @dataclass(frozen=True)
@@ -241,9 +243,9 @@ def plan_mix(
     old = count_source_tokens(shards, tokenizer, except_ids=new_ids)
     if not new:
         raise ValueError("no new or changed document holds tokens: there is nothing to continue on")
-    planned = strands(new, mix_shares(new), "/new", 1.0 if not old else 1 - replay_share, only_ids=new_ids)
+    planned = strands(new, mix_shares(new), NEW_SUFFIX, 1.0 if not old else 1 - replay_share, only_ids=new_ids)
     if old and replay_share > 0:
-        planned += strands(old, mix_shares(old, weights, temperature), "/replay", replay_share, except_ids=new_ids)
+        planned += strands(old, mix_shares(old, weights, temperature), REPLAY_SUFFIX, replay_share, except_ids=new_ids)
     return planned
 
 

@@ -46,6 +46,7 @@ from pipeline.config import ModelConfig, PretrainConfig, TrainConfig
 from pipeline.versions import load_manifest
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import (
+    REPLAY_SUFFIX,
     PackedStream,
     PackingLayout,
     StreamState,
@@ -87,6 +88,19 @@ class PretrainResult:
     mix_windows: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # realised, per logging window
     continued_from: str | None = None  # the registered version whose encoder this run started from
     new_tokens: int | None = None  # tokens of new text a continued run was budgeted on
+
+    @property
+    def replay_share(self) -> float | None:
+        """The share of a continued run's tokens that replayed old text (None for a fresh run): the configured
+        `replay_share`, or more where a budget in steps holds more passes over the new text than asked."""
+        if self.continued_from is None:
+            return None
+        return sum(share for strand, share in self.mix_target.items() if strand.endswith(REPLAY_SUFFIX))
+
+    def budget(self) -> str:
+        """What a continued run trained on, as its note ends."""
+        return (f"{self.steps} steps, {self.new_tokens:,} tokens of new text, replay share {self.replay_share:.2f} "
+                f"of its tokens")
 
 
 @dataclass(frozen=True)
