@@ -59,6 +59,24 @@ def _run_flow(description: str, flow_path: str, *args: Any, progress_to_stderr: 
         return flow(*args, **kwargs)
 
 
+def _start_workers(config: Any, to_stderr: bool = False) -> None:
+    """The warm pool of a `corpusflow serve` of this user when one offers it (nothing to start), else this
+    command's own, started now: the fork server loads the chain's dictionaries while Prefect is imported."""
+    from flows.workers import adopt_served_pool
+
+    served_by = adopt_served_pool(config.runner.workers) if config.runner.kind == "local" else None
+    if served_by is not None:
+        (Console(stderr=True) if to_stderr else console).print(
+            f"workers: the warm pool of `corpusflow serve` (pid {served_by})", highlight=False)
+        return
+    from flows.forkserver import start_fork_server
+
+    start_fork_server()
+    from flows.workers import start_build_workers
+
+    start_build_workers(config)
+
+
 WaitOption = Annotated[bool, typer.Option(
     "--wait/--no-wait", help="when another build of the dataset runs: wait for it, or exit 2 at once")]
 
@@ -66,12 +84,7 @@ WaitOption = Annotated[bool, typer.Option(
 @app.command()
 def build(config: ConfigOption = Path("configs/demo.yaml"), wait: WaitOption = True) -> None:
     """Build the dataset: ingest, clean, segment, filter, dedup, validate, write shards and manifest."""
-    from flows.forkserver import start_fork_server
-
-    start_fork_server()  # its imports and the chain's dictionaries load while this process goes on
-    from flows.workers import start_build_workers
-
-    start_build_workers(load_config(config))  # a bad config fails here, before a server starts
+    _start_workers(load_config(config))  # a bad config fails here, before a server starts
     manifest = _run_flow(f"building corpus from {config}", "flows.build_corpus:build_corpus", str(config),
                          wait=wait)
     _print_manifest(manifest)
@@ -186,10 +199,8 @@ def run(
 
     As a refresh, the build keeps the newest version's ids: a text ingested again is the duplicate.
     """
-    from flows.workers import start_build_workers
-
     cfg = load_config(config)  # a bad config fails here, before a server starts
-    start_build_workers(cfg)
+    _start_workers(cfg, to_stderr=as_json)
     result = _run_flow("building corpus and training models", "flows.refresh:refresh", str(config),
                        force_train=force_train, wait=wait, progress_to_stderr=as_json)
     _print_result(result, cfg, config, as_json)

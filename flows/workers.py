@@ -17,6 +17,8 @@ A served process (`corpusflow serve`) keeps both pools warm for all the flow run
 process of its own: `serving_workers` offers them on local sockets whose addresses the runs inherit in
 their environment, and `run_in_worker` / `run_in_step_worker` in a run hand their work there. Start-up
 (the fork server's preload, the steps' pool's imports) is then paid once per served process, not per run.
+It also offers the pool in a file of the user's CORPUSFLOW_HOME, where a `corpusflow build` or `run` of the
+same code and worker count finds it (`adopt_served_pool`) and starts no pool of its own.
 
 Every worker ends with the process that started its pool, through a lifeline pipe: a worker waiting for
 work holds both ends of its queue, so without it `kill -9` of a build would leave the workers running.
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flows.forkserver import fork_context
-from pipeline.steps import partitions
+from flows.servers import corpusflow_home
 from pipeline.steps.provenance import code_version
 from pipeline.config import CorpusflowConfig
 
@@ -130,6 +132,9 @@ def start_build_workers(config: CorpusflowConfig) -> None:
     The CLI calls this before it imports Prefect, so the pool is warm when the first partition comes.
     """
     if config.runner.kind == "local" and _served_pool(config.runner.workers) is None:
+        # imported here, not with this module: the CLI looks for a served pool before its fork server starts
+        from pipeline.steps import partitions
+
         start_workers(config.runner.workers, warm_up=partial(partitions.warm_up, config))
 
 
@@ -224,12 +229,68 @@ def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
     start_build_workers(config)
     steps = step_pool(workers)
     with _serving(partial(worker_pool, workers)) as endpoint:
-        os.environ[SERVED_POOL_ENV] = json.dumps(
-            {**endpoint, "steps": steps.endpoint(), "workers": workers, "code": code_version()})
+        offer = {**endpoint, "steps": steps.endpoint(), "workers": workers, "code": code_version(),
+                 "pid": os.getpid()}
+        os.environ[SERVED_POOL_ENV] = json.dumps(offer)
+        _publish(offer)
         try:
             yield
         finally:
             os.environ.pop(SERVED_POOL_ENV, None)
+            _withdraw(offer)
+
+
+def adopt_served_pool(workers: int) -> int | None:
+    """Use the warm pool a served process of this user offers for `workers` workers and this code, when one
+    lives: returns that process's pid (None: there is none, and the caller starts its own pool).
+
+    So a `corpusflow build` beside a running `corpusflow serve` pays no start-up either. Its work then runs
+    in the served process's workers, alongside the scheduled runs, and ends with them, not with the build.
+    """
+    if _served_pool(workers) is not None:
+        return json.loads(os.environ[SERVED_POOL_ENV])["pid"]
+    try:
+        offer = json.loads(_offer_path(workers).read_text())
+    except (OSError, ValueError):
+        return None
+    if offer.get("workers") != workers or offer.get("code") != code_version() or not _lives(offer):
+        return None
+    os.environ[SERVED_POOL_ENV] = json.dumps(offer)
+    return offer["pid"]
+
+
+def _offer_path(workers: int) -> Path:
+    return corpusflow_home() / "pools" / f"workers-{workers}.json"
+
+
+def _publish(offer: dict) -> None:
+    """Write the offer where this user's builds look for it. Its authkey lets whoever reads it run code in the
+    pool, so the file is the user's alone (0600, in a 0700 folder), and written whole (renamed into place)."""
+    path = _offer_path(offer["workers"])
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump(offer, out)
+    os.replace(staged, path)
+
+
+def _withdraw(offer: dict) -> None:
+    """Remove the offer, unless a later served process has replaced it with its own."""
+    path = _offer_path(offer["workers"])
+    try:
+        if json.loads(path.read_text()).get("pid") == offer["pid"]:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _lives(offer: dict) -> bool:
+    """The offering process is alive and its socket still there (an offer left by a killed process is not)."""
+    try:
+        os.kill(offer["pid"], 0)
+    except (OSError, KeyError):
+        return False
+    return Path(offer.get("address", "")).exists() and Path(offer.get("steps", {}).get("address", "")).exists()
 
 
 @contextmanager

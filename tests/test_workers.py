@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import yaml
 
 from flows.workers import (SERVED_POOL_ENV, run_in_step_worker, run_in_worker, serving_workers, shutdown_workers,
                            start_workers, step_pool)
@@ -129,3 +130,62 @@ def test_a_run_started_by_a_served_process_uses_its_warm_pool(tmp_path: Path) ->
     assert worker != step_worker
     assert raised == "raised"  # the work's own exception, raised in the run
     assert pools == "0 0 None"  # the run started no pool; a run wanting another size would not use the served one
+
+
+def test_a_build_beside_a_served_process_uses_its_warm_pool_and_starts_none(prefect_api: str, tmp_path: Path) -> None:
+    """`corpusflow build` finds the pool `corpusflow serve` offers in CORPUSFLOW_HOME (not in its environment):
+    the served workers do its partitions and validation, and the build's own process tree starts no pool."""
+    reviews = tmp_path / "reviews.csv"
+    texts = [f"第{i}件商品的质量很好，物流也快，客服回答问题很耐心，下次还会再来买。" for i in range(300)]
+    reviews.write_text("review\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    config = {"dataset": "served", "run_dir": str(tmp_path / "run"), "runner": {"workers": 1},
+              "sources": [{"name": "reviews", "kind": "comments", "lang": "zh", "uri": str(reviews), "format": "csv",
+                           "fields": {"text": "review"}}]}
+    config_path = tmp_path / "served.yaml"
+    config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    shutdown_workers()
+    try:
+        with serving_workers(parse_config(config)):
+            offer = next((Path(os.environ["CORPUSFLOW_HOME"]) / "pools").glob("workers-1.json"))
+            assert offer.stat().st_mode & 0o777 == 0o600  # its authkey runs code in the pool: the user's alone
+            served = [p for p in psutil.Process().children(recursive=True)]
+            before = {p.pid: sum(p.cpu_times()[:2]) for p in served}
+            environment = {k: v for k, v in os.environ.items() if k != SERVED_POOL_ENV}
+            build = subprocess.Popen([sys.executable, "-m", "flows.cli", "build", "--config", str(config_path)],
+                                     cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+            started = set()
+            while build.poll() is None:  # every process the build starts, while it runs
+                started |= {p.pid for p in psutil.Process(build.pid).children(recursive=True)}
+                time.sleep(0.05)
+            output = build.stdout.read()
+            worked = {p.pid: sum(p.cpu_times()[:2]) - before[p.pid] for p in served}
+        assert not offer.exists()  # withdrawn with the pool
+    finally:
+        shutdown_workers()
+    assert build.returncode == 0, output
+    assert f"workers: the warm pool of `corpusflow serve` (pid {os.getpid()})" in output
+    assert "version" in output
+    assert sum(worked.values()) > 0.05, worked  # the chain, the dedup and the validation ran in served workers
+    assert not started, started  # and the build started no process of its own: no fork server, no worker
+
+
+def test_a_stale_or_foreign_offer_is_not_adopted(tmp_path: Path, monkeypatch) -> None:
+    from flows import workers
+
+    monkeypatch.setenv("CORPUSFLOW_HOME", str(tmp_path))
+    monkeypatch.delenv(SERVED_POOL_ENV, raising=False)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    socket = tmp_path / "socket"
+    socket.touch()
+    alive = {"address": str(socket), "authkey": "00", "steps": {"address": str(socket), "authkey": "00"},
+             "workers": 2, "code": workers.code_version(), "pid": os.getpid()}
+    for offer in ({**alive, "pid": int(finished.stdout)},  # its process is gone (killed: nothing withdrew it)
+                  {**alive, "code": "0" * 16},  # another version of the code
+                  {**alive, "address": str(tmp_path / "gone")}):  # its socket is gone
+        workers._publish(offer)
+        assert workers.adopt_served_pool(2) is None and SERVED_POOL_ENV not in os.environ
+    workers._publish(alive)
+    assert workers.adopt_served_pool(3) is None  # another worker count looks for its own offer
+    assert workers.adopt_served_pool(2) == os.getpid()
+    assert workers._served_pool(2)["address"] == str(socket)
