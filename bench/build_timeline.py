@@ -1,7 +1,7 @@
 """Where a build's wall time goes: a per-phase timeline from the run's task timestamps, and a profile.
 
     python bench/build_timeline.py [--data ../shared/data] [--repeat 3] [--engine jieba|rjieba] [--profile]
-                                   [--baseline /path/to/a/checkout/of/other/code]
+                                   [--baseline /path/to/a/checkout/of/other/code] [--served]
 
 Builds the online-shopping reviews (10.6 MB, one CSV) at 1x and at `--repeat` times the rows with
 2 workers, then rebuilds the 1x dataset with every partition cached, each as one `corpusflow build`
@@ -11,6 +11,9 @@ timed before and after the builds and averaged: every figure is also given as a 
 the two builds' manifests are compared without the fields that name the code and the config's shape
 (`same_output`): a speed change must not change the output. Their version ids (`same_version`) leave
 the code version out but hash the config's shape: they differ when the config model gained a field.
+With `--served`, 1x and `--repeat`x are then built again beside the warm pool that `corpusflow serve`
+keeps for its runs (started for them, as a separate process), which the builds adopt: what a build costs
+when start-up is paid once per served process (`1x_served`, `3x_served`).
 
 The timeline comes from the Prefect API: the command's start, the flow runs' and every task run's start
 and end, the command's end. Each instant of the build's wall time is given to the phase of a task running
@@ -38,6 +41,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -98,6 +103,34 @@ def build_once(config: dict, scratch: Path, name: str, profile: bool, repo: Path
 # What a manifest holds about the code and the config's shape rather than the output: a version id
 # changes with any change to the library's source (by design), so two codes' outputs compare without them.
 CODE_FIELDS = ("version", "code_version", "config_hash")
+
+
+# The pool `corpusflow serve` keeps for its runs (flows.workers.serving_workers), without its deployments.
+SERVE_POOL = """
+import signal, sys
+from flows.workers import serving_workers
+from pipeline.config import load_config
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ends through the `with`, which withdraws the offer
+    with serving_workers(load_config(sys.argv[1])):
+        print("serving", flush=True)
+        signal.pause()
+"""
+
+
+@contextmanager
+def served_pool(config: dict, scratch: Path) -> Iterator[None]:
+    """While inside, a warm pool for `config` is offered to this user's builds, as `corpusflow serve` offers it."""
+    path = scratch / "served.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    server = subprocess.Popen([sys.executable, "-c", SERVE_POOL, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        if server.stdout.readline().strip() != "serving":
+            raise RuntimeError(f"the served pool did not start (exit code {server.wait()})")
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def output_digest(manifest: dict) -> str:
@@ -209,6 +242,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="sample every process with py-spy")
     parser.add_argument("--baseline", type=Path, help="a checkout of other code (e.g. a worktree of main) "
                         "to build each case with too, alternating, and compare")
+    parser.add_argument("--served", action="store_true", help="then build 1x and Nx again (this code) beside the "
+                        "warm pool `corpusflow serve` keeps, which the builds adopt")
     args = parser.parse_args()
     from flows.servers import use_prefect_server
 
@@ -227,6 +262,15 @@ def main() -> None:
                 run_dir = scratch / f"run-{code}-{copies}x"
                 config = config_for(inputs[copies], run_dir, WORKERS) | {"segment": {"engine": args.engine}}
                 builds.setdefault(case, {})[code] = build_once(config, scratch, f"{case}-{code}", args.profile, repo)
+        if args.served:
+            served_cases = [("1x_served", 1), (f"{args.repeat}x_served", args.repeat)]
+            with served_pool(config_for(inputs[1], scratch / "served", WORKERS) | {"segment": {"engine": args.engine}},
+                             scratch):
+                for case, copies in served_cases:
+                    config = config_for(inputs[copies], scratch / f"run-served-{copies}x", WORKERS) | {
+                        "segment": {"engine": args.engine}}
+                    builds[case] = {"this": build_once(config, scratch, case, args.profile)}
+            cases += served_cases
         jieba_after = raw_jieba_seconds(texts)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
