@@ -25,7 +25,7 @@ from rich.table import Table
 
 from flows.servers import corpusflow_home
 from flows.terminal import flow_display, silence_library_progress_bars
-from pipeline.config import load_config, registered_model_name
+from pipeline.config import CorpusflowConfig, load_config, registered_model_name
 from pipeline.errors import UserError
 from pipeline.versions import LEDGER, resolve_manifest
 
@@ -59,7 +59,7 @@ def _run_flow(description: str, flow_path: str, *args: Any, progress_to_stderr: 
         return flow(*args, **kwargs)
 
 
-def _start_workers(config: Any, to_stderr: bool = False) -> None:
+def _start_workers(config: CorpusflowConfig, to_stderr: bool = False) -> None:
     """The warm pool of a `corpusflow serve` of this user when one offers it (nothing to start), else this
     command's own, started now: the fork server loads the chain's dictionaries while Prefect is imported."""
     from flows.workers import adopt_served_pool

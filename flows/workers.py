@@ -253,7 +253,8 @@ def adopt_served_pool(workers: int) -> int | None:
         offer = json.loads(_offer_path(workers).read_text())
     except (OSError, ValueError):
         return None
-    if offer.get("workers") != workers or offer.get("code") != code_version() or not _lives(offer):
+    if not isinstance(offer, dict) or offer.get("workers") != workers or offer.get("code") != code_version() \
+            or not _lives(offer):
         return None
     os.environ[SERVED_POOL_ENV] = json.dumps(offer)
     return offer["pid"]
@@ -288,9 +289,10 @@ def _lives(offer: dict) -> bool:
     """The offering process is alive and its socket still there (an offer left by a killed process is not)."""
     try:
         os.kill(offer["pid"], 0)
-    except (OSError, KeyError):
+    except (OSError, KeyError, TypeError):
         return False
-    return Path(offer.get("address", "")).exists() and Path(offer.get("steps", {}).get("address", "")).exists()
+    sockets = [offer.get("address"), (offer.get("steps") or {}).get("address")]
+    return all(isinstance(address, str) and address and Path(address).exists() for address in sockets)
 
 
 @contextmanager

@@ -182,7 +182,8 @@ def test_a_stale_or_foreign_offer_is_not_adopted(tmp_path: Path, monkeypatch) ->
              "workers": 2, "code": workers.code_version(), "pid": os.getpid()}
     for offer in ({**alive, "pid": int(finished.stdout)},  # its process is gone (killed: nothing withdrew it)
                   {**alive, "code": "0" * 16},  # another version of the code
-                  {**alive, "address": str(tmp_path / "gone")}):  # its socket is gone
+                  {**alive, "address": str(tmp_path / "gone")},  # its socket is gone
+                  {key: value for key, value in alive.items() if key != "steps"}):  # written by something else
         workers._publish(offer)
         assert workers.adopt_served_pool(2) is None and SERVED_POOL_ENV not in os.environ
     workers._publish(alive)
