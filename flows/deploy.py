@@ -244,7 +244,9 @@ def deploy_all(
 def serve(config_path: str, specs: list[DeploymentSpec] | None = None) -> None:
     """Run the deployments' schedules and triggers from this process until interrupted (Ctrl-C)."""
     config_path = str(Path(config_path).resolve())
-    with serving_workers(load_config(config_path)):  # one warm worker pool for every build run served
+    with serving_workers(load_config(config_path)) as offered:  # one warm worker pool for every build run served
+        if offered is not None:
+            print(f"warm worker pool lent to the runs served and to your own builds: {offered}", flush=True)
         serve_deployments(*(to_runner_deployment(spec) for spec in specs or deployment_specs(config_path)))
 
 

@@ -214,8 +214,9 @@ _PoolClient.register("pool")
 
 
 @contextmanager
-def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
-    """While inside, this process keeps a warm pool for `config` that the flow runs it starts use.
+def serving_workers(config: CorpusflowConfig) -> Iterator[Path | None]:
+    """While inside, this process keeps a warm pool for `config` that the flow runs it starts use; yields
+    the file that offers it to this user's builds (None on Ray, where nothing is served).
 
     The pool starts now; each worker also imports Great Expectations and matplotlib now, once for every
     later run.
@@ -234,7 +235,7 @@ def serving_workers(config: CorpusflowConfig) -> Iterator[None]:
         os.environ[SERVED_POOL_ENV] = json.dumps(offer)
         _publish(offer)
         try:
-            yield
+            yield _offer_path(workers)
         finally:
             os.environ.pop(SERVED_POOL_ENV, None)
             _withdraw(offer)

@@ -145,8 +145,8 @@ def test_a_build_beside_a_served_process_uses_its_warm_pool_and_starts_none(pref
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
     shutdown_workers()
     try:
-        with serving_workers(parse_config(config)):
-            offer = next((Path(os.environ["CORPUSFLOW_HOME"]) / "pools").glob("workers-1.json"))
+        with serving_workers(parse_config(config)) as offer:
+            assert offer == Path(os.environ["CORPUSFLOW_HOME"]) / "pools" / "workers-1.json"
             assert offer.stat().st_mode & 0o777 == 0o600  # its authkey runs code in the pool: the user's alone
             served = [p for p in psutil.Process().children(recursive=True)]
             before = {p.pid: sum(p.cpu_times()[:2]) for p in served}
