@@ -351,7 +351,8 @@ def init_env(
 
 @app.command()
 def serve(config: ConfigOption = Path("configs/demo.yaml")) -> None:
-    """Run a local worker that executes the scheduled deployments (Ctrl-C stops it)."""
+    """Run a local worker that executes the scheduled deployments (Ctrl-C stops it); your builds beside it use
+    its warm worker pool."""
     from flows.servers import use_prefect_server
 
     console.print(f"Prefect API: {use_prefect_server()}")
