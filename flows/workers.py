@@ -287,13 +287,14 @@ def _withdraw(offer: dict) -> None:
 
 
 def _lives(offer: dict) -> bool:
-    """The offering process is alive and its socket still there (an offer left by a killed process is not)."""
+    """Both of the offer's pools answer on their sockets. An offer left by a killed process does not: its
+    socket files may remain, and its pid may have been given to another process since."""
     try:
-        os.kill(offer["pid"], 0)
-    except (OSError, KeyError, TypeError):
+        for endpoint in (offer, offer["steps"]):
+            _PoolClient(address=endpoint["address"], authkey=bytes.fromhex(endpoint["authkey"])).connect()
+    except (OSError, EOFError, KeyError, TypeError, ValueError, multiprocessing.AuthenticationError):
         return False
-    sockets = [offer.get("address"), (offer.get("steps") or {}).get("address")]
-    return all(isinstance(address, str) and address and Path(address).exists() for address in sockets)
+    return True
 
 
 @contextmanager

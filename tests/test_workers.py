@@ -175,18 +175,17 @@ def test_a_stale_or_foreign_offer_is_not_adopted(tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setenv("CORPUSFLOW_HOME", str(tmp_path))
     monkeypatch.delenv(SERVED_POOL_ENV, raising=False)
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    socket = tmp_path / "socket"
-    socket.touch()
-    alive = {"address": str(socket), "authkey": "00", "steps": {"address": str(socket), "authkey": "00"},
-             "workers": 2, "code": workers.code_version(), "pid": os.getpid()}
-    for offer in ({**alive, "pid": int(finished.stdout)},  # its process is gone (killed: nothing withdrew it)
-                  {**alive, "code": "0" * 16},  # another version of the code
-                  {**alive, "address": str(tmp_path / "gone")},  # its socket is gone
-                  {key: value for key, value in alive.items() if key != "steps"}):  # written by something else
-        workers._publish(offer)
-        assert workers.adopt_served_pool(2) is None and SERVED_POOL_ENV not in os.environ
-    workers._publish(alive)
-    assert workers.adopt_served_pool(3) is None  # another worker count looks for its own offer
-    assert workers.adopt_served_pool(2) == os.getpid()
-    assert workers._served_pool(2)["address"] == str(socket)
+    left_behind = tmp_path / "socket"
+    left_behind.touch()  # a killed server's socket file: nothing listens on it
+    with workers._serving(lambda: None) as chain, workers._serving(lambda: None) as steps:
+        alive = {**chain, "steps": steps, "workers": 2, "code": workers.code_version(), "pid": os.getpid()}
+        for offer in ({**alive, "address": str(left_behind)},  # its process is gone, its socket file is not
+                      {**alive, "steps": {**steps, "authkey": "00" * 32}},  # another server on that socket
+                      {**alive, "code": "0" * 16},  # another version of the code
+                      {key: value for key, value in alive.items() if key != "steps"}):  # written by something else
+            workers._publish(offer)
+            assert workers.adopt_served_pool(2) is None and SERVED_POOL_ENV not in os.environ
+        workers._publish(alive)
+        assert workers.adopt_served_pool(3) is None  # another worker count looks for its own offer
+        assert workers.adopt_served_pool(2) == os.getpid()
+        assert workers._served_pool(2)["address"] == chain["address"]
