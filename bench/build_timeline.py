@@ -252,6 +252,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="corpusflow-timeline-"))
     checkouts = {"this": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     builds: dict[str, dict] = {}
+
+    def configured(input_csv: Path, run_dir: Path) -> dict:
+        return config_for(input_csv, run_dir, WORKERS) | {"segment": {"engine": args.engine}}
+
     try:
         inputs = {1: write_copies(raw, 1, scratch / "x1" / "shopping.csv"),
                   args.repeat: write_copies(raw, args.repeat, scratch / f"x{args.repeat}" / "shopping.csv")}
@@ -260,15 +264,13 @@ def main() -> None:
         for case, copies in cases:
             for code, repo in checkouts.items():  # the baseline first, when given
                 run_dir = scratch / f"run-{code}-{copies}x"
-                config = config_for(inputs[copies], run_dir, WORKERS) | {"segment": {"engine": args.engine}}
+                config = configured(inputs[copies], run_dir)
                 builds.setdefault(case, {})[code] = build_once(config, scratch, f"{case}-{code}", args.profile, repo)
         if args.served:
             served_cases = [("1x_served", 1), (f"{args.repeat}x_served", args.repeat)]
-            with served_pool(config_for(inputs[1], scratch / "served", WORKERS) | {"segment": {"engine": args.engine}},
-                             scratch):
+            with served_pool(configured(inputs[1], scratch / "served"), scratch):
                 for case, copies in served_cases:
-                    config = config_for(inputs[copies], scratch / f"run-served-{copies}x", WORKERS) | {
-                        "segment": {"engine": args.engine}}
+                    config = configured(inputs[copies], scratch / f"run-served-{copies}x")
                     builds[case] = {"this": build_once(config, scratch, case, args.profile)}
             cases += served_cases
         jieba_after = raw_jieba_seconds(texts)

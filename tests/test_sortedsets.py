@@ -39,6 +39,8 @@ def test_bitmap_membership_equals_numpy(size: int, share: float) -> None:
     values = rng.integers(0, size, 3 * size)
     bitmap = sortedsets.Bitmap(members, size)
     np.testing.assert_array_equal(bitmap.contains(values), np.isin(values, members))
+    repeated = sortedsets.Bitmap(np.concatenate([members, members[::-1]]), size)  # members given twice, unsorted
+    np.testing.assert_array_equal(repeated.contains(values), np.isin(values, members))
     assert bool(bitmap) == bool(len(members))
     edges = np.array([0, size - 1])  # the first and last bit of the last byte, full or not
     np.testing.assert_array_equal(sortedsets.Bitmap(edges, size).contains(np.arange(size)), np.isin(np.arange(size), edges))

@@ -161,7 +161,7 @@ def resolve_collisions(
                                                  sortedsets.Bitmap(ignored, corpus.size))
         near = _NearClusters.empty()
         if config.near:
-            excluded = sortedsets.Bitmap(sortedsets.union(ignored, exact_doc), corpus.size)
+            excluded = sortedsets.Bitmap(np.concatenate([ignored, exact_doc]), corpus.size)
             near = _near_clusters(corpus, _Collisions(collisions, JOIN_BAND), excluded, config, Path(scratch))
         duplicates = _duplicate_rows(corpus, exact_doc, exact_rep, near)
     located = settled.with_repeats(duplicates)
