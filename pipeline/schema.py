@@ -134,8 +134,8 @@ def _parsed_meta(text: str | None) -> dict[str, Any]:
         return {}
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:  # NaN, Infinity or integers past 64 bits: json writes them, orjson refuses
-        return json.loads(text)
+    except orjson.JSONDecodeError:  # NaN and Infinity: json writes them, orjson refuses them
+        return json.loads(text)  # (integers past 64 bits it reads as floats; no position comes near)
 
 
 class Ledger(Counter):
